@@ -1,0 +1,47 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "LayerKit",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "LayerKit", targets: ["LayerKit"]),
+        .executable(name: "layertool", targets: ["layertool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+    ],
+    targets: [
+        // C libraries, each behind a tiny module so the Swift code imports only what it uses.
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive",
+                       providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["libz-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CIsal", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
+        // Syscalls Glibc does not wrap (openat2, renameat2, ...) and macros Swift cannot import.
+        .target(name: "CLayerSys"),
+        .target(
+            name: "LayerKit",
+            dependencies: [
+                "CArchive", "CZlib", "CZstd", "CIsal", "CLayerSys",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .executableTarget(
+            name: "layertool",
+            dependencies: [
+                "LayerKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "LayerKitTests",
+            dependencies: ["LayerKit", "CArchive", "CLayerSys"],
+            resources: []
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,257 @@
+import CArchive
+import CLayerSys
+import Foundation
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The first stage of the pipeline, on its own thread: reads the blob in large chunks, hashes it
+/// (blob digest), detects and undoes the compression, hashes the result (diffID) and hands the
+/// tar bytes to the consumer through a `ChunkPipe`. It always reads to the end of the blob, so
+/// bytes after the tar end-of-archive marker are part of both digests.
+final class BlobProducer: @unchecked Sendable {
+    enum GzipImplementation: String { case isal, zlib }
+
+    let fd: Int32
+    let pipe: ChunkPipe
+    let gzip: GzipImplementation
+    private let finished = DispatchSemaphore(value: 0)
+
+    // Results, valid once `wait()` returns.
+    private(set) var compression: Compression = .none
+    private(set) var blobDigest: Digest?
+    private(set) var diffID: Digest?
+    private(set) var blobSize: Int64 = 0
+    private(set) var tarSize: Int64 = 0
+    private(set) var error: LayerError?
+
+    init(fd: Int32, pipe: ChunkPipe, gzip: GzipImplementation = .isal) {
+        self.fd = fd
+        self.pipe = pipe
+        self.gzip = gzip
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            self.run()
+            self.finished.signal()
+        }
+        thread.name = "layerkit-decompress"
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    func wait() { finished.wait() }
+
+    private func run() {
+        do {
+            try produce()
+            pipe.finish(nil)
+        } catch {
+            self.error = error
+            pipe.finish(error)
+        }
+    }
+
+    /// Reads up to `count` bytes, retrying short reads until EOF. Returns the number read.
+    private func readFully(_ buffer: UnsafeMutableRawPointer, _ count: Int) throws(LayerError) -> Int {
+        var total = 0
+        while total < count {
+            let n = read(fd, buffer + total, count - total)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LayerError(.input, "read error: \(Errno(rawValue: errno).description)")
+            }
+            if n == 0 { break }
+            total += n
+        }
+        return total
+    }
+
+    private func produce() throws(LayerError) {
+        guard let first = pipe.acquire() else { return }
+        let firstCount = try readFully(first, pipe.chunkSize)
+        guard let detected = Compression.detect(UnsafeRawBufferPointer(start: first, count: min(firstCount, Compression.magicLength))) else {
+            pipe.giveBack(first)
+            throw LayerError(.corruptArchive, "not a layer: the data is neither gzip, zstd nor tar")
+        }
+        compression = detected
+        var blobHasher = SHA256Hasher()
+        blobSize = Int64(firstCount)
+        blobHasher.update(UnsafeRawBufferPointer(start: first, count: firstCount))
+
+        if detected == .none {
+            // Uncompressed: the blob is the tar; one hash serves as both digests.
+            var chunk = first
+            var count = firstCount
+            while count > 0 {
+                tarSize += Int64(count)
+                guard pipe.push(chunk, count: count) else { return }
+                guard let next = pipe.acquire() else { return }
+                chunk = next
+                count = try readFully(chunk, pipe.chunkSize)
+                blobSize += Int64(count)
+                blobHasher.update(UnsafeRawBufferPointer(start: chunk, count: count))
+            }
+            pipe.giveBack(chunk)
+            let digest = blobHasher.finalize()
+            blobDigest = digest
+            diffID = digest
+            return
+        }
+
+        var decoder: any StreamDecoder
+        switch detected {
+        case .gzip: decoder = gzip == .isal ? IsalGzipDecoder() as any StreamDecoder : ZlibGzipDecoder()
+        case .zstd: decoder = ZstdDecoder()
+        case .none: fatalError("unreachable")
+        }
+        defer { decoder.release() }
+
+        var diffHasher = SHA256Hasher()
+        let inputCapacity = pipe.chunkSize
+        let input = UnsafeMutableRawPointer.allocate(byteCount: inputCapacity, alignment: 64)
+        defer { input.deallocate() }
+        input.copyMemory(from: first, byteCount: firstCount)
+        pipe.giveBack(first)
+        var inputCount = firstCount
+
+        guard var out = pipe.acquire() else { return }
+        var outFill = 0
+        let outCapacity = pipe.chunkSize
+        while inputCount > 0 {
+            var offset = 0
+            while offset < inputCount {
+                let (consumed, produced) = try decoder.step(
+                    UnsafeRawBufferPointer(start: input + offset, count: inputCount - offset),
+                    UnsafeMutableRawBufferPointer(start: out + outFill, count: outCapacity - outFill))
+                offset += consumed
+                outFill += produced
+                if outFill == outCapacity {
+                    diffHasher.update(UnsafeRawBufferPointer(start: out, count: outFill))
+                    tarSize += Int64(outFill)
+                    guard pipe.push(out, count: outFill), let next = pipe.acquire() else { return }
+                    out = next
+                    outFill = 0
+                } else if consumed == 0 && produced == 0 {
+                    break
+                }
+            }
+            inputCount = try readFully(input, inputCapacity)
+            blobSize += Int64(inputCount)
+            blobHasher.update(UnsafeRawBufferPointer(start: input, count: inputCount))
+        }
+        // Flush what the decoder still holds (zstd may keep output back until asked again).
+        while true {
+            let (_, produced) = try decoder.step(
+                UnsafeRawBufferPointer(start: input, count: 0),
+                UnsafeMutableRawBufferPointer(start: out + outFill, count: outCapacity - outFill))
+            outFill += produced
+            if outFill == outCapacity {
+                diffHasher.update(UnsafeRawBufferPointer(start: out, count: outFill))
+                tarSize += Int64(outFill)
+                guard pipe.push(out, count: outFill), let next = pipe.acquire() else { return }
+                out = next
+                outFill = 0
+            } else if produced == 0 {
+                break
+            }
+        }
+        guard decoder.isComplete else {
+            pipe.giveBack(out)
+            throw LayerError(.corruptArchive, "\(detected.rawValue): unexpected end of data (the blob is truncated)")
+        }
+        if outFill > 0 {
+            diffHasher.update(UnsafeRawBufferPointer(start: out, count: outFill))
+            tarSize += Int64(outFill)
+            pipe.push(out, count: outFill)
+        } else {
+            pipe.giveBack(out)
+        }
+        blobDigest = blobHasher.finalize()
+        diffID = diffHasher.finalize()
+    }
+}
+
+/// The second stage: libarchive parsing tar (only tar: compression was undone upstream) from
+/// the chunks in the pipe, without copying them.
+final class TarStream {
+    final class ReadContext {
+        let pipe: ChunkPipe
+        var current: ChunkPipe.Chunk?
+        var upstreamError: LayerError?
+        var bytesDelivered: Int64 = 0
+        init(pipe: ChunkPipe) { self.pipe = pipe }
+
+        func recycleCurrent() {
+            if let current { pipe.recycle(current) }
+            current = nil
+        }
+    }
+
+    let archive: OpaquePointer
+    let context: ReadContext
+    /// The blob had no bytes at all: an empty layer.
+    private(set) var isEmpty = false
+    private let contextRef: Unmanaged<ReadContext>
+
+    init(pipe: ChunkPipe) throws(LayerError) {
+        guard let a = archive_read_new() else { throw LayerError(.input, "libarchive: out of memory") }
+        archive = a
+        context = ReadContext(pipe: pipe)
+        contextRef = Unmanaged.passRetained(context)
+        archive_read_support_format_tar(a)
+        let rc = archive_read_open(a, contextRef.toOpaque(), nil, { archive, client, buffer in
+            let ctx = Unmanaged<ReadContext>.fromOpaque(client!).takeUnretainedValue()
+            ctx.recycleCurrent()
+            do throws(LayerError) {
+                guard let chunk = try ctx.pipe.next() else { return 0 }
+                ctx.current = chunk
+                ctx.bytesDelivered += Int64(chunk.count)
+                buffer!.pointee = UnsafeRawPointer(chunk.base)
+                return chunk.count
+            } catch {
+                ctx.upstreamError = error
+                lk_archive_set_error(archive, EIO, error.reason)
+                return -1
+            }
+        }, nil)
+        if rc != ARCHIVE_OK && context.bytesDelivered == 0 && context.upstreamError == nil {
+            isEmpty = true  // a zero-byte blob is an empty layer
+        } else if rc != ARCHIVE_OK {
+            // deinit frees the archive and the context.
+            throw context.upstreamError ?? LayerError(.corruptArchive, "tar: " + Self.errorString(a))
+        }
+    }
+
+    deinit {
+        archive_read_free(archive)
+        context.recycleCurrent()
+        contextRef.release()
+    }
+
+    /// Reads the next header into `entry`; false at the end of the archive.
+    func next(_ entry: OpaquePointer) throws(LayerError) -> Bool {
+        if isEmpty { return false }
+        let rc = archive_read_next_header2(archive, entry)
+        if rc == ARCHIVE_EOF { return false }
+        if rc == ARCHIVE_OK || rc == ARCHIVE_WARN { return true }
+        // A zero-byte blob is an empty layer.
+        if context.bytesDelivered == 0 && context.upstreamError == nil { return false }
+        throw context.upstreamError ?? LayerError(.corruptArchive, "tar: " + Self.errorString(archive))
+    }
+
+    /// Reads and recycles whatever follows the end-of-archive marker, so the producer reaches the
+    /// end of the blob (trailing bytes count in the digests). Throws the producer's error.
+    func drain() throws(LayerError) {
+        context.recycleCurrent()
+        if let error = context.upstreamError { throw error }
+        while let chunk = try context.pipe.next() { context.pipe.recycle(chunk) }
+    }
+
+    static func errorString(_ archive: OpaquePointer) -> String {
+        if let s = archive_error_string(archive) { return String(cString: s) }
+        return "unknown libarchive error"
+    }
+}

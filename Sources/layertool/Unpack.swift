@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import LayerKit
+
+struct Unpack: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply layers, in order, onto a directory.",
+        discussion: """
+            Each LAYER is a file (tar, tar+gzip or tar+zstd) or - for standard input. Whiteouts
+            (.wh.NAME, .wh..wh..opq) remove what earlier layers put there. Nothing outside DEST is ever
+            created, changed or removed, whatever the archive says.
+
+            A DEST that is missing or empty is built beside it and moved into place only when every
+            layer has been applied and verified: on any error it is left as it was. A DEST that has
+            content is checked first (each layer read in full: digests, names) and then changed in place.
+
+            Examples:
+              layertool unpack base.tar.gz app.tar.zst rootfs/
+              layertool unpack --digest sha256:3f... layer.tar.gz rootfs/
+              layertool unpack --image ./oci-layout:latest rootfs/
+              curl ... | layertool unpack - rootfs/
+            """
+    )
+
+    @Option(name: .customLong("digest"), help: ArgumentHelp(
+        "Expected blob digest (sha256:HEX) of a layer; repeat once per layer, in order.",
+        valueName: "sha256:HEX"))
+    var digests: [String] = []
+
+    @Option(name: .customLong("image"), help: ArgumentHelp(
+        "Flatten the image in this OCI image layout instead of LAYER files (REF defaults to the only image, or latest).",
+        valueName: "LAYOUT[:REF]"))
+    var image: String?
+
+    @Option(help: ArgumentHelp("Output format: plain (a full tree) or overlay (a layer dir for overlayfs: whiteouts as 0/0 devices, trusted.overlay.opaque).", valueName: "plain|overlay"))
+    var format: String = "plain"
+
+    @Flag(help: "Apply security.selinux labels from the archive (skipped by default).")
+    var selinuxLabels = false
+
+    @Flag(help: "Print the results as JSON.")
+    var json = false
+
+    @Argument(help: ArgumentHelp("Layers to apply, then the destination directory.", valueName: "LAYER... DEST"))
+    var paths: [String] = []
+
+    func validate() throws {
+        if image != nil {
+            guard paths.count == 1 else { throw ValidationError("with --image, give only DEST") }
+            guard digests.isEmpty else { throw ValidationError("--digest does not go with --image: the image's manifest and config give the digests") }
+        } else {
+            guard paths.count >= 2 else { throw ValidationError("give at least one LAYER and a DEST") }
+            guard digests.count <= paths.count - 1 else {
+                throw ValidationError("\(digests.count) --digest values for \(paths.count - 1) layers")
+            }
+        }
+        guard format == "plain" || format == "overlay" else { throw ValidationError("--format is plain or overlay") }
+        for d in digests {
+            do { _ = try Digest(parsing: d) } catch { throw ValidationError(error.description) }
+        }
+    }
+
+    func run() throws {
+        let destination = paths.last!
+        var options = ApplyOptions()
+        options.format = format == "overlay" ? .overlay(.trusted) : .plain
+        options.applySELinuxLabels = selinuxLabels
+
+        var inputs = [LayerInput]()
+        do {
+            if let image {
+                let (layoutPath, reference) = OCIImageLayout.parse(image)
+                let resolved = try OCIImageLayout(path: layoutPath).resolve(reference)
+                for layer in resolved.layers {
+                    inputs.append(LayerInput(source: .path(layer.blobPath), name: "\(layoutPath)@\(layer.descriptor.digest)",
+                                             expecting: LayerExpectation(blobDigest: layer.descriptor.digest, diffID: layer.diffID)))
+                }
+            } else {
+                let layerPaths = paths.dropLast()
+                if layerPaths.filter({ $0 == "-" }).count > 1 {
+                    throw ValidationError("standard input (-) can be read only once")
+                }
+                for (i, p) in layerPaths.enumerated() {
+                    let expected = i < digests.count ? try Digest(parsing: digests[i]) : nil
+                    let source: LayerSource = p == "-" ? .fileDescriptor(0) : .path(p)
+                    inputs.append(LayerInput(source: source, name: p, expecting: LayerExpectation(blobDigest: expected)))
+                }
+            }
+            let total = inputs.count
+            if let first = inputs.first { Output.progress("[1/\(total)] \(first.name)") }
+            let summaries = try Unpacker(options: options).unpack(inputs, to: destination) { i, _ in
+                if i + 1 < total { Output.progress("[\(i + 2)/\(total)] \(inputs[i + 1].name)") }
+            }
+            Output.endProgress()
+            let names = inputs.map(\.name)
+            if json {
+                print(Output.json(Output.records(summaries, names: names)))
+            } else {
+                for (s, n) in zip(summaries, names) { print(Output.human(s, name: n)) }
+                if let chain = ChainID.of(summaries.map(\.diffID)) { print("chainID \(chain)") }
+            }
+        } catch let error as LayerError {
+            Output.endProgress()
+            throw fail(error)
+        }
+    }
+}

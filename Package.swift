@@ -39,8 +39,10 @@ let package = Package(
         ),
         .testTarget(
             name: "LayerKitTests",
-            dependencies: ["LayerKit", "CArchive", "CLayerSys"],
-            resources: []
+            dependencies: [
+                "LayerKit", "CArchive", "CLayerSys", "layertool",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -51,7 +51,7 @@ enum TarBuilder {
     static func build(_ entries: [TarEntry], compression: TestCompression = .none) -> [UInt8] {
         let a = archive_write_new()!
         defer { archive_write_free(a) }
-        archive_write_set_format_pax_restricted(a)
+        archive_write_set_format_pax(a)
         switch compression {
         case .none: break
         case .gzip: archive_write_add_filter_gzip(a)

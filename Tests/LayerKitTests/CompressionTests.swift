@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+@testable import LayerKit
+
+@Suite struct CompressionTests {
+    func detect(_ bytes: [UInt8]) -> Compression? {
+        bytes.withUnsafeBytes { Compression.detect($0) }
+    }
+
+    @Test func detectsFromMagicBytes() {
+        #expect(detect([0x1f, 0x8b, 0x08, 0, 0]) == .gzip)
+        #expect(detect([0x28, 0xb5, 0x2f, 0xfd, 0]) == .zstd)
+        for x in [0x50, 0x55, 0x5f] as [UInt8] {
+            #expect(detect([x, 0x2a, 0x4d, 0x18, 4, 0, 0, 0]) == .zstd, "skippable frame 0x\(String(x, radix: 16))")
+        }
+        #expect(detect([]) == Compression.none, "a zero-byte blob is an empty layer")
+        #expect(detect([UInt8](repeating: 0, count: 1024)) == Compression.none, "an empty tar")
+        #expect(detect(Array("hello world, not a layer".utf8)) == nil)
+        #expect(detect([0x1f, 0x8b, 0x07]) == nil, "gzip with a method other than deflate")
+        #expect(detect([0x42, 0x5a, 0x68]) == nil, "bzip2 is not an OCI layer compression")
+    }
+
+    @Test func detectsTarByUstarMagicAndByChecksum() {
+        let ustar = TarBuilder.build([.file("a", "a")])
+        #expect(detect(Array(ustar.prefix(512))) == Compression.none)
+        // A v7 header (no ustar magic) is recognised by its checksum.
+        var v7 = Array(ustar.prefix(512))
+        for i in 257..<265 { v7[i] = 0 }
+        var sum = 0
+        for i in 0..<512 { sum += (148..<156).contains(i) ? 32 : Int(v7[i]) }
+        let field = Array(String(format: "%06o", sum).utf8) + [0, 32]
+        for (i, b) in field.enumerated() { v7[148 + i] = b }
+        #expect(detect(v7) == Compression.none)
+        v7[0] ^= 0xff  // checksum now wrong
+        #expect(detect(v7) == nil)
+    }
+
+    @Test func theFileNameDoesNotMatter() throws {
+        let tmp = TempDir()
+        let gz = TarBuilder.write([.file("a", "a")], to: tmp.sub("misnamed.tar"), compression: .gzip)
+        let zst = TarBuilder.write([.file("a", "a")], to: tmp.sub("misnamed.gz"), compression: .zstd)
+        #expect(try LayerApplier.inspect(.path(gz)).compression == .gzip)
+        #expect(try LayerApplier.inspect(.path(zst)).compression == .zstd)
+    }
+
+    @Test(arguments: ["basic.tar", "basic.tar.gz", "basic.tar.zst", "basic-skippable.tar.zst", "basic-multimember.tar.gz"])
+    func everyFormOfTheSameTarHasTheSameDiffID(_ name: String) throws {
+        let plain = try LayerApplier.inspect(.path(fixturesDir + "/layers/basic.tar"))
+        let other = try LayerApplier.inspect(.path(fixturesDir + "/layers/\(name)"))
+        #expect(other.diffID == plain.diffID)
+        #expect(other.entryCount == plain.entryCount)
+    }
+
+    @Test func bytesAfterTheEndOfArchiveCountInTheDiffID() throws {
+        let path = fixturesDir + "/layers/trailing-garbage.tar"
+        let s = try LayerApplier.inspect(.path(path))
+        let bytes = try #require(FileManager.default.contents(atPath: path))
+        #expect(s.diffID == Digest.sha256(of: [UInt8](bytes)))
+        #expect(s.tarSize == Int64(bytes.count))
+    }
+
+    @Test(arguments: [
+        ("garbage.bin", "neither gzip, zstd nor tar"),
+        ("truncated.tar.gz", "truncated"),
+        ("truncated.tar.zst", "truncated"),
+        ("corrupt.tar.gz", "gzip"),
+        ("corrupt-crc.tar.gz", "checksum"),
+    ])
+    func badBlobsFailWithAClearReason(_ name: String, _ reason: String) {
+        #expect {
+            _ = try LayerApplier.inspect(.path(fixturesDir + "/layers/\(name)"))
+        } throws: { error in
+            guard let e = error as? LayerError else { return false }
+            return e.kind == .corruptArchive && e.description.contains(reason) && e.description.contains(name)
+        }
+    }
+}

@@ -211,8 +211,8 @@ final class ApplyEngine {
             if fchmod(fd, perm) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chmod") }
         }
         applyXattrs(entry, path: path) { name, value, size in fsetxattr(fd, name, value, size, 0) }
-        var times = entryTimes(entry)
-        if futimens(fd, &times.0) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
+        let times = entryTimes(entry)
+        if withTimes(times, { futimens(fd, $0) }) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
     }
 
     /// chown clears setuid/setgid, so a mode with them must be set again after a chown.
@@ -312,8 +312,8 @@ final class ApplyEngine {
             let procPath = "/proc/self/fd/\(parentFD)/" + String(decoding: name, as: UTF8.self)
             applyXattrs(entry, path: path) { xname, value, size in lsetxattr(procPath, xname, value, size, 0) }
         }
-        var times = entryTimes(entry)
-        let rc = withCString(name) { utimensat(parentFD, $0, &times.0, AT_SYMLINK_NOFOLLOW) }
+        let times = entryTimes(entry)
+        let rc = withCString(name) { n in withTimes(times) { utimensat(parentFD, n, $0, AT_SYMLINK_NOFOLLOW) } }
         if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
     }
 
@@ -490,8 +490,7 @@ final class ApplyEngine {
             }
             _ = fchown(dst, st.st_uid, st.st_gid)
             _ = fchmod(dst, st.st_mode & 0o7777)
-            var times = (st.st_atim, st.st_mtim)
-            _ = withUnsafePointer(to: &times) { $0.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(dst, $0) } }
+            _ = withTimes((st.st_atim, st.st_mtim)) { futimens(dst, $0) }
             return
         }
         throw LayerError(.invalidEntry, entry: path.description, "hardlink target not found in this layer or below")
@@ -505,6 +504,13 @@ final class ApplyEngine {
         let gid = gid_t(truncatingIfNeeded: archive_entry_gid(entry))
         if uid == euid && gid == egid { return }
         if fchown(fd, uid, gid) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chown to \(uid):\(gid)") }
+    }
+
+    /// Passes (atime, mtime) as the two-element array futimens/utimensat take.
+    @inline(__always)
+    private func withTimes(_ times: (timespec, timespec), _ body: (UnsafePointer<timespec>) -> Int32) -> Int32 {
+        var pair = times
+        return withUnsafePointer(to: &pair) { $0.withMemoryRebound(to: timespec.self, capacity: 2, body) }
     }
 
     private func entryTimes(_ entry: OpaquePointer) -> (timespec, timespec) {
@@ -543,16 +549,16 @@ final class ApplyEngine {
     func finish() throws(LayerError) {
         var seen = Set<EntryPath>()
         for (path, atime, mtime) in dirTimes.reversed() where seen.insert(path).inserted {
-            var times = (atime, mtime)
+            let times = (atime, mtime)
             if path.isRoot {
-                _ = withUnsafePointer(to: &times) { $0.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(rootFD, $0) } }
+                _ = withTimes(times) { futimens(rootFD, $0) }
                 continue
             }
             let fd = path.withCString {
                 lk_openat2(rootFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), 0, UInt64(LK_RESOLVE_IN_ROOT))
             }
             guard fd >= 0 else { continue }  // removed or replaced later in the layer
-            _ = withUnsafePointer(to: &times) { $0.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) } }
+            _ = withTimes(times) { futimens(fd, $0) }
             close(fd)
         }
         dirTimes.removeAll()

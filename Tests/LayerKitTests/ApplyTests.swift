@@ -78,6 +78,22 @@ func contents(_ path: String) -> String? {
         #expect(contents(dest + "/empty") == "")
     }
 
+    @Test func paxAccessTimesAreAppliedWithTheModificationTime() throws {
+        // GNU tar's posix format records atime with nanoseconds and mtime without.
+        let tmp = TempDir()
+        let dest = tmp.mkdir("dest")
+        var f = TarEntry.file("f", "x")
+        f.atime = (1_795_762_189, 598_646_034)
+        var l = TarEntry.symlink("l", "f")
+        l.atime = (1_795_762_190, 1)
+        try applyLayers([[f, l]], onto: dest)
+        let st = try #require(lstatOrNil(dest + "/f"))
+        #expect(st.st_atim.tv_sec == 1_795_762_189 && st.st_atim.tv_nsec == 598_646_034)
+        #expect(st.st_mtim.tv_sec == 1_700_000_000 && st.st_mtim.tv_nsec == 0)
+        let ls = try #require(lstatOrNil(dest + "/l"))
+        #expect(ls.st_mtim.tv_sec == 1_700_000_000 && ls.st_atim.tv_sec == 1_795_762_190)
+    }
+
     @Test func implicitParentsAreCreated() throws {
         let tmp = TempDir()
         let dest = tmp.mkdir("dest")

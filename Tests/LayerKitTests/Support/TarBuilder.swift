@@ -18,6 +18,7 @@ struct TarEntry {
     var gid: Int64 = 0
     var mtime: Int = 1_700_000_000
     var mtimeNsec: Int = 0
+    var atime: (Int, Int)? = nil
     var xattrs: [(String, [UInt8])] = []
     var devMajor: UInt64 = 0
     var devMinor: UInt64 = 0
@@ -73,6 +74,7 @@ enum TarBuilder {
             archive_entry_set_uid(entry, e.uid)
             archive_entry_set_gid(entry, e.gid)
             archive_entry_set_mtime(entry, e.mtime, e.mtimeNsec)
+            if let (sec, nsec) = e.atime { archive_entry_set_atime(entry, sec, nsec) }
             for (name, value) in e.xattrs {
                 value.withUnsafeBytes { archive_entry_xattr_add_entry(entry, name, $0.baseAddress, value.count) }
             }

@@ -1,0 +1,174 @@
+import CLayerSys
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One thing a layer will say: an entry (with the metadata it has in the new tree), a whiteout
+/// of a name, or an opaque marker on a dir.
+struct DiffItem {
+    enum Kind { case node, whiteout, opaque }
+    var kind: Kind
+    var path: EntryPath
+    var st = stat()
+    var linkTarget: [UInt8] = []
+    var xattrs: [(String, [UInt8])] = []
+}
+
+/// The changes between two states of a tree, ready to be written in a deterministic order:
+/// dir by dir, the opaque marker first, then whiteouts, then entries, each sorted by name;
+/// every changed entry's parents are included with their metadata.
+final class ChangeSet {
+    private(set) var byParent: [EntryPath: [DiffItem]] = [:]
+    private var included = Set<EntryPath>()
+    private var opaqueDirs = Set<EntryPath>()
+    /// Names of each multiply-linked file of the new tree, to emit whole hardlink groups.
+    var inodeNames: [InodeKey: [EntryPath]] = [:]
+    private(set) var warnings: [String] = []
+    let newRootFD: Int32
+    let xattrPolicy: ApplyOptions
+
+    struct InodeKey: Hashable { let dev: UInt64; let ino: UInt64 }
+
+    init(newRootFD: Int32, xattrPolicy: ApplyOptions) {
+        self.newRootFD = newRootFD
+        self.xattrPolicy = xattrPolicy
+    }
+
+    var isEmpty: Bool { byParent.isEmpty }
+    var count: Int { byParent.values.reduce(0) { $0 + $1.count } }
+
+    func warn(_ message: String) { warnings.append(message) }
+
+    /// Adds an entry of the new tree (and its parents).
+    func addNode(_ path: EntryPath, st: stat, dirFD: Int32) throws(LayerError) {
+        guard included.insert(path).inserted else { return }
+        var item = DiffItem(kind: .node, path: path, st: st)
+        let name = path.name
+        if FS.fileType(st) == mode_t(LK_S_IFLNK) {
+            item.linkTarget = try Self.readLink(dirFD, name, path)
+        }
+        item.xattrs = Self.xattrs(dirFD, name, policy: xattrPolicy)
+        try ensureParents(of: path)
+        byParent[path.parent, default: []].append(item)
+    }
+
+    func addWhiteout(_ path: EntryPath) throws(LayerError) {
+        try ensureParents(of: path)
+        byParent[path.parent, default: []].append(DiffItem(kind: .whiteout, path: path))
+    }
+
+    func addOpaque(_ dir: EntryPath) throws(LayerError) {
+        guard opaqueDirs.insert(dir).inserted else { return }
+        try ensureParents(of: dir.appending(".wh..wh..opq".utf8))
+        byParent[dir, default: []].append(DiffItem(kind: .opaque, path: dir))
+    }
+
+    private func ensureParents(of path: EntryPath) throws(LayerError) {
+        let parent = path.parent
+        if parent.isRoot || included.contains(parent) { return }
+        var st = stat()
+        let rc = parent.withCString { fstatat(newRootFD, $0, &st, AT_SYMLINK_NOFOLLOW) }
+        guard rc == 0 else { throw .system(Errno(rawValue: errno), entry: parent.description, "cannot stat parent dir") }
+        let parentFD = parent.parent.isRoot ? newRootFD
+            : parent.parent.withCString { lk_openat2(newRootFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0, UInt64(LK_RESOLVE_BENEATH | LK_RESOLVE_NO_SYMLINKS)) }
+        guard parentFD >= 0 else { throw .system(Errno(rawValue: errno), entry: parent.description, "cannot open parent dir") }
+        defer { if parentFD != newRootFD { close(parentFD) } }
+        try addNode(parent, st: st, dirFD: parentFD)
+    }
+
+    /// After the walk: every name of a multiply-linked file joins the layer when one name is in it,
+    /// so applying the layer rebuilds the same hardlink group.
+    func completeHardlinkGroups() throws(LayerError) {
+        for (_, names) in inodeNames where names.count > 1 && names.contains(where: { included.contains($0) }) {
+            for path in names where !included.contains(path) {
+                var st = stat()
+                let parentFD = path.parent.isRoot ? newRootFD
+                    : path.parent.withCString { lk_openat2(newRootFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0, UInt64(LK_RESOLVE_BENEATH | LK_RESOLVE_NO_SYMLINKS)) }
+                guard parentFD >= 0 else { continue }
+                defer { if parentFD != newRootFD { close(parentFD) } }
+                guard FS.lstatInto(parentFD, path.name, &st) else { continue }
+                try addNode(path, st: st, dirFD: parentFD)
+            }
+        }
+    }
+
+    /// The items in layer order (see the type's description).
+    func ordered() -> [DiffItem] {
+        var out = [DiffItem]()
+        out.reserveCapacity(count)
+        func visit(_ dir: EntryPath) {
+            guard var items = byParent[dir] else { return }
+            items.sort { a, b in
+                let ra = a.kind == .opaque ? 0 : a.kind == .whiteout ? 1 : 2
+                let rb = b.kind == .opaque ? 0 : b.kind == .whiteout ? 1 : 2
+                if ra != rb { return ra < rb }
+                return a.path.name.lexicographicallyPrecedes(b.path.name)
+            }
+            for item in items {
+                out.append(item)
+                if item.kind == .node && FS.isDir(item.st) { visit(item.path) }
+            }
+        }
+        visit(.root)
+        return out
+    }
+
+    // MARK: - Reading the new tree
+
+    static func readLink(_ dirFD: Int32, _ name: ArraySlice<UInt8>, _ path: EntryPath) throws(LayerError) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 4097)
+        let n = withCString(name) { readlinkat(dirFD, $0, &buffer, 4096) }
+        guard n >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot read symlink") }
+        return Array(buffer[..<n])
+    }
+
+    /// The entry's xattrs that a layer carries (the apply policy: no `trusted.*`, no
+    /// `user.overlay.*`, `security.selinux` only when asked), sorted by name.
+    static func xattrs(_ dirFD: Int32, _ name: ArraySlice<UInt8>, policy: ApplyOptions) -> [(String, [UInt8])] {
+        let all = allXattrs(dirFD, name)
+        return all.filter { policy.appliesXattr($0.0) }
+    }
+
+    /// Every xattr of an entry, not following symlinks, sorted by name.
+    static func allXattrs(_ dirFD: Int32, _ name: ArraySlice<UInt8>) -> [(String, [UInt8])] {
+        let path = "/proc/self/fd/\(dirFD)/" + String(decoding: name, as: UTF8.self)
+        var buffer = [CChar](repeating: 0, count: 1024)
+        var size = llistxattr(path, &buffer, buffer.count)
+        if size < 0 && errno == ERANGE {
+            let needed = llistxattr(path, nil, 0)
+            guard needed > 0 else { return [] }
+            buffer = [CChar](repeating: 0, count: needed)
+            size = llistxattr(path, &buffer, needed)
+        }
+        guard size > 0 else { return [] }
+        var result = [(String, [UInt8])]()
+        var start = 0
+        for i in 0..<size where buffer[i] == 0 {
+            let key = String(decoding: buffer[start..<i].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            start = i + 1
+            var value = [UInt8](repeating: 0, count: 256)
+            var n = lgetxattr(path, key, &value, value.count)
+            if n < 0 && errno == ERANGE {
+                let needed = lgetxattr(path, key, nil, 0)
+                guard needed >= 0 else { continue }
+                value = [UInt8](repeating: 0, count: needed)
+                n = lgetxattr(path, key, &value, needed)
+            }
+            guard n >= 0 else { continue }
+            result.append((key, Array(value[..<n])))
+        }
+        return result.sorted { $0.0 < $1.0 }
+    }
+}
+
+extension FS {
+    static func lstatInto(_ dirFD: Int32, _ name: ArraySlice<UInt8>, _ st: inout stat) -> Bool {
+        withCString(name) { fstatat(dirFD, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
+    }
+
+    /// Opens a dir beneath `dirFD` without following any symlink.
+    static func openDirBeneath(_ dirFD: Int32, _ name: ArraySlice<UInt8>) -> Int32 {
+        withCString(name) { openat(dirFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+    }
+}

@@ -1,0 +1,263 @@
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The header of one tar entry as the diff engine writes it.
+struct TarHeader {
+    enum Kind: UInt8 {
+        case file = 0x30      // '0'
+        case hardlink = 0x31  // '1'
+        case symlink = 0x32   // '2'
+        case char = 0x33      // '3'
+        case block = 0x34     // '4'
+        case dir = 0x35       // '5'
+        case fifo = 0x36      // '6'
+    }
+    var kind: Kind
+    /// Path inside the layer, without a leading slash (dirs get a trailing one when written).
+    var path: [UInt8]
+    var linkTarget: [UInt8] = []
+    var mode: UInt32 = 0o644
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+    var size: Int64 = 0
+    var mtime: Int64 = 0
+    var mtimeNsec: Int = 0
+    var devMajor: UInt32 = 0
+    var devMinor: UInt32 = 0
+    var xattrs: [(String, [UInt8])] = []
+    /// For sparse files: the data regions (offset, length) and the full size; `size` is then
+    /// the size of the map block plus the data (GNU sparse format 1.0, in PAX records).
+    var sparse: (map: [(Int64, Int64)], realSize: Int64)? = nil
+}
+
+/// Serializes tar entries (POSIX pax, reproducible: numeric ids, no user/group names, no atime or
+/// ctime, nanosecond mtimes only where they exist) into a byte sink.
+struct TarFormatter {
+    /// Bytes for the header (and pax extended header when needed) of `h`.
+    static func headerBytes(_ h: TarHeader) -> [UInt8] {
+        var name = h.path
+        if h.kind == .dir && !name.isEmpty && name.last != UInt8(ascii: "/") { name.append(UInt8(ascii: "/")) }
+        if name.isEmpty { name = Array("./".utf8) }
+
+        var records: [(String, [UInt8])] = []
+        var ustarName = name
+        if let sparse = h.sparse {
+            // GNU sparse 1.0: the real name and size in pax, a placeholder name in the header.
+            records.append(("GNU.sparse.major", Array("1".utf8)))
+            records.append(("GNU.sparse.minor", Array("0".utf8)))
+            records.append(("GNU.sparse.name", name))
+            records.append(("GNU.sparse.realsize", Array(String(sparse.realSize).utf8)))
+            let dir = EntryPath(bytes: h.path).parent
+            let base = EntryPath(bytes: h.path).name
+            var placeholder = dir.isRoot ? [] : dir.bytes + [UInt8(ascii: "/")]
+            placeholder += Array("GNUSparseFile.0/".utf8) + base
+            ustarName = placeholder
+        }
+        if ustarName.count > 100 {
+            records.append(("path", ustarName))
+            ustarName = Array(ustarName.prefix(100))
+        }
+        var link = h.linkTarget
+        if link.count > 100 {
+            records.append(("linkpath", link))
+            link = Array(link.prefix(100))
+        }
+        let maxOctal7: UInt32 = 0o7777777
+        if h.uid > maxOctal7 { records.append(("uid", Array(String(h.uid).utf8))) }
+        if h.gid > maxOctal7 { records.append(("gid", Array(String(h.gid).utf8))) }
+        if h.size > 0o77777777777 { records.append(("size", Array(String(h.size).utf8))) }
+        if h.mtimeNsec != 0 || h.mtime < 0 || h.mtime > 0o77777777777 {
+            var s = String(h.mtime)
+            if h.mtimeNsec != 0 {
+                var frac = String(h.mtimeNsec)
+                frac = String(repeating: "0", count: 9 - frac.count) + frac
+                while frac.hasSuffix("0") { frac.removeLast() }
+                s += "." + frac
+            }
+            records.append(("mtime", Array(s.utf8)))
+        }
+        for (key, value) in h.xattrs.sorted(by: { $0.0 < $1.0 }) {
+            records.append(("SCHILY.xattr." + key, value))
+        }
+
+        var out = [UInt8]()
+        out.reserveCapacity(records.isEmpty ? 512 : 1536)
+        if !records.isEmpty {
+            var body = [UInt8]()
+            for (key, value) in records { body += paxRecord(key, value) }
+            let base = EntryPath(bytes: h.path).name
+            var paxName = Array("PaxHeaders/".utf8) + base
+            if paxName.count > 100 { paxName = Array(paxName.prefix(100)) }
+            out += block(name: paxName, mode: 0o644, uid: 0, gid: 0, size: Int64(body.count), mtime: 0,
+                         type: UInt8(ascii: "x"), link: [], devMajor: 0, devMinor: 0)
+            out += body
+            out += [UInt8](repeating: 0, count: (512 - body.count % 512) % 512)
+        }
+        let clampedMtime = min(max(h.mtime, 0), 0o77777777777)
+        out += block(name: ustarName, mode: h.mode & 0o7777, uid: min(h.uid, maxOctal7), gid: min(h.gid, maxOctal7),
+                     size: min(h.size, 0o77777777777), mtime: clampedMtime, type: h.kind.rawValue, link: link,
+                     devMajor: h.devMajor, devMinor: h.devMinor)
+        return out
+    }
+
+    static func paxRecord(_ key: String, _ value: [UInt8]) -> [UInt8] {
+        let payload = key.utf8.count + value.count + 3  // ' ', '=', '\n'
+        var length = payload + 1
+        while String(length).utf8.count + payload != length { length = String(length).utf8.count + payload }
+        return Array("\(length) \(key)=".utf8) + value + [0x0a]
+    }
+
+    static func block(name: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32, size: Int64, mtime: Int64,
+                      type: UInt8, link: [UInt8], devMajor: UInt32, devMinor: UInt32) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: 512)
+        func put(_ bytes: [UInt8], _ offset: Int, _ width: Int) {
+            for (i, c) in bytes.prefix(width).enumerated() { b[offset + i] = c }
+        }
+        func octal(_ value: Int64, _ offset: Int, _ width: Int) {
+            var digits = Array(String(value, radix: 8).utf8)
+            let w = width - 1
+            if digits.count < w { digits = [UInt8](repeating: UInt8(ascii: "0"), count: w - digits.count) + digits }
+            put(digits, offset, w)
+        }
+        put(name, 0, 100)
+        octal(Int64(mode), 100, 8)
+        octal(Int64(uid), 108, 8)
+        octal(Int64(gid), 116, 8)
+        octal(size, 124, 12)
+        octal(mtime, 136, 12)
+        b[156] = type
+        put(link, 157, 100)
+        put(Array("ustar".utf8) + [0], 257, 6)
+        put(Array("00".utf8), 263, 2)
+        if type == UInt8(ascii: "3") || type == UInt8(ascii: "4") {
+            octal(Int64(devMajor), 329, 8)
+            octal(Int64(devMinor), 337, 8)
+        }
+        for i in 148..<156 { b[i] = 0x20 }
+        let sum = b.reduce(0) { $0 + Int($1) }
+        var chk = Array(String(sum, radix: 8).utf8)
+        if chk.count < 6 { chk = [UInt8](repeating: UInt8(ascii: "0"), count: 6 - chk.count) + chk }
+        put(chk + [0, 0x20], 148, 8)
+        return b
+    }
+
+    /// The sparse map block of GNU sparse 1.0: decimal count, then offset/length pairs, one per
+    /// line, padded to a whole block.
+    static func sparseMap(_ map: [(Int64, Int64)]) -> [UInt8] {
+        var text = "\(map.count)\n"
+        for (offset, length) in map { text += "\(offset)\n\(length)\n" }
+        var bytes = Array(text.utf8)
+        bytes += [UInt8](repeating: 0, count: (512 - bytes.count % 512) % 512)
+        return bytes
+    }
+}
+
+/// Buffers tar output into the pipe's chunks and hashes it (the diffID) as it goes.
+final class TarSink {
+    let pipe: ChunkPipe
+    private var chunk: UnsafeMutableRawPointer?
+    private var fill = 0
+    private(set) var diffHasher = SHA256Hasher()
+    private(set) var total: Int64 = 0
+    private(set) var closed = false
+
+    init(pipe: ChunkPipe) { self.pipe = pipe }
+
+    private func current() throws(LayerError) -> UnsafeMutableRawPointer {
+        if let chunk { return chunk }
+        guard let next = pipe.acquire() else { throw LayerError(.input, "the output side stopped") }
+        chunk = next
+        fill = 0
+        return next
+    }
+
+    private func flushIfFull() throws(LayerError) {
+        if fill == pipe.chunkSize { try flush() }
+    }
+
+    func flush() throws(LayerError) {
+        guard let c = chunk, fill > 0 else { return }
+        diffHasher.update(UnsafeRawBufferPointer(start: c, count: fill))
+        total += Int64(fill)
+        chunk = nil
+        guard pipe.push(c, count: fill) else { throw LayerError(.input, "the output side stopped") }
+        fill = 0
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(LayerError) {
+        var offset = 0
+        while offset < bytes.count {
+            let c = try current()
+            let n = min(bytes.count - offset, pipe.chunkSize - fill)
+            (c + fill).copyMemory(from: bytes.baseAddress! + offset, byteCount: n)
+            fill += n
+            offset += n
+            try flushIfFull()
+        }
+    }
+
+    func write(_ bytes: [UInt8]) throws(LayerError) {
+        var failure: LayerError?
+        bytes.withUnsafeBytes { b in
+            do throws(LayerError) { try write(b) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    func zeros(_ count: Int) throws(LayerError) {
+        var left = count
+        while left > 0 {
+            let c = try current()
+            let n = min(left, pipe.chunkSize - fill)
+            (c + fill).initializeMemory(as: UInt8.self, repeating: 0, count: n)
+            fill += n
+            left -= n
+            try flushIfFull()
+        }
+    }
+
+    /// Copies `length` bytes of `fd` from `offset` straight into the chunks, then pads to 512.
+    /// A file that shrank meanwhile is padded with zeros (and reported), so the archive stays valid.
+    func copy(from fd: Int32, offset start: Int64, length: Int64, name: String) throws(LayerError) -> Bool {
+        var done: Int64 = 0
+        var complete = true
+        while done < length {
+            let c = try current()
+            let want = Int(min(length - done, Int64(pipe.chunkSize - fill)))
+            let n = pread(fd, c + fill, want, off_t(start + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LayerError.system(Errno(rawValue: errno), entry: name, "cannot read")
+            }
+            if n == 0 {
+                complete = false
+                try zeros(Int(length - done))
+                done = length
+                break
+            }
+            fill += n
+            done += Int64(n)
+            try flushIfFull()
+        }
+        return complete
+    }
+
+    func pad(_ size: Int64) throws(LayerError) {
+        let rest = Int((512 - size % 512) % 512)
+        if rest > 0 { try zeros(rest) }
+    }
+
+    /// Two zero blocks end the archive; then everything is flushed.
+    func finish() throws(LayerError) -> Digest {
+        try zeros(1024)
+        try flush()
+        closed = true
+        return diffHasher.finalize()
+    }
+
+    deinit {
+        if let chunk { pipe.giveBack(chunk) }
+    }
+}

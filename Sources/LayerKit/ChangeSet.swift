@@ -35,10 +35,17 @@ final class ChangeSet {
         self.xattrPolicy = xattrPolicy
     }
 
-    var isEmpty: Bool { byParent.isEmpty }
+    var isEmpty: Bool { byParent.isEmpty && rootItem == nil }
     var count: Int { byParent.values.reduce(0) { $0 + $1.count } }
 
     func warn(_ message: String) { warnings.append(message) }
+
+    /// The root dir's own entry (`./`), when its metadata changed.
+    private(set) var rootItem: DiffItem?
+
+    func setRoot(_ st: stat) {
+        rootItem = DiffItem(kind: .node, path: .root, st: st, xattrs: Self.xattrs(newRootFD, Array(".".utf8)[...], policy: xattrPolicy))
+    }
 
     /// Adds an entry of the new tree (and its parents).
     func addNode(_ path: EntryPath, st: stat, dirFD: Int32) throws(LayerError) {
@@ -96,7 +103,8 @@ final class ChangeSet {
     /// The items in layer order (see the type's description).
     func ordered() -> [DiffItem] {
         var out = [DiffItem]()
-        out.reserveCapacity(count)
+        out.reserveCapacity(count + 1)
+        if let rootItem { out.append(rootItem) }
         func visit(_ dir: EntryPath) {
             guard var items = byParent[dir] else { return }
             items.sort { a, b in

@@ -12,6 +12,14 @@ enum ChangeWalker {
     /// only where metadata cannot decide (same size and mtime, the mtime without a sub-second
     /// part, as tar-extracted files have).
     static func twoTrees(oldFD: Int32, changes: ChangeSet, compareContents: Bool) throws(LayerError) {
+        var ost = stat(), nst = stat()
+        fstat(oldFD, &ost)
+        fstat(changes.newRootFD, &nst)
+        let dot = Array(".".utf8)[...]
+        if try metadataDiffers(ost, nst, oldFD: oldFD, newFD: changes.newRootFD, name: dot, path: .root, policy: changes.xattrPolicy)
+            || ost.st_mtim.tv_sec != nst.st_mtim.tv_sec || ost.st_mtim.tv_nsec != nst.st_mtim.tv_nsec {
+            changes.setRoot(nst)
+        }
         try compareDir(.root, oldFD: oldFD, newFD: changes.newRootFD, changes: changes, compareContents: compareContents)
         try changes.completeHardlinkGroups()
     }

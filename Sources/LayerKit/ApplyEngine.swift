@@ -17,7 +17,6 @@ final class ApplyEngine {
     private let overlay: ApplyOptions.OverlayXattrNamespace?
     private let umask: mode_t
     private let euid: uid_t
-    private let egid: gid_t
 
     /// Open dirs by path (a small cache: tar streams are mostly grouped by dir).
     private var dirCache: [EntryPath: Int32] = [:]
@@ -33,6 +32,10 @@ final class ApplyEngine {
 
     /// Dir times are set once all children are in place.
     private var dirTimes: [(EntryPath, timespec, timespec)] = []
+    /// Times of dirs this layer changes without naming them, restored at the end (as umoci does),
+    /// so the result does not depend on when it was made.
+    private var touchedDirs: [EntryPath: (timespec, timespec)] = [:]
+    private var lastTouched: EntryPath? = nil
 
     private(set) var warnings: [String] = []
     private(set) var entryCount = 0
@@ -43,7 +46,6 @@ final class ApplyEngine {
         if case .overlay(let ns) = options.format { overlay = ns } else { overlay = nil }
         self.umask = ApplyEngine.currentUmask()
         self.euid = geteuid()
-        self.egid = getegid()
     }
 
     deinit { closeCachedDirs() }
@@ -98,6 +100,7 @@ final class ApplyEngine {
             return
         }
         let parentFD = try openDir(path.parent, create: true)
+        noteTouch(path.parent, parentFD)
         switch type {
         case UInt32(LK_S_IFREG):
             try writeFile(parentFD, path, entry: entry, archive: archive, perm: perm)
@@ -226,11 +229,13 @@ final class ApplyEngine {
     private func makeDir(_ parentFD: Int32, _ path: EntryPath, entry: OpaquePointer, perm: mode_t) throws(LayerError) {
         let name = path.name
         var replacedWhiteout = false
+        var merged = false
         var rc = withCString(name) { mkdirat(parentFD, $0, 0o700) }
         if rc != 0 && errno == EEXIST {
             let existing = lstatAt(parentFD, name)
             if let existing, existing.st_mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFDIR) {
                 rc = 0  // dir over dir: merge, keep the contents
+                merged = true
             } else {
                 if let existing, overlay != nil, isOverlayWhiteout(existing) { replacedWhiteout = true }
                 try removeTree(parentFD, path.name)
@@ -241,8 +246,29 @@ final class ApplyEngine {
         let fd = withCString(name) { openat(parentFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot open directory") }
         cacheDir(path, fd)
+        if merged { dropStaleXattrs(fd: fd, parentFD: parentFD, name: name, entry: entry) }
         try applyDirMetadata(fd: fd, path: path, entry: entry, perm: perm)
         if replacedWhiteout { try setOpaque(fd, path) }
+    }
+
+    /// A dir entry over an existing dir replaces its attributes (image-spec layer.md): xattrs the
+    /// entry does not carry go, among those an archive may set (host-only ones such as
+    /// `trusted.*` or an SELinux label the archive does not manage are left alone).
+    private func dropStaleXattrs(fd: Int32, parentFD: Int32, name: ArraySlice<UInt8>, entry: OpaquePointer) {
+        let current = ChangeSet.allXattrs(parentFD, name)
+        guard !current.isEmpty else { return }
+        var carried = Set<String>()
+        if archive_entry_xattr_reset(entry) > 0 {
+            var namePtr: UnsafePointer<CChar>? = nil
+            var value: UnsafeRawPointer? = nil
+            var size = 0
+            while archive_entry_xattr_next(entry, &namePtr, &value, &size) == ARCHIVE_OK {
+                if let namePtr { carried.insert(String(cString: namePtr)) }
+            }
+        }
+        for (key, _) in current where options.appliesXattr(key) && !carried.contains(key) {
+            fremovexattr(fd, key)
+        }
     }
 
     private func applyDirMetadata(fd: Int32, path: EntryPath, entry: OpaquePointer, perm: mode_t) throws(LayerError) {
@@ -299,7 +325,8 @@ final class ApplyEngine {
         let name = path.name
         let uid = uid_t(truncatingIfNeeded: archive_entry_uid(entry))
         let gid = gid_t(truncatingIfNeeded: archive_entry_gid(entry))
-        if options.preserveOwnership && (uid != euid || gid != egid) {
+        // Always: a new entry in a setgid dir takes the dir's group, not the caller's.
+        if options.preserveOwnership {
             let rc = withCString(name) { fchownat(parentFD, $0, uid, gid, AT_SYMLINK_NOFOLLOW) }
             if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chown") }
         }
@@ -339,6 +366,7 @@ final class ApplyEngine {
             }
         }
         let parentFD = try openDir(path.parent, create: true)
+        noteTouch(path.parent, parentFD)
         let name = path.name
         let targetName = target.name
         func link() -> Int32 {
@@ -430,6 +458,7 @@ final class ApplyEngine {
             }
             return
         }
+        noteTouch(dir, parentFD)
         try removeTree(parentFD, hidden)
     }
 
@@ -440,6 +469,7 @@ final class ApplyEngine {
             if case .system(let e) = error.kind, e == .noSuchFileOrDirectory { return }
             throw error
         }
+        noteTouch(dir, fd)
         for child in try listDir(fd) {
             let childPath = dir.appending(child)
             if wasWritten(childPath) {
@@ -502,7 +532,8 @@ final class ApplyEngine {
         guard options.preserveOwnership else { return }
         let uid = uid_t(truncatingIfNeeded: archive_entry_uid(entry))
         let gid = gid_t(truncatingIfNeeded: archive_entry_gid(entry))
-        if uid == euid && gid == egid { return }
+        // Always: a new file in a setgid dir takes the dir's group, and a dir merged over an
+        // existing one takes the entry's owner.
         if fchown(fd, uid, gid) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chown to \(uid):\(gid)") }
     }
 
@@ -545,8 +576,27 @@ final class ApplyEngine {
 
     // MARK: - Finishing
 
-    /// Sets the times of every dir this layer named, now that their contents are final.
+    private func noteTouch(_ dir: EntryPath, _ fd: Int32) {
+        if dir == lastTouched { return }
+        lastTouched = dir
+        if touchedDirs[dir] != nil { return }
+        var st = stat()
+        if fstat(fd, &st) == 0 { touchedDirs[dir] = (st.st_atim, st.st_mtim) }
+    }
+
+    /// Sets the times of every dir this layer named, now that their contents are final, and
+    /// restores those of dirs it changed without naming them.
     func finish() throws(LayerError) {
+        let named = Set(dirTimes.map(\.0))
+        for (path, times) in touchedDirs where !named.contains(path) {
+            let fd = path.isRoot ? rootFD : path.withCString {
+                lk_openat2(rootFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), 0, UInt64(LK_RESOLVE_IN_ROOT))
+            }
+            guard fd >= 0 else { continue }
+            _ = withTimes(times) { futimens(fd, $0) }
+            if fd != rootFD { close(fd) }
+        }
+        touchedDirs.removeAll()
         var seen = Set<EntryPath>()
         for (path, atime, mtime) in dirTimes.reversed() where seen.insert(path).inserted {
             let times = (atime, mtime)
@@ -583,20 +633,8 @@ final class ApplyEngine {
         let err = Errno(rawValue: errno)
         switch err {
         case .noSuchFileOrDirectory where create:
-            let parentFD = try openDir(path.parent, create: true, depth: depth)
-            let name = path.name
-            let rc = withCString(name) { mkdirat(parentFD, $0, 0o755) }
-            if rc == 0 {
-                writtenAncestors.insert(path)
-                return try openDir(path, create: false, depth: depth)
-            }
-            if errno == EEXIST, let st = lstatAt(parentFD, name), st.st_mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFLNK) {
-                // A symlink to a missing dir: make that dir, where the link points inside the root.
-                let redirected = try symlinkDestination(parentFD, name, in: path.parent)
-                _ = try openDir(redirected, create: true, depth: depth + 1)
-                return try openDir(path, create: false, depth: depth + 1)
-            }
-            throw .system(Errno(rawValue: errno), entry: nil, "cannot create parent directory \"\(path)\"")
+            try makeDirs(path.bytes, depth: depth)
+            return try openDir(path, create: false, depth: depth)
         case .notDirectory:
             throw LayerError(.system(err), "a parent of the entry is not a directory (\"\(path)\")")
         default:
@@ -604,20 +642,76 @@ final class ApplyEngine {
         }
     }
 
-    /// Where the symlink `name` in dir `dir` points, as a path from the root (the way
-    /// RESOLVE_IN_ROOT reads it: absolute targets start at the root, `..` stops there).
-    private func symlinkDestination(_ dirFD: Int32, _ name: ArraySlice<UInt8>, in dir: EntryPath) throws(LayerError) -> EntryPath {
-        var buffer = [UInt8](repeating: 0, count: 4097)
-        let n = withCString(name) { readlinkat(dirFD, $0, &buffer, 4096) }
-        guard n > 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot read symlink in \"\(dir)\"") }
-        let target = buffer[..<n]
-        var combined: [UInt8]
-        if target.first == UInt8(ascii: "/") {
-            combined = Array(target)
-        } else {
-            combined = [UInt8(ascii: "/")] + dir.bytes + [UInt8(ascii: "/")] + target
+    /// Makes the directory `raw` (a path the kernel resolves inside the root) and any missing
+    /// parents, 0755. A dangling symlink on the way is followed the way the kernel would follow it:
+    /// its target is made, relative to where the link really is (absolute targets from the root).
+    private func makeDirs(_ raw: [UInt8], depth: Int) throws(LayerError) {
+        guard depth < 40 else {
+            throw LayerError(.system(.tooManySymbolicLinkLevels), "too many levels of symbolic links creating \"\(String(decoding: raw, as: UTF8.self))\"")
         }
-        return combined.withUnsafeBufferPointer { EntryPath.clean($0) } ?? .root
+        let display = String(decoding: raw, as: UTF8.self)
+        let fd = Self.openInRoot(rootFD, raw)
+        if fd >= 0 { close(fd); return }
+        guard errno == ENOENT else {
+            let e = Errno(rawValue: errno)
+            if e == .notDirectory { throw LayerError(.system(e), "a parent of the entry is not a directory (\"\(display)\")") }
+            throw .system(e, entry: nil, "cannot open parent directory \"\(display)\"")
+        }
+        var trimmed = raw[...]
+        while trimmed.count > 1, trimmed.last == UInt8(ascii: "/") { trimmed = trimmed.dropLast() }
+        let parent: [UInt8]
+        let last: ArraySlice<UInt8>
+        if let slash = trimmed.lastIndex(of: UInt8(ascii: "/")) {
+            parent = slash == trimmed.startIndex ? [UInt8(ascii: "/")] : Array(trimmed[..<slash])
+            last = trimmed[(slash + 1)...]
+        } else {
+            parent = [UInt8(ascii: ".")]
+            last = trimmed
+        }
+        try makeDirs(parent, depth: depth)
+        if last.isEmpty || last.elementsEqual([UInt8(ascii: ".")]) || last.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) {
+            return
+        }
+        let parentFD = Self.openInRoot(rootFD, parent)
+        guard parentFD >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot open parent directory \"\(display)\"") }
+        defer { close(parentFD) }
+        if withCString(last, { mkdirat(parentFD, $0, 0o755) }) == 0 || errno != EEXIST { return }
+        guard let st = lstatAt(parentFD, last), FS.fileType(st) == mode_t(LK_S_IFLNK) else { return }
+        var buffer = [UInt8](repeating: 0, count: 4097)
+        let n = withCString(last) { readlinkat(parentFD, $0, &buffer, 4096) }
+        guard n > 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot read symlink in \"\(display)\"") }
+        let target = Array(buffer[..<n])
+        if target.first == UInt8(ascii: "/") {
+            try makeDirs(target, depth: depth + 1)
+        } else {
+            try makeDirs(try realPathInRoot(parentFD) + [UInt8(ascii: "/")] + target, depth: depth + 1)
+        }
+    }
+
+    static func openInRoot(_ rootFD: Int32, _ raw: [UInt8]) -> Int32 {
+        withCString(raw.isEmpty ? [UInt8(ascii: ".")] : raw) {
+            lk_openat2(rootFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0, UInt64(LK_RESOLVE_IN_ROOT | LK_RESOLVE_NO_MAGICLINKS))
+        }
+    }
+
+    private lazy var rootRealPath: [UInt8] = Self.fdPath(rootFD)
+
+    /// Where an open dir really is, as a path from the root ("/" for the root itself).
+    private func realPathInRoot(_ fd: Int32) throws(LayerError) -> [UInt8] {
+        let real = Self.fdPath(fd)
+        let root = rootRealPath
+        guard real.starts(with: root) else { throw LayerError(.pathEscapes, "a directory resolved outside the target") }
+        let rest = Array(real[root.count...])
+        return rest.isEmpty ? [UInt8(ascii: "/")] : (rest.first == UInt8(ascii: "/") ? rest : [UInt8(ascii: "/")] + rest)
+    }
+
+    static func fdPath(_ fd: Int32) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 4097)
+        let n = readlink("/proc/self/fd/\(fd)", &buffer, 4096)
+        guard n > 0 else { return [] }
+        var path = Array(buffer[..<n])
+        if path == [UInt8(ascii: "/")] { path = [] }
+        return path
     }
 
     private func cacheDir(_ path: EntryPath, _ fd: Int32) {

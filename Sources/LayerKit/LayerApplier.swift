@@ -77,7 +77,7 @@ public struct LayerApplier: Sendable {
                       expecting: LayerExpectation = LayerExpectation()) throws(LayerError) -> LayerSummary {
         do throws(LayerError) {
             let engine = ApplyEngine(rootFD: rootFD, options: options)
-            var summary = try Self.run(source) { (stream, entry) throws(LayerError) in
+            var summary = try Self.run(source, expectedBlobDigest: expecting.blobDigest) { (stream, entry) throws(LayerError) in
                 while try stream.next(entry) {
                     try engine.apply(entry, from: stream.archive)
                 }
@@ -99,7 +99,7 @@ public struct LayerApplier: Sendable {
                                expecting: LayerExpectation = LayerExpectation()) throws(LayerError) -> LayerSummary {
         do throws(LayerError) {
             var count = 0
-            var summary = try run(source) { (stream, entry) throws(LayerError) in
+            var summary = try run(source, expectedBlobDigest: expecting.blobDigest) { (stream, entry) throws(LayerError) in
                 while try stream.next(entry) {
                     count += 1
                     if validate { try ApplyEngine.preflight(entry) }
@@ -125,7 +125,7 @@ public struct LayerApplier: Sendable {
     }
 
     /// The pipeline: a producer thread feeding `consume`, which runs on the calling thread.
-    static func run(_ source: LayerSource,
+    static func run(_ source: LayerSource, expectedBlobDigest: Digest? = nil,
                     _ consume: (TarStream, OpaquePointer) throws(LayerError) -> Void) throws(LayerError) -> LayerSummary {
         let fd: Int32
         var ownsFD = false
@@ -144,7 +144,7 @@ public struct LayerApplier: Sendable {
 
         let pipe = ChunkPipe()
         let gzip = BlobProducer.GzipImplementation(rawValue: ProcessInfo.processInfo.environment["LAYERKIT_GZIP"] ?? "") ?? .isal
-        let producer = BlobProducer(fd: fd, pipe: pipe, gzip: gzip)
+        let producer = BlobProducer(fd: fd, pipe: pipe, gzip: gzip, expectedBlobDigest: expectedBlobDigest)
         producer.start()
 
         // libarchive converts names to the thread's locale; UTF-8 keeps them byte-exact.
@@ -165,11 +165,23 @@ public struct LayerApplier: Sendable {
         } catch {
             failure = error
         }
-        if failure != nil { pipe.close() }
+        if let failure {
+            if expectedBlobDigest != nil, failure.kind == .corruptArchive || failure.kind == .pathEscapes || failure.kind == .invalidEntry {
+                // Read on to the end: a blob that is not the expected one is reported as such.
+                while let chunk = try? pipe.next() { pipe.recycle(chunk) }
+            } else {
+                pipe.close()
+            }
+        }
         producer.wait()
         // The producer's error (truncated or corrupt compressed data) explains a tar error it caused.
         if let upstream = producer.error { throw upstream }
-        if let failure { throw failure }
+        if let failure {
+            if let want = expectedBlobDigest, let got = producer.blobDigest, got != want {
+                throw LayerError(.digestMismatch, "digest mismatch: expected \(want), got \(got) (and the content is bad: \(failure.description))")
+            }
+            throw failure
+        }
         guard let blobDigest = producer.blobDigest, let diffID = producer.diffID else {
             throw LayerError(.input, "the layer was not read to its end")
         }

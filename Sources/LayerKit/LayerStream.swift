@@ -26,10 +26,15 @@ final class BlobProducer: @unchecked Sendable {
     private(set) var tarSize: Int64 = 0
     private(set) var error: LayerError?
 
-    init(fd: Int32, pipe: ChunkPipe, gzip: GzipImplementation = .isal) {
+    /// When set, a blob that fails to decode is read to its end anyway: if it does not hash to
+    /// this, the error reported is the digest mismatch (it was damaged or swapped), not the decoder's.
+    let expectedBlobDigest: Digest?
+
+    init(fd: Int32, pipe: ChunkPipe, gzip: GzipImplementation = .isal, expectedBlobDigest: Digest? = nil) {
         self.fd = fd
         self.pipe = pipe
         self.gzip = gzip
+        self.expectedBlobDigest = expectedBlobDigest
     }
 
     func start() {
@@ -44,14 +49,33 @@ final class BlobProducer: @unchecked Sendable {
 
     func wait() { finished.wait() }
 
+    private var blobHasher = SHA256Hasher()
+
     private func run() {
         do {
             try produce()
             pipe.finish(nil)
         } catch {
-            self.error = error
-            pipe.finish(error)
+            var reported = error
+            if error.kind == .corruptArchive, let expected = expectedBlobDigest, let actual = try? hashRest(), actual != expected {
+                reported = LayerError(.digestMismatch, "digest mismatch: expected \(expected), got \(actual) (and the data does not decode: \(error.reason))")
+            }
+            self.error = reported
+            pipe.finish(reported)
         }
+    }
+
+    /// Hashes what is left of the blob after a decoding failure.
+    private func hashRest() throws(LayerError) -> Digest {
+        let size = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        defer { buffer.deallocate() }
+        while true {
+            let n = try readFully(buffer, size)
+            if n == 0 { break }
+            blobHasher.update(UnsafeRawBufferPointer(start: buffer, count: n))
+        }
+        return blobHasher.finalize()
     }
 
     /// Reads up to `count` bytes, retrying short reads until EOF. Returns the number read.
@@ -77,7 +101,6 @@ final class BlobProducer: @unchecked Sendable {
             throw LayerError(.corruptArchive, "not a layer: the data is neither gzip, zstd nor tar")
         }
         compression = detected
-        var blobHasher = SHA256Hasher()
         blobSize = Int64(firstCount)
         blobHasher.update(UnsafeRawBufferPointer(start: first, count: firstCount))
 

@@ -55,9 +55,6 @@ struct Unpack: ParsableCommand {
             }
         }
         guard format == "plain" || format == "overlay" else { throw ValidationError("--format is plain or overlay") }
-        for d in digests {
-            do { _ = try Digest(parsing: d) } catch { throw ValidationError(error.description) }
-        }
     }
 
     func run() throws {
@@ -78,10 +75,15 @@ struct Unpack: ParsableCommand {
             } else {
                 let layerPaths = paths.dropLast()
                 if layerPaths.filter({ $0 == "-" }).count > 1 {
-                    throw ValidationError("standard input (-) can be read only once")
+                    throw LayerError(.input, layer: "-", "standard input can be read only once")
                 }
                 for (i, p) in layerPaths.enumerated() {
-                    let expected = i < digests.count ? try Digest(parsing: digests[i]) : nil
+                    var expected: Digest? = nil
+                    if i < digests.count {
+                        do { expected = try Digest(parsing: digests[i]) } catch {
+                            throw LayerError(.input, layer: p, "--digest: \(error.description)")
+                        }
+                    }
                     let source: LayerSource = p == "-" ? .fileDescriptor(0) : .path(p)
                     inputs.append(LayerInput(source: source, name: p, expecting: LayerExpectation(blobDigest: expected)))
                 }

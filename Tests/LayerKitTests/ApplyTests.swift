@@ -102,6 +102,16 @@ func contents(_ path: String) -> String? {
         #expect(lstatOrNil(dest + "/a/b").map { $0.st_mode & 0o777 } == 0o755 & ~ApplyEngine.currentUmask())
     }
 
+    @Test func missingDirsBehindRelativeSymlinksAreMadeWhereTheKernelResolvesThem() throws {
+        // lib -> usr/lib, then lib/foo -> ../share/foo: the kernel reads ".." from usr/lib.
+        let tmp = TempDir()
+        let dest = tmp.mkdir("dest")
+        try applyLayers([[.dir("usr"), .dir("usr/lib"), .symlink("lib", "usr/lib"),
+                          .symlink("lib/foo", "../share/foo"), .file("lib/foo/file", "f")]], onto: dest)
+        #expect(contents(dest + "/usr/share/foo/file") == "f")
+        #expect(lstatOrNil(dest + "/share") == nil, "no dir made from the archive path")
+    }
+
     @Test func whiteoutsRemoveLowerEntriesAndNeverAppear() throws {
         let tmp = TempDir()
         let dest = tmp.mkdir("dest")

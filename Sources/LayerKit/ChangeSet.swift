@@ -26,13 +26,25 @@ final class ChangeSet {
     var inodeNames: [InodeKey: [EntryPath]] = [:]
     private(set) var warnings: [String] = []
     let newRootFD: Int32
+    /// The new tree's real absolute path: xattrs are read by path (a path lookup costs a quarter
+    /// of one through /proc/self/fd, which matters when every entry of two trees is compared).
+    let newRootPath: [UInt8]
     let xattrPolicy: ApplyOptions
 
     struct InodeKey: Hashable { let dev: UInt64; let ino: UInt64 }
 
     init(newRootFD: Int32, xattrPolicy: ApplyOptions) {
         self.newRootFD = newRootFD
+        self.newRootPath = ApplyEngine.fdPath(newRootFD)
         self.xattrPolicy = xattrPolicy
+    }
+
+    /// The absolute path of an entry below a root given by its real path.
+    static func absolute(_ root: [UInt8], _ path: EntryPath) -> [UInt8] {
+        var p = root
+        p.append(UInt8(ascii: "/"))
+        p.append(contentsOf: path.bytes)
+        return p
     }
 
     var isEmpty: Bool { byParent.isEmpty && rootItem == nil }
@@ -44,7 +56,7 @@ final class ChangeSet {
     private(set) var rootItem: DiffItem?
 
     func setRoot(_ st: stat) {
-        rootItem = DiffItem(kind: .node, path: .root, st: st, xattrs: Self.xattrs(newRootFD, Array(".".utf8)[...], policy: xattrPolicy))
+        rootItem = DiffItem(kind: .node, path: .root, st: st, xattrs: Self.xattrs(Self.absolute(newRootPath, .root), policy: xattrPolicy))
     }
 
     /// Adds an entry of the new tree (and its parents).
@@ -55,7 +67,7 @@ final class ChangeSet {
         if FS.fileType(st) == mode_t(LK_S_IFLNK) {
             item.linkTarget = try Self.readLink(dirFD, name, path)
         }
-        item.xattrs = Self.xattrs(dirFD, name, policy: xattrPolicy)
+        item.xattrs = Self.xattrs(Self.absolute(newRootPath, path), policy: xattrPolicy)
         try ensureParents(of: path)
         byParent[path.parent, default: []].append(item)
     }
@@ -133,14 +145,21 @@ final class ChangeSet {
 
     /// The entry's xattrs that a layer carries (the apply policy: no `trusted.*`, no
     /// `user.overlay.*`, `security.selinux` only when asked), sorted by name.
-    static func xattrs(_ dirFD: Int32, _ name: ArraySlice<UInt8>, policy: ApplyOptions) -> [(String, [UInt8])] {
-        let all = allXattrs(dirFD, name)
-        return all.filter { policy.appliesXattr($0.0) }
+    static func xattrs(_ absolutePath: [UInt8], policy: ApplyOptions) -> [(String, [UInt8])] {
+        allXattrs(absolutePath).filter { policy.appliesXattr($0.0) }
     }
 
-    /// Every xattr of an entry, not following symlinks, sorted by name.
+    /// Every xattr of an entry named by its dir's fd, not following symlinks, sorted by name.
     static func allXattrs(_ dirFD: Int32, _ name: ArraySlice<UInt8>) -> [(String, [UInt8])] {
-        let path = "/proc/self/fd/\(dirFD)/" + String(decoding: name, as: UTF8.self)
+        allXattrs(Array("/proc/self/fd/\(dirFD)/".utf8) + name)
+    }
+
+    /// Every xattr of the entry at an absolute path, not following symlinks, sorted by name.
+    static func allXattrs(_ pathBytes: [UInt8]) -> [(String, [UInt8])] {
+        withCString(pathBytes) { allXattrs(cPath: $0) }
+    }
+
+    private static func allXattrs(cPath path: UnsafePointer<CChar>) -> [(String, [UInt8])] {
         var buffer = [CChar](repeating: 0, count: 1024)
         var size = llistxattr(path, &buffer, buffer.count)
         if size < 0 && errno == ERANGE {

@@ -1,4 +1,5 @@
 import CLayerSys
+import Foundation
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -16,15 +17,151 @@ enum ChangeWalker {
         fstat(oldFD, &ost)
         fstat(changes.newRootFD, &nst)
         let dot = Array(".".utf8)[...]
-        if try metadataDiffers(ost, nst, oldFD: oldFD, newFD: changes.newRootFD, name: dot, path: .root, policy: changes.xattrPolicy)
+        let oldRoot = ApplyEngine.fdPath(oldFD)
+        if try metadataDiffers(ost, nst, oldFD: oldFD, newFD: changes.newRootFD, name: dot, path: .root, oldRoot: oldRoot, newRoot: changes.newRootPath, policy: changes.xattrPolicy)
             || ost.st_mtim.tv_sec != nst.st_mtim.tv_sec || ost.st_mtim.tv_nsec != nst.st_mtim.tv_nsec {
             changes.setRoot(nst)
         }
-        try compareDir(.root, oldFD: oldFD, newFD: changes.newRootFD, changes: changes, compareContents: compareContents)
+        // Files that only their bytes can judge are compared on the other core while the walk goes on.
+        let comparer = ContentComparer(oldFD: oldFD, newFD: changes.newRootFD)
+        comparer.start()
+        var walkError: LayerError?
+        do throws(LayerError) {
+            try compareDir(.root, oldFD: oldFD, newFD: changes.newRootFD, oldRoot: oldRoot, changes: changes,
+                           compareContents: compareContents, comparer: comparer)
+        } catch {
+            walkError = error
+        }
+        let compared = comparer.finish()
+        if let walkError { throw walkError }
+        let newFD = changes.newRootFD
+        for (item, result) in compared where result != 0 {
+            if result < 0 { throw LayerError(.input, entry: item.path.description, "cannot read to compare contents") }
+            let parentFD = item.path.parent.isRoot ? newFD : item.path.parent.withCString {
+                lk_openat2(newFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0, UInt64(LK_RESOLVE_BENEATH | LK_RESOLVE_NO_SYMLINKS))
+            }
+            guard parentFD >= 0 else { throw .system(Errno(rawValue: errno), entry: item.path.description, "cannot open parent dir") }
+            defer { if parentFD != newFD { close(parentFD) } }
+            try changes.addNode(item.path, st: item.st, dirFD: parentFD)
+        }
         try changes.completeHardlinkGroups()
     }
 
-    private static func compareDir(_ dir: EntryPath, oldFD: Int32?, newFD: Int32, changes: ChangeSet, compareContents: Bool) throws(LayerError) {
+    /// A file whose metadata cannot tell whether it changed.
+    struct PendingCompare {
+        let path: EntryPath
+        let st: stat
+    }
+
+    /// Compares file contents on a second thread while the walk feeds it; the walking thread
+    /// joins in once the walk is done.
+    final class ContentComparer: @unchecked Sendable {
+        private let lock = NSCondition()
+        private var items: [PendingCompare] = []
+        private var results: [Int8] = []
+        private var next = 0
+        private var adding = true
+        private var busy = 0
+        private var workerDone = false
+        let oldFD: Int32
+        let newFD: Int32
+
+        init(oldFD: Int32, newFD: Int32) {
+            self.oldFD = oldFD
+            self.newFD = newFD
+        }
+
+        func add(_ item: PendingCompare) {
+            lock.lock()
+            items.append(item)
+            results.append(0)
+            if items.count - next >= 32 { lock.signal() }
+            lock.unlock()
+        }
+
+        func start() {
+            let t = Thread { [self] in
+                self.work()
+                self.lock.lock()
+                self.workerDone = true
+                self.lock.broadcast()
+                self.lock.unlock()
+            }
+            t.name = "layerkit-compare"
+            t.start()
+        }
+
+        private func claim() -> (Int, [PendingCompare])? {
+            lock.lock()
+            defer { lock.unlock() }
+            while adding && items.count - next < 32 { lock.wait() }
+            guard next < items.count else { return nil }
+            let end = min(next + 64, items.count)
+            let batch = Array(items[next..<end])
+            let start = next
+            next = end
+            busy += 1
+            return (start, batch)
+        }
+
+        private func work() {
+            let a = UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 64)
+            let b = UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 64)
+            defer { a.deallocate(); b.deallocate() }
+            while let (start, batch) = claim() {
+                let r = batch.map { ChangeWalker.sameBytes($0, oldFD: oldFD, newFD: newFD, buffers: (a, b)) }
+                lock.lock()
+                for (i, v) in r.enumerated() { results[start + i] = v }
+                busy -= 1
+                lock.broadcast()
+                lock.unlock()
+            }
+        }
+
+        /// Ends the feeding, helps with what is left, and returns every item with its result
+        /// (0 same, 1 differs, -1 unreadable).
+        func finish() -> [(PendingCompare, Int8)] {
+            lock.lock()
+            adding = false
+            lock.broadcast()
+            lock.unlock()
+            work()
+            lock.lock()
+            while busy > 0 || !workerDone { lock.wait() }
+            let out = Array(zip(items, results))
+            lock.unlock()
+            return out
+        }
+    }
+
+    /// 0 when both files hold the same bytes, 1 when not, -1 on an error. Reads exactly the known
+    /// size (one read per small file, no read for the end).
+    static func sameBytes(_ item: PendingCompare, oldFD: Int32, newFD: Int32,
+                                  buffers: (UnsafeMutableRawPointer, UnsafeMutableRawPointer)) -> Int8 {
+        let how = UInt64(LK_RESOLVE_BENEATH | LK_RESOLVE_NO_SYMLINKS)
+        let flags = UInt64(O_RDONLY | O_NOFOLLOW | O_CLOEXEC | 0o1000000 /* O_NOATIME */)
+        var fa = item.path.withCString { lk_openat2(oldFD, $0, flags, 0, how) }
+        if fa < 0 && errno == EPERM { fa = item.path.withCString { lk_openat2(oldFD, $0, flags & ~UInt64(0o1000000 /* O_NOATIME */), 0, how) } }
+        var fb = item.path.withCString { lk_openat2(newFD, $0, flags, 0, how) }
+        if fb < 0 && errno == EPERM { fb = item.path.withCString { lk_openat2(newFD, $0, flags & ~UInt64(0o1000000 /* O_NOATIME */), 0, how) } }
+        defer { if fa >= 0 { close(fa) }; if fb >= 0 { close(fb) } }
+        guard fa >= 0, fb >= 0 else { return -1 }
+        var offset: Int64 = 0
+        let size = Int64(item.st.st_size)
+        while offset < size {
+            let want = Int(min(Int64(1 << 16), size - offset))
+            let na = pread(fa, buffers.0, want, off_t(offset))
+            let nb = pread(fb, buffers.1, want, off_t(offset))
+            if na < 0 || nb < 0 { return -1 }
+            if na != nb || na == 0 { return 1 }
+            if memcmp(buffers.0, buffers.1, na) != 0 { return 1 }
+            offset += Int64(na)
+        }
+        return 0
+    }
+
+    private static func compareDir(_ dir: EntryPath, oldFD: Int32?, newFD: Int32, oldRoot: [UInt8], changes: ChangeSet,
+                                   compareContents: Bool, comparer: ContentComparer) throws(LayerError) {
         let newNames = try FS.listDir(newFD).sorted { $0.lexicographicallyPrecedes($1) }
         var oldNames: [[UInt8]] = []
         if let oldFD { oldNames = try FS.listDir(oldFD).sorted { $0.lexicographicallyPrecedes($1) } }
@@ -55,23 +192,25 @@ enum ChangeWalker {
                 var ost = stat()
                 let oldExists = FS.lstatInto(oldFD, name, &ost)
                 if oldExists && FS.isDir(ost) && FS.isDir(nst) {
-                    if try metadataDiffers(ost, nst, oldFD: oldFD, newFD: newFD, name: name, path: path, policy: changes.xattrPolicy) {
+                    if try metadataDiffers(ost, nst, oldFD: oldFD, newFD: newFD, name: name, path: path, oldRoot: oldRoot, newRoot: changes.newRootPath, policy: changes.xattrPolicy) {
                         try changes.addNode(path, st: nst, dirFD: newFD)
                     }
                     let o = FS.openDirBeneath(oldFD, name)
                     let n = FS.openDirBeneath(newFD, name)
                     defer { if o >= 0 { close(o) }; if n >= 0 { close(n) } }
                     guard o >= 0, n >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot open directory") }
-                    try compareDir(path, oldFD: o, newFD: n, changes: changes, compareContents: compareContents)
+                    try compareDir(path, oldFD: o, newFD: n, oldRoot: oldRoot, changes: changes,
+                                   compareContents: compareContents, comparer: comparer)
                 } else {
                     var changed = !oldExists || FS.fileType(ost) != FS.fileType(nst)
                     if !changed {
-                        changed = try metadataDiffers(ost, nst, oldFD: oldFD, newFD: newFD, name: name, path: path, policy: changes.xattrPolicy)
+                        changed = try metadataDiffers(ost, nst, oldFD: oldFD, newFD: newFD, name: name, path: path, oldRoot: oldRoot, newRoot: changes.newRootPath, policy: changes.xattrPolicy)
                     }
-                    if !changed {
-                        changed = try contentDiffers(ost, nst, oldFD: oldFD, newFD: newFD, name: name, path: path, always: compareContents)
+                    if changed {
+                        try addTree(path, st: nst, dirFD: newFD, changes: changes)
+                    } else if needsContentCompare(ost, nst, always: compareContents) {
+                        comparer.add(PendingCompare(path: path, st: nst))
                     }
-                    if changed { try addTree(path, st: nst, dirFD: newFD, changes: changes) }
                 }
                 i += 1
                 j += 1
@@ -111,7 +250,7 @@ enum ChangeWalker {
     }
 
     private static func metadataDiffers(_ a: stat, _ b: stat, oldFD: Int32, newFD: Int32, name: ArraySlice<UInt8>,
-                                        path: EntryPath, policy: ApplyOptions) throws(LayerError) -> Bool {
+                                        path: EntryPath, oldRoot: [UInt8], newRoot: [UInt8], policy: ApplyOptions) throws(LayerError) -> Bool {
         if FS.fileType(a) != FS.fileType(b) { return true }
         if a.st_mode & 0o7777 != b.st_mode & 0o7777 || a.st_uid != b.st_uid || a.st_gid != b.st_gid { return true }
         let type = FS.fileType(a)
@@ -125,34 +264,19 @@ enum ChangeWalker {
         } else if type == mode_t(LK_S_IFLNK) {
             if try ChangeSet.readLink(oldFD, name, path) != ChangeSet.readLink(newFD, name, path) { return true }
         }
-        let ax = ChangeSet.xattrs(oldFD, name, policy: policy)
-        let bx = ChangeSet.xattrs(newFD, name, policy: policy)
+        let ax = ChangeSet.xattrs(ChangeSet.absolute(oldRoot, path), policy: policy)
+        let bx = ChangeSet.xattrs(ChangeSet.absolute(newRoot, path), policy: policy)
         if ax.count != bx.count { return true }
         for (x, y) in zip(ax, bx) where x.0 != y.0 || x.1 != y.1 { return true }
         return false
     }
 
-    private static func contentDiffers(_ a: stat, _ b: stat, oldFD: Int32, newFD: Int32, name: ArraySlice<UInt8>,
-                                       path: EntryPath, always: Bool) throws(LayerError) -> Bool {
+    /// Same size and mtime: only the bytes can tell, when the mtime has no sub-second part
+    /// (tar-extracted trees) or when asked to always look.
+    private static func needsContentCompare(_ a: stat, _ b: stat, always: Bool) -> Bool {
         guard FS.fileType(a) == mode_t(LK_S_IFREG), a.st_size > 0 else { return false }
         guard always || b.st_mtim.tv_nsec == 0 else { return false }
-        if a.st_dev == b.st_dev && a.st_ino == b.st_ino { return false }
-        let fa = withCString(name) { openat(oldFD, $0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
-        let fb = withCString(name) { openat(newFD, $0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
-        defer { if fa >= 0 { close(fa) }; if fb >= 0 { close(fb) } }
-        guard fa >= 0, fb >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot open to compare") }
-        let size = 1 << 16
-        let ba = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
-        let bb = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
-        defer { ba.deallocate(); bb.deallocate() }
-        while true {
-            let na = read(fa, ba, size)
-            let nb = read(fb, bb, size)
-            if na < 0 || nb < 0 { throw .system(Errno(rawValue: errno), entry: path.description, "cannot read to compare") }
-            if na != nb { return true }
-            if na == 0 { return false }
-            if memcmp(ba, bb, na) != 0 { return true }
-        }
+        return !(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
     }
 
     // MARK: - Upper dirs
@@ -189,7 +313,7 @@ enum ChangeWalker {
                 try changes.addWhiteout(path)
                 continue
             }
-            let xattrs = ChangeSet.allXattrs(fd, name)
+            let xattrs = ChangeSet.allXattrs(ChangeSet.absolute(changes.newRootPath, path))
             for (key, _) in xattrs {
                 for ns in overlayXattrNamespaces where key.hasPrefix(ns) {
                     let what = key.dropFirst(ns.count)

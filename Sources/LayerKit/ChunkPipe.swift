@@ -7,6 +7,8 @@ final class ChunkPipe: @unchecked Sendable {
     struct Chunk {
         let base: UnsafeMutableRawPointer
         let count: Int
+        var sequence = 0
+        var hashed = true
     }
 
     let chunkSize: Int
@@ -19,6 +21,29 @@ final class ChunkPipe: @unchecked Sendable {
     private var finished = false
     private var failure: LayerError?
     private var closed = false
+
+    // Shared hashing of the stream (the diffID of a compressed layer). The producer hashes a chunk
+    // itself when the consumer is behind (it has time to spare); otherwise the consumer hashes it
+    // when it takes it. Chunks are hashed strictly in order, under `hashLock`.
+    private var sharedHasher: SHA256Hasher?
+    private let hashLock = NSLock()
+    private var lastHashed = -1
+    private var pushed = 0
+
+    /// Turns on shared hashing of everything pushed from now on.
+    func enableSharedHash() { sharedHasher = SHA256Hasher() }
+
+    /// The digest of everything pushed; valid once the consumer has taken every chunk.
+    func sharedDigest() -> Digest? {
+        hashLock.lock()
+        defer { hashLock.unlock() }
+        return sharedHasher?.finalize()
+    }
+
+    private func hash(_ chunk: Chunk) {
+        sharedHasher!.update(UnsafeRawBufferPointer(start: chunk.base, count: chunk.count))
+        lastHashed = chunk.sequence
+    }
 
     init(chunkSize: Int = 1 << 20, capacity: Int = 8) {
         self.chunkSize = chunkSize
@@ -48,13 +73,29 @@ final class ChunkPipe: @unchecked Sendable {
     /// (the buffer is then taken back).
     @discardableResult
     func push(_ base: UnsafeMutableRawPointer, count: Int) -> Bool {
+        var chunk = Chunk(base: base, count: count)
+        if sharedHasher != nil {
+            lock.lock()
+            chunk.sequence = pushed
+            pushed += 1
+            let consumerBehind = ready.count - readyHead >= 2
+            lock.unlock()
+            chunk.hashed = false
+            if consumerBehind && hashLock.try() {
+                if lastHashed == chunk.sequence - 1 {
+                    hash(chunk)
+                    chunk.hashed = true
+                }
+                hashLock.unlock()
+            }
+        }
         lock.lock()
         defer { lock.unlock() }
         if closed {
             spare.append(base)
             return false
         }
-        ready.append(Chunk(base: base, count: count))
+        ready.append(chunk)
         lock.broadcast()
         return true
     }
@@ -80,6 +121,16 @@ final class ChunkPipe: @unchecked Sendable {
 
     /// The next filled chunk; nil at the end of the stream. Throws the producer's error.
     func next() throws(LayerError) -> Chunk? {
+        guard let chunk = try take() else { return nil }
+        if !chunk.hashed {
+            hashLock.lock()
+            hash(chunk)
+            hashLock.unlock()
+        }
+        return chunk
+    }
+
+    private func take() throws(LayerError) -> Chunk? {
         lock.lock()
         defer { lock.unlock() }
         while readyHead == ready.count && !finished { lock.wait() }

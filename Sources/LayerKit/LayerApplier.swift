@@ -182,7 +182,7 @@ public struct LayerApplier: Sendable {
             }
             throw failure
         }
-        guard let blobDigest = producer.blobDigest, let diffID = producer.diffID else {
+        guard let blobDigest = producer.blobDigest, let diffID = producer.diffID ?? pipe.sharedDigest() else {
             throw LayerError(.input, "the layer was not read to its end")
         }
         return LayerSummary(blobDigest: blobDigest, diffID: diffID, compression: producer.compression,

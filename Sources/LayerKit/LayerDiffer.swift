@@ -162,7 +162,8 @@ public struct LayerDiffer: Sendable {
             let isal = level <= 0 ? 0 : level == 1 ? 1 : level <= 5 ? 2 : 3
             return ParallelGzipCompressor(level: isal, workers: max(1, options.threads))
         case .zstd:
-            return try ZstdCompressor(level: Int32(options.level ?? 3), workers: Int32(max(1, options.threads)))
+            let workers = Int32(ProcessInfo.processInfo.environment["LAYERKIT_ZSTD_WORKERS"].flatMap { Int($0) } ?? max(1, options.threads))
+            return try ZstdCompressor(level: Int32(options.level ?? 3), workers: workers)
         }
     }
 }

@@ -132,7 +132,8 @@ final class BlobProducer: @unchecked Sendable {
         }
         defer { decoder.release() }
 
-        var diffHasher = SHA256Hasher()
+        // The diffID is hashed by whichever thread has time (see ChunkPipe.enableSharedHash).
+        pipe.enableSharedHash()
         let inputCapacity = pipe.chunkSize
         let input = UnsafeMutableRawPointer.allocate(byteCount: inputCapacity, alignment: 64)
         defer { input.deallocate() }
@@ -152,7 +153,6 @@ final class BlobProducer: @unchecked Sendable {
                 offset += consumed
                 outFill += produced
                 if outFill == outCapacity {
-                    diffHasher.update(UnsafeRawBufferPointer(start: out, count: outFill))
                     tarSize += Int64(outFill)
                     guard pipe.push(out, count: outFill), let next = pipe.acquire() else { return }
                     out = next
@@ -172,7 +172,6 @@ final class BlobProducer: @unchecked Sendable {
                 UnsafeMutableRawBufferPointer(start: out + outFill, count: outCapacity - outFill))
             outFill += produced
             if outFill == outCapacity {
-                diffHasher.update(UnsafeRawBufferPointer(start: out, count: outFill))
                 tarSize += Int64(outFill)
                 guard pipe.push(out, count: outFill), let next = pipe.acquire() else { return }
                 out = next
@@ -186,14 +185,12 @@ final class BlobProducer: @unchecked Sendable {
             throw LayerError(.corruptArchive, "\(detected.rawValue): unexpected end of data (the blob is truncated)")
         }
         if outFill > 0 {
-            diffHasher.update(UnsafeRawBufferPointer(start: out, count: outFill))
             tarSize += Int64(outFill)
             pipe.push(out, count: outFill)
         } else {
             pipe.giveBack(out)
         }
         blobDigest = blobHasher.finalize()
-        diffID = diffHasher.finalize()
     }
 }
 

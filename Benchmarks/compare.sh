@@ -9,6 +9,8 @@ export LC_ALL=C          # '.' as decimal point in $EPOCHREALTIME, printf and so
 
 PROG=$(basename "$0")
 INVOCATION="$0 $*"
+START_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 
 usage() {
   cat <<EOF
@@ -332,7 +334,8 @@ print_header() {
   local title=$1 s
   echo "# $title"
   echo
-  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "- date: started $START_DATE, finished $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "- load average (1/5/15 min): $START_LOAD at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
   echo "- invocation: \`$INVOCATION\`"
   echo "- kernel: \`$(uname -r)\`; $(nproc) cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)); $(awk '/^MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
   echo "- layertool: \`$LT\` (sha256 $(sha256sum -- "$LT" | cut -c1-12), $(date -u -r "$LT" '+built %Y-%m-%d %H:%M UTC'))"
@@ -570,7 +573,9 @@ bench_mode() {
   echo "unless noted), and the untimed \`sync\` before the next run flushes it."
   echo
   echo -n "| tool | digests computed |"
-  for s in "${SETS[@]}"; do echo -n " $s (${RUNS[$s]} runs) |"; done
+  for s in "${SETS[@]}"; do
+    if [ "${RUNS[$s]}" = 1 ]; then echo -n " $s (1 run) |"; else echo -n " $s (${RUNS[$s]} runs) |"; fi
+  done
   echo
   echo "|---|---|$(printf -- '---|%.0s' "${SETS[@]}")"
   local cell ref

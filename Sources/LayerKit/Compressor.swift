@@ -9,10 +9,14 @@ import Glibc
 /// Where compressed output goes: hashed (the blob digest), counted, written to a file descriptor.
 final class BlobSink {
     let fd: Int32
+    let hashing: Bool
     private(set) var hasher = SHA256Hasher()
     private(set) var size: Int64 = 0
 
-    init(fd: Int32) { self.fd = fd }
+    init(fd: Int32, hashing: Bool = true) {
+        self.fd = fd
+        self.hashing = hashing
+    }
 
     func write(_ bytes: [UInt8]) throws(LayerError) {
         var failure: LayerError?
@@ -24,7 +28,7 @@ final class BlobSink {
 
     func write(_ bytes: UnsafeRawBufferPointer) throws(LayerError) {
         guard !bytes.isEmpty else { return }
-        hasher.update(bytes)
+        if hashing { hasher.update(bytes) }
         size += Int64(bytes.count)
         var done = 0
         while done < bytes.count {
@@ -91,25 +95,33 @@ final class ZstdCompressor: BlobCompressor {
 /// as dictionary and ends on a sync flush, so the pieces join into ONE standard deflate stream
 /// (one gzip member, readable by every gzip tool). ISA-L's deflate does the work.
 final class ParallelGzipCompressor: BlobCompressor, @unchecked Sendable {
+    /// One block's work. Jobs and their buffers are reused: fresh 1 MiB buffers for every block
+    /// would cost a page fault per 4 KiB.
     final class Job: @unchecked Sendable {
         let input: UnsafeMutableRawPointer
-        let inputCount: Int
-        let dictionary: [UInt8]
-        let isLast: Bool
+        var inputCount = 0
+        var dictionary: [UInt8] = []
+        var isLast = false
         var output: UnsafeMutableRawPointer
         var outputCount = 0
         var outputCapacity: Int
         var done = false
         var failure: String?
 
-        init(copying bytes: UnsafeRawBufferPointer, dictionary: [UInt8], isLast: Bool) {
+        init(capacity: Int) {
+            input = .allocate(byteCount: capacity, alignment: 64)
+            outputCapacity = capacity + capacity / 8 + 4096
+            output = .allocate(byteCount: outputCapacity, alignment: 64)
+        }
+
+        func load(_ bytes: UnsafeRawBufferPointer, dictionary: [UInt8], isLast: Bool) {
             inputCount = bytes.count
-            input = .allocate(byteCount: max(bytes.count, 1), alignment: 64)
             if bytes.count > 0 { input.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
             self.dictionary = dictionary
             self.isLast = isLast
-            outputCapacity = bytes.count + bytes.count / 8 + 4096
-            output = .allocate(byteCount: outputCapacity, alignment: 64)
+            outputCount = 0
+            done = false
+            failure = nil
         }
 
         deinit {
@@ -117,6 +129,8 @@ final class ParallelGzipCompressor: BlobCompressor, @unchecked Sendable {
             output.deallocate()
         }
     }
+
+    private var freeJobs: [Job] = []
 
     private let level: UInt16
     private let lock = NSCondition()
@@ -250,7 +264,8 @@ final class ParallelGzipCompressor: BlobCompressor, @unchecked Sendable {
         let chunk = UnsafeRawBufferPointer(start: pending, count: pendingCount)
         crc = crc32_gzip_refl(crc, chunk.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(chunk.count))
         total &+= UInt64(chunk.count)
-        let job = Job(copying: chunk, dictionary: dictionary, isLast: isLast)
+        let job = freeJobs.popLast() ?? Job(capacity: blockSize)
+        job.load(chunk, dictionary: dictionary, isLast: isLast)
         if pendingCount >= 32768 {
             dictionary = Array(UnsafeRawBufferPointer(start: pending + pendingCount - 32768, count: 32768))
         } else {
@@ -275,6 +290,7 @@ final class ParallelGzipCompressor: BlobCompressor, @unchecked Sendable {
             lock.unlock()
             if let failure = first.failure { throw LayerError(.input, failure) }
             try sink.write(UnsafeRawBufferPointer(start: first.output, count: first.outputCount))
+            freeJobs.append(first)
         }
     }
 }

@@ -67,6 +67,16 @@ public struct LayerDiffer: Sendable {
     /// failure no partial file is left). `-` writes to standard output.
     public func write(_ source: ChangeSource, toFile path: String) throws(LayerError) -> DiffResult {
         if path == "-" { return try write(source, to: 1) }
+        var existing = stat()
+        if stat(path, &existing) == 0 && FS.fileType(existing) != mode_t(LK_S_IFREG) {
+            // A device, fifo or socket (`-o /dev/null`, a pipe): write into it, never rename over it.
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                throw LayerError(.system(Errno(rawValue: errno)), layer: path, "cannot open the output: \(Errno(rawValue: errno).description)")
+            }
+            defer { close(fd) }
+            do throws(LayerError) { return try write(source, to: fd) } catch { throw error.inLayer(path) }
+        }
         let (dir, base) = FS.split(path)
         var template = Array("\(dir)/.\(base).tmp-XXXXXX".utf8CString)
         let fd = mkstemp(&template)
@@ -124,7 +134,9 @@ public struct LayerDiffer: Sendable {
 
         // 2. Write them: tar here, compression on the other thread(s).
         let pipe = ChunkPipe(chunkSize: 1 << 20, capacity: 8)
-        let output = OutputStage(pipe: pipe, sink: BlobSink(fd: outputFD), compressor: try makeCompressor())
+        // Uncompressed, the blob is the tar: its digest is the diffID, hashed once.
+        let output = OutputStage(pipe: pipe, sink: BlobSink(fd: outputFD, hashing: options.compression != .none),
+                                 compressor: try makeCompressor())
         output.start()
         var entries = 0
         var warnings = changes.warnings
@@ -150,7 +162,8 @@ public struct LayerDiffer: Sendable {
         output.wait()
         if let e = output.error { throw e.inLayer(newPath) }
         if let failure { throw failure.inLayer(newPath) }
-        let descriptor = Descriptor(mediaType: options.mediaType, digest: output.sink.hasher.finalize(), size: output.sink.size)
+        let blobDigest = options.compression == .none ? diffID! : output.sink.hasher.finalize()
+        let descriptor = Descriptor(mediaType: options.mediaType, digest: blobDigest, size: output.sink.size)
         return DiffResult(descriptor: descriptor, diffID: diffID!, tarSize: tarSize, entryCount: entries, warnings: warnings)
     }
 

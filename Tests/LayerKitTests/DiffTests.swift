@@ -232,6 +232,25 @@ func copyTree(_ from: String, _ to: String) throws {
         #expect(names == ["d/", "d/.wh.gone", "d/a-new"])
     }
 
+    @Test func anOutputThatIsNotARegularFileIsWrittenIntoNeverReplaced() throws {
+        let tmp = TempDir()
+        let fifo = tmp.sub("fifo")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let new = tmp.mkdir("new")
+        FileManager.default.createFile(atPath: new + "/f", contents: Data("x".utf8))
+        // A reader on the fifo collects the layer while the differ writes into it.
+        let reader = Process()
+        reader.executableURL = URL(fileURLWithPath: "/bin/sh")
+        reader.arguments = ["-c", "cat '\(fifo)' > '\(tmp.sub("copy.tar"))'"]
+        try reader.run()
+        let result = try LayerDiffer(options: DiffOptions(compression: .none)).write(.trees(old: tmp.mkdir("old"), new: new), toFile: fifo)
+        reader.waitUntilExit()
+        #expect(lstatOrNil(fifo).map { $0.st_mode & 0o170000 } == 0o010000, "the fifo is still a fifo")
+        let copy = try #require(FileManager.default.contents(atPath: tmp.sub("copy.tar")))
+        #expect(Digest.sha256(of: [UInt8](copy)) == result.diffID)
+        #expect(result.descriptor.digest == result.diffID, "uncompressed: the blob is the tar")
+    }
+
     @Test func missingTreeFailsAndLeavesNoOutput() throws {
         let tmp = TempDir()
         let out = tmp.sub("l.tar.gz")

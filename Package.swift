@@ -20,12 +20,14 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["libz-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CIsal", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
+        // The layer store's metadata database.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // Syscalls Glibc does not wrap (openat2, renameat2, ...) and macros Swift cannot import.
         .target(name: "CLayerSys"),
         .target(
             name: "LayerKit",
             dependencies: [
-                "CArchive", "CZlib", "CZstd", "CIsal", "CLayerSys",
+                "CArchive", "CZlib", "CZstd", "CIsal", "CLayerSys", "CSQLite",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]

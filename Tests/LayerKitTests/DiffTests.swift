@@ -251,6 +251,31 @@ func copyTree(_ from: String, _ to: String) throws {
         #expect(result.descriptor.digest == result.diffID, "uncompressed: the blob is the tar")
     }
 
+    /// A full disk (a 256 KiB tmpfs in a private mount namespace) fails the diff with the reason
+    /// and leaves no partial output behind.
+    @Test(.enabled(if: isRoot && which("unshare") != nil, "mounting a tmpfs needs root and unshare"))
+    func diskFullFailsCleanly() throws {
+        let tmp = TempDir()
+        let new = tmp.mkdir("new")
+        var gen = TreeGenerator(rng: SeededRandom(state: 11), root: new)
+        for _ in 0..<40 { gen.addEntry() }
+        FileManager.default.createFile(atPath: new + "/big", contents: Data((0..<2_000_000).map { UInt8(truncatingIfNeeded: $0 &* 7919 >> 3) }))
+        let full = tmp.mkdir("full")
+        let layertool = ProcessInfo.processInfo.environment["LAYERTOOL_BIN"] ?? repositoryRoot + "/.build/debug/layertool"
+        let script = """
+            mount -t tmpfs -o size=256k tmpfs '\(full)' || exit 99
+            '\(layertool)' diff '\(tmp.mkdir("old"))' '\(new)' -o '\(full)/layer.tar'
+            echo "status=$?"
+            echo "left=$(ls -A '\(full)' | wc -l)"
+            """
+        let r = try run(which("unshare")!, ["-m", "--propagation", "private", "sh", "-c", script])
+        #expect(r.status != 99, "tmpfs mount failed: \(r.stderr)")
+        #expect(r.stdout.contains("status=1"), Comment(rawValue: r.stdout + r.stderr))
+        #expect(r.stdout.contains("left=0"), "no partial output: \(r.stdout)")
+        #expect(r.stderr.contains("No space left on device"), Comment(rawValue: r.stderr))
+        #expect(r.stderr.split(separator: "\n").count == 1, "one line: \(r.stderr)")
+    }
+
     @Test func missingTreeFailsAndLeavesNoOutput() throws {
         let tmp = TempDir()
         let out = tmp.sub("l.tar.gz")

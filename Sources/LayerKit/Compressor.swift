@@ -19,11 +19,7 @@ final class BlobSink {
     }
 
     func write(_ bytes: [UInt8]) throws(LayerError) {
-        var failure: LayerError?
-        bytes.withUnsafeBytes { b in
-            do throws(LayerError) { try write(b) } catch { failure = error }
-        }
-        if let failure { throw failure }
+        try withBytes(bytes) { (b) throws(LayerError) in try write(b) }
     }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws(LayerError) {

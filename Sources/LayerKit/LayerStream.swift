@@ -144,6 +144,14 @@ final class BlobProducer: @unchecked Sendable {
         guard var out = pipe.acquire() else { return }
         var outFill = 0
         let outCapacity = pipe.chunkSize
+        /// Passes a full output chunk on and takes a fresh one; false once the consumer has stopped.
+        func handOver() -> Bool {
+            tarSize += Int64(outFill)
+            guard pipe.push(out, count: outFill), let next = pipe.acquire() else { return false }
+            out = next
+            outFill = 0
+            return true
+        }
         while inputCount > 0 {
             var offset = 0
             while offset < inputCount {
@@ -153,10 +161,7 @@ final class BlobProducer: @unchecked Sendable {
                 offset += consumed
                 outFill += produced
                 if outFill == outCapacity {
-                    tarSize += Int64(outFill)
-                    guard pipe.push(out, count: outFill), let next = pipe.acquire() else { return }
-                    out = next
-                    outFill = 0
+                    guard handOver() else { return }
                 } else if consumed == 0 && produced == 0 {
                     break
                 }
@@ -172,10 +177,7 @@ final class BlobProducer: @unchecked Sendable {
                 UnsafeMutableRawBufferPointer(start: out + outFill, count: outCapacity - outFill))
             outFill += produced
             if outFill == outCapacity {
-                tarSize += Int64(outFill)
-                guard pipe.push(out, count: outFill), let next = pipe.acquire() else { return }
-                out = next
-                outFill = 0
+                guard handOver() else { return }
             } else if produced == 0 {
                 break
             }

@@ -199,11 +199,7 @@ final class TarSink {
     }
 
     func write(_ bytes: [UInt8]) throws(LayerError) {
-        var failure: LayerError?
-        bytes.withUnsafeBytes { b in
-            do throws(LayerError) { try write(b) } catch { failure = error }
-        }
-        if let failure { throw failure }
+        try withBytes(bytes) { (b) throws(LayerError) in try write(b) }
     }
 
     func zeros(_ count: Int) throws(LayerError) {
@@ -260,4 +256,13 @@ final class TarSink {
     deinit {
         if let chunk { pipe.giveBack(chunk) }
     }
+}
+
+/// `withUnsafeBytes` for a body with typed throws (the standard one rethrows untyped errors).
+func withBytes(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws(LayerError) -> Void) throws(LayerError) {
+    var failure: LayerError?
+    bytes.withUnsafeBytes { b in
+        do throws(LayerError) { try body(b) } catch { failure = error }
+    }
+    if let failure { throw failure }
 }

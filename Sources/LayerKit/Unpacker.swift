@@ -63,13 +63,7 @@ public struct Unpacker: Sendable {
         } else {
             chmod(staging, 0o755 & ~ApplyEngine.currentUmask())
         }
-        let applier = LayerApplier(options: options)
-        var summaries = [LayerSummary]()
-        for (i, layer) in layers.enumerated() {
-            let summary = try applier.apply(layer.source, to: staging, name: layer.name, expecting: layer.expecting)
-            summaries.append(summary)
-            progress?(i, summary)
-        }
+        let summaries = try applyAll(layers, to: staging, progress: progress)
         // rename(2) replaces an empty dir atomically.
         if rename(staging, destination) != 0 {
             throw LayerError.system(Errno(rawValue: errno), entry: nil, "cannot move the unpacked tree into place").inLayer(destination)
@@ -91,10 +85,14 @@ public struct Unpacker: Sendable {
             }
             _ = try LayerApplier.inspect(inputs[i].source, name: inputs[i].name, validate: true, expecting: inputs[i].expecting)
         }
+        return try applyAll(inputs, to: destination, progress: progress)
+    }
+
+    private func applyAll(_ layers: [LayerInput], to directory: String, progress: Progress?) throws(LayerError) -> [LayerSummary] {
         let applier = LayerApplier(options: options)
         var summaries = [LayerSummary]()
-        for (i, layer) in inputs.enumerated() {
-            let summary = try applier.apply(layer.source, to: destination, name: layer.name, expecting: layer.expecting)
+        for (i, layer) in layers.enumerated() {
+            let summary = try applier.apply(layer.source, to: directory, name: layer.name, expecting: layer.expecting)
             summaries.append(summary)
             progress?(i, summary)
         }

@@ -4,8 +4,9 @@ public enum Compression: String, Sendable, Codable, CaseIterable {
     case gzip
     case zstd
 
-    /// The number of leading bytes `detect` wants to see (fewer is fine at end of input).
-    public static let magicLength = 262
+    /// The number of leading bytes `detect` wants to see (fewer is fine at end of input): a
+    /// whole tar header block, so an empty tar (zero blocks) and old v7 headers are recognised.
+    public static let magicLength = 512
 
     /// Detects the format from the first bytes of a blob.
     ///

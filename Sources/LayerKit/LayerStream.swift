@@ -96,13 +96,13 @@ final class BlobProducer: @unchecked Sendable {
     private func produce() throws(LayerError) {
         guard let first = pipe.acquire() else { return }
         let firstCount = try readFully(first, pipe.chunkSize)
+        blobSize = Int64(firstCount)
+        blobHasher.update(UnsafeRawBufferPointer(start: first, count: firstCount))
         guard let detected = Compression.detect(UnsafeRawBufferPointer(start: first, count: min(firstCount, Compression.magicLength))) else {
             pipe.giveBack(first)
             throw LayerError(.corruptArchive, "not a layer: the data is neither gzip, zstd nor tar")
         }
         compression = detected
-        blobSize = Int64(firstCount)
-        blobHasher.update(UnsafeRawBufferPointer(start: first, count: firstCount))
 
         if detected == .none {
             // Uncompressed: the blob is the tar; one hash serves as both digests.

@@ -15,6 +15,7 @@ import Testing
         }
         #expect(detect([]) == Compression.none, "a zero-byte blob is an empty layer")
         #expect(detect([UInt8](repeating: 0, count: 1024)) == Compression.none, "an empty tar")
+        #expect(Compression.magicLength >= 512, "an empty tar is only recognised from a whole block")
         #expect(detect(Array("hello world, not a layer".utf8)) == nil)
         #expect(detect([0x1f, 0x8b, 0x07]) == nil, "gzip with a method other than deflate")
         #expect(detect([0x42, 0x5a, 0x68]) == nil, "bzip2 is not an OCI layer compression")
@@ -49,6 +50,17 @@ import Testing
         let other = try LayerApplier.inspect(.path(fixturesDir + "/layers/\(name)"))
         #expect(other.diffID == plain.diffID)
         #expect(other.entryCount == plain.entryCount)
+    }
+
+    @Test func anEmptyTarIsAnEmptyLayer() throws {
+        // What `layertool diff` writes when nothing changed, and what `tar -cf x.tar -T /dev/null` gives.
+        let tmp = TempDir()
+        let path = tmp.sub("empty.tar")
+        FileManager.default.createFile(atPath: path, contents: Data(count: 1024))
+        let dest = tmp.mkdir("dest")
+        let s = try LayerApplier().apply(.path(path), to: dest)
+        #expect(s.entryCount == 0 && s.compression == Compression.none)
+        #expect(s.diffID.description == "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef")
     }
 
     @Test func bytesAfterTheEndOfArchiveCountInTheDiffID() throws {

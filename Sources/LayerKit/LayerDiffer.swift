@@ -30,6 +30,9 @@ public struct DiffOptions: Sendable {
     public var xattrPolicy: ApplyOptions
     /// Compression threads (both cores by default).
     public var threads: Int
+    /// `fsync` the output file before renaming it into place (a store that records the layer
+    /// needs it; a command writing a file, like tar or zstd, does not by default).
+    public var syncOutput: Bool = false
 
     public init(compression: Compression = .gzip, level: Int? = nil, sourceDateEpoch: Int64? = nil,
                 compareContents: Bool = false, xattrPolicy: ApplyOptions = ApplyOptions(), threads: Int = 2) {
@@ -93,7 +96,7 @@ public struct LayerDiffer: Sendable {
         var result: DiffResult
         do throws(LayerError) {
             result = try write(source, to: fd)
-            if fsync(fd) != 0 { throw LayerError(.system(Errno(rawValue: errno)), "cannot sync the output: \(Errno(rawValue: errno).description)") }
+            if options.syncOutput && fsync(fd) != 0 { throw LayerError(.system(Errno(rawValue: errno)), "cannot sync the output: \(Errno(rawValue: errno).description)") }
             if rename(temp, path) != 0 { throw LayerError(.system(Errno(rawValue: errno)), "cannot rename the output into place: \(Errno(rawValue: errno).description)") }
         } catch {
             throw error.inLayer(path)

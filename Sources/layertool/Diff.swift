@@ -39,6 +39,9 @@ struct Diff: ParsableCommand {
     @Flag(help: "Compare file contents even when size and a sub-second mtime are equal.")
     var compareContents = false
 
+    @Flag(help: "fsync the output before renaming it into place.")
+    var fsync = false
+
     @Flag(help: "Print the result as JSON.")
     var json = false
 
@@ -65,6 +68,7 @@ struct Diff: ParsableCommand {
 
     func run() throws {
         var options = DiffOptions(compression: resolvedCompression, level: level, compareContents: compareContents)
+        options.syncOutput = fsync
         options.sourceDateEpoch = sourceDateEpoch ?? ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"].flatMap { Int64($0) }
         let source: ChangeSource = upper.map { .upper($0) } ?? .trees(old: trees[0], new: trees[1])
         Output.progress("writing \(output == "-" ? "layer to stdout" : output)")

@@ -12,6 +12,7 @@ struct DiffItem {
     var path: EntryPath
     var st = stat()
     var linkTarget: [UInt8] = []
+    /// Only for the root item; the others' are read when written.
     var xattrs: [(String, [UInt8])] = []
 }
 
@@ -67,7 +68,7 @@ final class ChangeSet {
         if FS.fileType(st) == mode_t(LK_S_IFLNK) {
             item.linkTarget = try Self.readLink(dirFD, name, path)
         }
-        item.xattrs = Self.xattrs(Self.absolute(newRootPath, path), policy: xattrPolicy)
+        // xattrs are read when the entry is written (through the open fd for files: cheaper).
         try ensureParents(of: path)
         byParent[path.parent, default: []].append(item)
     }
@@ -152,6 +153,32 @@ final class ChangeSet {
     /// Every xattr of an entry named by its dir's fd, not following symlinks, sorted by name.
     static func allXattrs(_ dirFD: Int32, _ name: ArraySlice<UInt8>) -> [(String, [UInt8])] {
         allXattrs(Array("/proc/self/fd/\(dirFD)/".utf8) + name)
+    }
+
+    /// Every xattr of an open file, sorted by name.
+    static func allXattrs(fd: Int32) -> [(String, [UInt8])] {
+        var buffer = [CChar](repeating: 0, count: 1024)
+        var size = flistxattr(fd, &buffer, buffer.count)
+        if size < 0 && errno == ERANGE {
+            let needed = flistxattr(fd, nil, 0)
+            guard needed > 0 else { return [] }
+            buffer = [CChar](repeating: 0, count: needed)
+            size = flistxattr(fd, &buffer, needed)
+        }
+        guard size > 0 else { return [] }
+        var result = [(String, [UInt8])]()
+        var start = 0
+        for i in 0..<size where buffer[i] == 0 {
+            let key = String(decoding: buffer[start..<i].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            start = i + 1
+            let needed = fgetxattr(fd, key, nil, 0)
+            guard needed >= 0 else { continue }
+            var value = [UInt8](repeating: 0, count: needed)
+            let n = needed == 0 ? 0 : fgetxattr(fd, key, &value, needed)
+            guard n >= 0 else { continue }
+            result.append((key, Array(value[..<n])))
+        }
+        return result.sorted { $0.0 < $1.0 }
     }
 
     /// Every xattr of the entry at an absolute path, not following symlinks, sorted by name.

@@ -148,7 +148,7 @@ public struct LayerDiffer: Sendable {
         var failure: LayerError?
         do throws(LayerError) {
             let sink = TarSink(pipe: pipe)
-            let emitter = Emitter(sink: sink, rootFD: newFD, options: options)
+            let emitter = Emitter(sink: sink, rootFD: newFD, rootPath: changes.newRootPath, options: options)
             for item in changes.ordered() {
                 try emitter.emit(item)
                 entries += 1
@@ -227,9 +227,12 @@ final class Emitter {
     private var firstNameOfInode: [ChangeSet.InodeKey: [UInt8]] = [:]
     private(set) var warnings: [String] = []
 
-    init(sink: TarSink, rootFD: Int32, options: DiffOptions) {
+    let rootPath: [UInt8]
+
+    init(sink: TarSink, rootFD: Int32, rootPath: [UInt8], options: DiffOptions) {
         self.sink = sink
         self.rootFD = rootFD
+        self.rootPath = rootPath
         self.options = options
     }
 
@@ -261,8 +264,12 @@ final class Emitter {
             h.mtime = epoch
             h.mtimeNsec = 0
         }
-        h.xattrs = item.xattrs
         let type = FS.fileType(st)
+        if item.path.isRoot {
+            h.xattrs = item.xattrs
+        } else if type != mode_t(LK_S_IFREG) {
+            h.xattrs = ChangeSet.xattrs(ChangeSet.absolute(rootPath, item.path), policy: options.xattrPolicy)
+        }
         switch type {
         case mode_t(LK_S_IFDIR): h.kind = .dir
         case mode_t(LK_S_IFLNK): h.kind = .symlink; h.linkTarget = item.linkTarget
@@ -299,6 +306,7 @@ final class Emitter {
         }
         guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot open") }
         defer { close(fd) }
+        h.xattrs = ChangeSet.allXattrs(fd: fd).filter { options.xattrPolicy.appliesXattr($0.0) }
         let size = Int64(st.st_size)
         // Holes: a file with fewer blocks than its size is mapped with SEEK_DATA/SEEK_HOLE.
         if size > 0 && Int64(st.st_blocks) * 512 < size {

@@ -111,36 +111,45 @@ struct TarFormatter {
 
     static func block(name: [UInt8], mode: UInt32, uid: UInt32, gid: UInt32, size: Int64, mtime: Int64,
                       type: UInt8, link: [UInt8], devMajor: UInt32, devMinor: UInt32) -> [UInt8] {
-        var b = [UInt8](repeating: 0, count: 512)
-        func put(_ bytes: [UInt8], _ offset: Int, _ width: Int) {
-            for (i, c) in bytes.prefix(width).enumerated() { b[offset + i] = c }
+        // Written in place, without intermediate strings: this runs once per entry.
+        [UInt8](unsafeUninitializedCapacity: 512) { b, count in
+            b.initialize(repeating: 0)
+            count = 512
+            func put<C: Collection>(_ bytes: C, _ offset: Int, _ width: Int) where C.Element == UInt8 {
+                var i = offset
+                for c in bytes.prefix(width) { b[i] = c; i += 1 }
+            }
+            /// `width - 1` zero-padded octal digits, then NUL.
+            func octal(_ value: Int64, _ offset: Int, _ width: Int) {
+                var v = UInt64(max(value, 0))
+                var i = offset + width - 2
+                while i >= offset {
+                    b[i] = UInt8(ascii: "0") + UInt8(v & 7)
+                    v >>= 3
+                    i -= 1
+                }
+            }
+            put(name, 0, 100)
+            octal(Int64(mode), 100, 8)
+            octal(Int64(uid), 108, 8)
+            octal(Int64(gid), 116, 8)
+            octal(size, 124, 12)
+            octal(mtime, 136, 12)
+            b[156] = type
+            put(link, 157, 100)
+            put("ustar".utf8, 257, 5)
+            b[263] = UInt8(ascii: "0")
+            b[264] = UInt8(ascii: "0")
+            if type == UInt8(ascii: "3") || type == UInt8(ascii: "4") {
+                octal(Int64(devMajor), 329, 8)
+                octal(Int64(devMinor), 337, 8)
+            }
+            for i in 148..<156 { b[i] = 0x20 }
+            var sum = 0
+            for i in 0..<512 { sum += Int(b[i]) }
+            octal(Int64(sum), 148, 7)  // six digits,
+            b[154] = 0                 // a NUL, and the space that is already at 155
         }
-        func octal(_ value: Int64, _ offset: Int, _ width: Int) {
-            var digits = Array(String(value, radix: 8).utf8)
-            let w = width - 1
-            if digits.count < w { digits = [UInt8](repeating: UInt8(ascii: "0"), count: w - digits.count) + digits }
-            put(digits, offset, w)
-        }
-        put(name, 0, 100)
-        octal(Int64(mode), 100, 8)
-        octal(Int64(uid), 108, 8)
-        octal(Int64(gid), 116, 8)
-        octal(size, 124, 12)
-        octal(mtime, 136, 12)
-        b[156] = type
-        put(link, 157, 100)
-        put(Array("ustar".utf8) + [0], 257, 6)
-        put(Array("00".utf8), 263, 2)
-        if type == UInt8(ascii: "3") || type == UInt8(ascii: "4") {
-            octal(Int64(devMajor), 329, 8)
-            octal(Int64(devMinor), 337, 8)
-        }
-        for i in 148..<156 { b[i] = 0x20 }
-        let sum = b.reduce(0) { $0 + Int($1) }
-        var chk = Array(String(sum, radix: 8).utf8)
-        if chk.count < 6 { chk = [UInt8](repeating: UInt8(ascii: "0"), count: 6 - chk.count) + chk }
-        put(chk + [0, 0x20], 148, 8)
-        return b
     }
 
     /// The sparse map block of GNU sparse 1.0: decimal count, then offset/length pairs, one per

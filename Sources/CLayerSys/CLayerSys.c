@@ -42,3 +42,5 @@ void archive_set_error(struct archive *, int, const char *, ...);
 void lk_archive_set_error(struct archive *a, int code, const char *message) {
     archive_set_error(a, code, "%s", message);
 }
+
+int lk_syncfs(int fd) { return syncfs(fd); }

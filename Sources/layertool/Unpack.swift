@@ -14,10 +14,15 @@ struct Unpack: ParsableCommand {
             layer has been applied and verified: on any error it is left as it was. A DEST that has
             content is checked first (each layer read in full: digests, names) and then changed in place.
 
+            With --image and no DEST, the image is imported into the layer store (--root): each layer
+            the store does not have yet is unpacked in overlay format into its own dir, shared with
+            every image that has it. Prints the image name, its chainID and each layer's chainID.
+
             Examples:
               layertool unpack base.tar.gz app.tar.zst rootfs/
               layertool unpack --digest sha256:3f... layer.tar.gz rootfs/
               layertool unpack --image ./oci-layout:latest rootfs/
+              layertool unpack --image ./oci-layout:latest --name myimage
               curl ... | layertool unpack - rootfs/
             """
     )
@@ -41,12 +46,23 @@ struct Unpack: ParsableCommand {
     @Flag(help: "Print the results as JSON.")
     var json = false
 
+    @Option(help: ArgumentHelp("With --image and no DEST: the layer store to import into (default: /var/lib/layertool for root, else $XDG_DATA_HOME/layertool or ~/.local/share/layertool).", valueName: "DIR"))
+    var root: String?
+
+    @Option(help: ArgumentHelp("With --image and no DEST: the image's name in the store (default: REF, or latest).", valueName: "NAME"))
+    var name: String?
+
     @Argument(help: ArgumentHelp("Layers to apply, then the destination directory.", valueName: "LAYER... DEST"))
     var paths: [String] = []
 
     func validate() throws {
+        if image != nil && paths.isEmpty {
+            guard !selinuxLabels else { throw ValidationError("--selinux-labels does not go with a store import") }
+        } else if root != nil || name != nil {
+            throw ValidationError("--root and --name go with a store import: --image LAYOUT[:REF] without DEST")
+        }
         if image != nil {
-            guard paths.count == 1 else { throw ValidationError("with --image, give only DEST") }
+            guard paths.count <= 1 else { throw ValidationError("with --image, give only DEST (or nothing, to import into the layer store)") }
             guard digests.isEmpty else { throw ValidationError("--digest does not go with --image: the image's manifest and config give the digests") }
         } else {
             guard paths.count >= 2 else { throw ValidationError("give at least one LAYER and a DEST") }
@@ -58,6 +74,7 @@ struct Unpack: ParsableCommand {
     }
 
     func run() throws {
+        if let image, paths.isEmpty { return try importIntoStore(image) }
         let destination = paths.last!
         var options = ApplyOptions()
         options.format = format == "overlay" ? .overlay(.trusted) : .plain

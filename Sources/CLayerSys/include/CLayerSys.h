@@ -41,6 +41,9 @@ uint32_t lk_minor(uint64_t dev);
 /// UTIME_OMIT / UTIME_NOW for utimensat.
 long lk_utime_omit(void);
 
+/// syncfs(2): writes out everything dirty on the file system holding fd.
+int lk_syncfs(int fd);
+
 /// copy_file_range(2) (needs _GNU_SOURCE in the headers).
 ssize_t lk_copy_file_range(int fd_in, int fd_out, size_t len);
 

@@ -1,0 +1,244 @@
+import CSQLite
+import Foundation
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A layer store: images unpacked layer by layer into overlayfs-ready directories, shared between
+/// images by chainID, with their records in SQLite (see `StorePaths` for the layout).
+///
+/// Crash safety: a layer's directory is complete and synced before it is renamed into
+/// `layers/`, and its record is written only after that, so a record always names a complete
+/// layer. Whatever a crash leaves without a record (staging dirs, renamed but unrecorded layer
+/// dirs, short links to them, dirs of layers gc had dropped) is removed the next time the store
+/// is opened while no other process is using it, or by the next gc.
+///
+/// Concurrency: processes share the store. Imports hold `locks/store.lock` shared and each
+/// layer's `locks/<chainID>.lock` exclusively from "is it there?" to "it is recorded", so two
+/// imports of one layer unpack it once. Garbage collection and cleanup hold `store.lock`
+/// exclusively: they never run while an import is in progress.
+///
+/// A `LayerStore` is one connection: use it from one thread at a time.
+public final class LayerStore {
+    /// Where everything is.
+    public let paths: StorePaths
+    /// The xattr namespace of the overlay markers in this store's layers (`trusted` when the
+    /// store was created by root, `user` otherwise); fixed when the store is created.
+    public let overlayNamespace: ApplyOptions.OverlayXattrNamespace
+    /// What opening the store cleaned up.
+    public private(set) var openingCleanup: StoreCleanup
+
+    let db: Database
+    let storeLock: FileLock
+
+    /// The store root.
+    public var root: String { paths.root }
+
+    /// Opens the store at `root`, creating it if needed, migrating its schema, and cleaning up
+    /// after crashes when no other process is using it.
+    ///
+    /// - Parameter overlayNamespace: for a new store, the namespace of overlay xattrs; defaults to
+    ///   `trusted` for root and `user` otherwise. Ignored for an existing store.
+    public init(root: String = StorePaths.defaultRoot(),
+                overlayNamespace: ApplyOptions.OverlayXattrNamespace? = nil) throws(StoreError) {
+        // Absolute, so lower-dir lists and mount data built from it do not depend on the cwd.
+        paths = StorePaths(root: root.hasPrefix("/") ? root : FileManager.default.currentDirectoryPath + "/" + root)
+        try Self.createDirectories(paths)
+        storeLock = try FileLock(path: paths.storeLock)
+        do throws(DatabaseError) { db = try Database(path: paths.database) } catch { throw StoreError(error) }
+        let found = try Self.run(db) { db throws(DatabaseError) in try db.schemaVersion() }
+        guard found <= StoreSchema.latestVersion else {
+            throw StoreError(.incompatible, path: paths.database,
+                             "schema version \(found) is newer than this program knows (\(StoreSchema.latestVersion)): the store was written by a newer layertool")
+        }
+        _ = try Self.run(db) { db throws(DatabaseError) in try db.migrate(StoreSchema.migrations) }
+        let wanted = overlayNamespace ?? (geteuid() == 0 ? .trusted : .user)
+        let key = "overlay_xattr_namespace"
+        let stored: String = try Self.run(db) { db throws(DatabaseError) in
+            try db.execute("INSERT OR IGNORE INTO store_settings (key, value) VALUES (?, ?)", key, wanted.rawValue)
+            return try db.query("SELECT value FROM store_settings WHERE key = ?", [key]) { (row) throws(DatabaseError) in
+                try row.string(0)
+            }.first ?? wanted.rawValue
+        }
+        guard let namespace = ApplyOptions.OverlayXattrNamespace(rawValue: stored) else {
+            throw StoreError(.incompatible, path: paths.database, "unknown overlay xattr namespace \"\(stored)\"")
+        }
+        self.overlayNamespace = namespace
+        openingCleanup = StoreCleanup()
+        openingCleanup = try cleanUpIfIdle()
+    }
+
+    /// Whether a store has been created at `root`.
+    public static func exists(at root: String) -> Bool {
+        access(StorePaths(root: root).database, F_OK) == 0
+    }
+
+    // MARK: Records
+
+    /// Every layer, ordered by chainID.
+    public func layers() throws(StoreError) -> [StoredLayer] {
+        try database { db throws(DatabaseError) in
+            try db.query("SELECT \(Self.layerColumns) FROM layers ORDER BY chain_id", [], Self.decodeLayer)
+        }
+    }
+
+    /// The layer with this chainID, or nil.
+    public func layer(_ chainID: Digest) throws(StoreError) -> StoredLayer? {
+        try database { db throws(DatabaseError) in
+            try db.query("SELECT \(Self.layerColumns) FROM layers WHERE chain_id = ?", [chainID], Self.decodeLayer).first
+        }
+    }
+
+    /// Every image, ordered by name, with its layers and size.
+    public func images() throws(StoreError) -> [StoredImage] {
+        try images(where: nil)
+    }
+
+    /// The image named `name`, or nil.
+    public func image(named name: String) throws(StoreError) -> StoredImage? {
+        try images(where: name).first
+    }
+
+    /// Every container record, oldest first.
+    public func containers() throws(StoreError) -> [StoredContainer] {
+        try database { db throws(DatabaseError) in
+            try db.query("SELECT id, image, chain_id, driver, mountpoint, state, created FROM containers ORDER BY created, id", []) {
+                (row) throws(DatabaseError) in
+                StoredContainer(id: try row.string(0), image: try row.optionalString(1), chainID: try row.optionalDigest(2),
+                                driver: try row.string(3), mountpoint: try row.optionalString(4), state: try row.string(5),
+                                created: try row.date(6))
+            }
+        }
+    }
+
+    /// Removes image records (not their layers: `collectGarbage` removes layers no longer used).
+    /// All or nothing: if one name is unknown, none is removed. A name given twice counts once.
+    public func removeImages(_ names: [String]) throws(StoreError) {
+        var seen = Set<String>()
+        let unique = names.filter { seen.insert($0).inserted }
+        try db.transaction { () throws(StoreError) in
+            for name in unique {
+                try execute("DELETE FROM images WHERE name = ?", [name])
+                guard db.changes == 1 else { throw StoreError(.notFound, "no image named \(name.debugDescription)") }
+            }
+        }
+    }
+
+    /// Checks an image name: not empty, at most 255 bytes, no control characters.
+    public static func validateName(_ name: String) throws(StoreError) {
+        guard !name.isEmpty else { throw StoreError(.invalidArgument, "an image name cannot be empty") }
+        guard name.utf8.count <= 255 else { throw StoreError(.invalidArgument, "image name longer than 255 bytes") }
+        guard !name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw StoreError(.invalidArgument, "image name \(name.debugDescription) has control characters")
+        }
+    }
+
+    // MARK: Internals
+
+    private func images(where name: String?) throws(StoreError) -> [StoredImage] {
+        let byChain = Dictionary(uniqueKeysWithValues: try layers().map { ($0.chainID, $0) })
+        let sql = "SELECT name, manifest_digest, config_digest, top_chain_id, created FROM images"
+            + (name == nil ? " ORDER BY name" : " WHERE name = ?")
+        let rows = try database { db throws(DatabaseError) in
+            try db.query(sql, name.map { [$0] } ?? []) { (row) throws(DatabaseError) in
+                (try row.string(0), try row.digest(1), try row.digest(2), try row.optionalDigest(3), try row.date(4))
+            }
+        }
+        var result = [StoredImage]()
+        for (name, manifest, config, top, created) in rows {
+            let chain = try Self.chain(of: top, in: byChain, path: paths.database)
+            let size = chain.reduce(Int64(0)) { $0 + (byChain[$1]?.size ?? 0) }
+            result.append(StoredImage(name: name, manifestDigest: manifest, configDigest: config, topChainID: top,
+                                      chainIDs: chain, size: size, created: created))
+        }
+        return result
+    }
+
+    /// The chain of `top`, bottom first, following parent links.
+    static func chain(of top: Digest?, in layers: [Digest: StoredLayer], path: String) throws(StoreError) -> [Digest] {
+        var chain = [Digest]()
+        var next = top
+        while let id = next {
+            guard let layer = layers[id] else {
+                throw StoreError(.incompatible, path: path, "layer \(id) is referenced but has no record")
+            }
+            chain.append(id)
+            guard chain.count <= layers.count else { throw StoreError(.incompatible, path: path, "the parent links of \(top!) form a cycle") }
+            next = layer.parent
+        }
+        return chain.reversed()
+    }
+
+    static let layerColumns = "chain_id, diff_id, blob_digest, blob_size, media_type, parent, link, size, created"
+
+    static func decodeLayer(_ row: Row) throws(DatabaseError) -> StoredLayer {
+        StoredLayer(chainID: try row.digest(0), diffID: try row.digest(1), blobDigest: try row.optionalDigest(2),
+                    blobSize: try row.optionalInt64(3), mediaType: try row.optionalString(4), parent: try row.optionalDigest(5),
+                    link: try row.string(6), size: try row.int64(7), created: try row.date(8))
+    }
+
+    /// Runs database work, turning its errors into store errors.
+    func database<T>(_ body: (Database) throws(DatabaseError) -> T) throws(StoreError) -> T {
+        try Self.run(db, body)
+    }
+
+    /// Runs one statement, turning its errors into store errors.
+    func execute(_ sql: String, _ values: [any SQLBindable]) throws(StoreError) {
+        do throws(DatabaseError) { try db.execute(sql, values) } catch { throw StoreError(error) }
+    }
+
+    private static func run<T>(_ db: Database, _ body: (Database) throws(DatabaseError) -> T) throws(StoreError) -> T {
+        do throws(DatabaseError) { return try body(db) } catch { throw StoreError(error) }
+    }
+
+    private static func createDirectories(_ paths: StorePaths) throws(StoreError) {
+        var st = stat()
+        if lstat(paths.root, &st) == 0 {
+            guard FS.isDir(st) else { throw StoreError(.incompatible, path: paths.root, "the store root exists and is not a directory") }
+        } else {
+            do {
+                let parent = FS.split(paths.root).dir
+                try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+            } catch {
+                throw StoreError(.system(.noSuchFileOrDirectory), path: paths.root, "cannot create the store's parent directory: \(error.localizedDescription)")
+            }
+            try makeDirectory(paths.root)
+        }
+        // 0700: layers hold image files as they are (setuid binaries included); no one but the
+        // store's owner should reach them except through a mount.
+        for dir in [paths.layersDir, paths.linksDir, paths.stagingDir, paths.locksDir,
+                    paths.root + "/blobs", paths.blobsDir, paths.containersDir] {
+            try makeDirectory(dir)
+        }
+    }
+
+    private static func makeDirectory(_ path: String) throws(StoreError) {
+        if mkdir(path, 0o700) != 0 && errno != EEXIST {
+            throw .lastErrno(path: path, "cannot create directory")
+        }
+    }
+}
+
+extension Digest: SQLBindable {
+    var sqlValue: SQLValue { .text(description) }
+}
+
+extension Row {
+    func digest(_ index: Int32) throws(DatabaseError) -> Digest {
+        let text = try string(index)
+        do { return try Digest(parsing: text) } catch {
+            throw DatabaseError(code: SQLITE_MISMATCH, message: "column \(name(index)): \(error.description)",
+                                sql: statementSQL, path: databasePath)
+        }
+    }
+
+    func optionalDigest(_ index: Int32) throws(DatabaseError) -> Digest? {
+        isNull(index) ? nil : try digest(index)
+    }
+
+    /// A time stored as seconds since the epoch.
+    func date(_ index: Int32) throws(DatabaseError) -> Date {
+        Date(timeIntervalSince1970: TimeInterval(try int64(index)))
+    }
+}

@@ -1,0 +1,1014 @@
+import CSQLite
+import Crypto
+import Foundation
+import Testing
+@testable import LayerKit
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The layer store: imports from OCI layouts (busybox fixture and layouts built here), sharing of
+// layers between images, crash safety (the CLI killed at random moments and at every named
+// crash point), two processes importing at once, ls/rm/gc through the CLI, and the SQLite
+// wrapper with its migrations. Expected chainIDs come from the layouts' configs, hashed here.
+
+// MARK: - Helpers
+
+/// Running the built layertool as a child process.
+private enum Tool {
+    static let binary = ProcessInfo.processInfo.environment["LAYERTOOL_BIN"] ?? repositoryRoot + "/.build/debug/layertool"
+
+    struct Result {
+        var status: Int32
+        /// Killed by a signal (`status` is then the signal number).
+        var signaled: Bool
+        var stdout: String
+        var stderr: String
+    }
+
+    /// A started child whose output goes to files (so it never blocks on a full pipe).
+    final class Child {
+        let process = Process()
+        let outPath: String
+        let errPath: String
+
+        init(_ args: [String], environment extra: [String: String] = [:], scratch: String) throws {
+            let id = UUID().uuidString
+            outPath = scratch + "/child-\(id).out"
+            errPath = scratch + "/child-\(id).err"
+            FileManager.default.createFile(atPath: outPath, contents: nil)
+            FileManager.default.createFile(atPath: errPath, contents: nil)
+            process.executableURL = URL(fileURLWithPath: Tool.binary)
+            process.arguments = args
+            var env = ProcessInfo.processInfo.environment
+            env.removeValue(forKey: "LAYERKIT_STORE_CRASH")
+            for (k, v) in extra { env[k] = v }
+            process.environment = env
+            process.standardOutput = FileHandle(forWritingAtPath: outPath)
+            process.standardError = FileHandle(forWritingAtPath: errPath)
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+        }
+
+        func kill() { _ = Glibc.kill(process.processIdentifier, SIGKILL) }
+
+        func wait() -> Result {
+            process.waitUntilExit()
+            let out = FileManager.default.contents(atPath: outPath) ?? Data()
+            let err = FileManager.default.contents(atPath: errPath) ?? Data()
+            try? FileManager.default.removeItem(atPath: outPath)
+            try? FileManager.default.removeItem(atPath: errPath)
+            return Result(status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal,
+                          stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+        }
+    }
+
+    static func run(_ args: [String], environment: [String: String] = [:], scratch: String) throws -> Result {
+        try Child(args, environment: environment, scratch: scratch).wait()
+    }
+
+    static func json(_ text: String) throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(text.utf8))
+    }
+}
+
+/// Building OCI image layouts by hand: blobs, config, manifest, index.
+private enum Layout {
+    struct Layer {
+        var blob: Data
+        var diffID: String
+        var mediaType: String
+    }
+
+    static func sha256(_ data: Data) -> String {
+        "sha256:" + SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// A gzip layer made with TarBuilder (the tar) and gzip(1) (the compression); the diffID is
+    /// hashed here from the tar bytes.
+    static func gzipLayer(_ entries: [TarEntry], scratch: String) throws -> Layer {
+        let tar = Data(TarBuilder.build(entries))
+        let id = UUID().uuidString
+        let tarPath = scratch + "/\(id).tar", gzPath = scratch + "/\(id).tar.gz"
+        try tar.write(to: URL(fileURLWithPath: tarPath))
+        let gzip = try #require(which("gzip"), "gzip is needed to build test layers")
+        let r = try run("/bin/sh", ["-c", "\"$1\" -n -1 -c \"$2\" > \"$3\"", "sh", gzip, tarPath, gzPath])
+        try #require(r.status == 0, "gzip failed: \(r.stderr)")
+        let blob = try #require(FileManager.default.contents(atPath: gzPath))
+        try? FileManager.default.removeItem(atPath: tarPath)
+        try? FileManager.default.removeItem(atPath: gzPath)
+        return Layer(blob: blob, diffID: sha256(tar), mediaType: "application/vnd.oci.image.layer.v1.tar+gzip")
+    }
+
+    /// Layer `index` (0-based) of the busybox fixture, with its diffID from the fixture's config.
+    static func busyboxLayer(_ index: Int) throws -> Layer {
+        let layout = fixturesDir + "/busybox"
+        let manifest = try manifestOf(layout)
+        let layers = try #require(manifest["layers"] as? [[String: Any]])
+        let digest = try #require(layers[index]["digest"] as? String)
+        let blob = try #require(FileManager.default.contents(atPath: layout + "/blobs/sha256/" + digest.dropFirst(7)))
+        return Layer(blob: blob, diffID: try diffIDs(layout)[index], mediaType: try #require(layers[index]["mediaType"] as? String))
+    }
+
+    static func manifestOf(_ layout: String) throws -> [String: Any] {
+        let index = try readJSON(layout + "/index.json")
+        let manifests = try #require(index["manifests"] as? [[String: Any]])
+        let digest = try #require(manifests.first?["digest"] as? String)
+        return try readJSON(layout + "/blobs/sha256/" + digest.dropFirst(7))
+    }
+
+    /// The config's `rootfs.diff_ids`, read straight from the JSON.
+    static func diffIDs(_ layout: String) throws -> [String] {
+        let manifest = try manifestOf(layout)
+        let config = try #require(manifest["config"] as? [String: Any])
+        let digest = try #require(config["digest"] as? String)
+        let json = try readJSON(layout + "/blobs/sha256/" + digest.dropFirst(7))
+        let rootfs = try #require(json["rootfs"] as? [String: Any])
+        return try #require(rootfs["diff_ids"] as? [String])
+    }
+
+    /// chainIDs per the image spec, computed here with CryptoKit-style hashing of the strings.
+    static func chainIDs(_ diffIDs: [String]) -> [String] {
+        var out = [String]()
+        for d in diffIDs { out.append(out.last.map { sha256(Data(($0 + " " + d).utf8)) } ?? d) }
+        return out
+    }
+
+    static func readJSON(_ path: String) throws -> [String: Any] {
+        let data = try #require(FileManager.default.contents(atPath: path), "cannot read \(path)")
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    @discardableResult
+    static func writeBlob(_ data: Data, in layout: String) throws -> (digest: String, size: Int) {
+        let digest = sha256(data)
+        try data.write(to: URL(fileURLWithPath: layout + "/blobs/sha256/" + digest.dropFirst(7)))
+        return (digest, data.count)
+    }
+
+    static func writeJSONBlob(_ object: Any, in layout: String) throws -> (digest: String, size: Int) {
+        try writeBlob(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]), in: layout)
+    }
+
+    /// Writes a complete layout with one image tagged `tag`; returns the manifest digest.
+    @discardableResult
+    static func write(_ layout: String, layers: [Layer], tag: String = "latest") throws -> String {
+        try FileManager.default.createDirectory(atPath: layout + "/blobs/sha256", withIntermediateDirectories: true)
+        try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: layout + "/oci-layout"))
+        var descriptors = [[String: Any]]()
+        for layer in layers {
+            let (digest, size) = try writeBlob(layer.blob, in: layout)
+            descriptors.append(["mediaType": layer.mediaType, "digest": digest, "size": size])
+        }
+        let config = try writeJSONBlob([
+            "architecture": "amd64", "os": "linux",
+            "rootfs": ["type": "layers", "diff_ids": layers.map(\.diffID)],
+        ] as [String: Any], in: layout)
+        let manifest = try writeJSONBlob([
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": ["mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.digest, "size": config.size],
+            "layers": descriptors,
+        ] as [String: Any], in: layout)
+        let index: [String: Any] = [
+            "schemaVersion": 2,
+            "manifests": [[
+                "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest.digest, "size": manifest.size,
+                "annotations": ["org.opencontainers.image.ref.name": tag],
+            ] as [String: Any]],
+        ]
+        try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys]).write(to: URL(fileURLWithPath: layout + "/index.json"))
+        return manifest.digest
+    }
+
+    /// Deterministic pseudo-random bytes (SplitMix64), incompressible enough that gzip keeps the
+    /// blob about as big as the data.
+    static func noise(_ count: Int, seed: UInt64) -> [UInt8] {
+        var state = seed &+ 0x9E37_79B9_7F4A_7C15
+        var out = [UInt8]()
+        out.reserveCapacity(count + 8)
+        while out.count < count {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            withUnsafeBytes(of: z) { out.append(contentsOf: $0) }
+        }
+        return Array(out.prefix(count))
+    }
+
+    static func file(_ path: String, bytes: Int, seed: UInt64) -> TarEntry {
+        TarEntry(kind: .file, path: path, content: noise(bytes, seed: seed))
+    }
+
+    /// A three-layer image of about 7 MB, so an import takes long enough to be killed midway.
+    /// Layer 2 whites out and hardlinks files of layer 1 (the hardlink is copied up) and makes a
+    /// dir opaque; layer 3 is small.
+    static func big(_ layout: String, scratch: String, tag: String = "big") throws -> [Layer] {
+        var base: [TarEntry] = [.dir("data"), .dir("data/keep"), .dir("data/opq"), .dir("blobs")]
+        for i in 0..<240 { base.append(file("data/f\(i)", bytes: 8_192 + i * 13, seed: UInt64(i))) }
+        for i in 0..<20 { base.append(file("data/opq/o\(i)", bytes: 2_000, seed: 1_000 + UInt64(i))) }
+        for i in 0..<5 { base.append(file("blobs/big\(i)", bytes: 1 << 20, seed: 2_000 + UInt64(i))) }
+        base.append(.file("data/keep/readme", "kept\n"))
+        var middle: [TarEntry] = [.dir("data"), .whiteout("data", "f0"), .whiteout("data", "f1"),
+                                  .dir("data/opq"), .opaque("data/opq"), .file("data/opq/new", "new\n"),
+                                  .hardlink("data/f2-link", "data/f2"), .dir("more")]
+        for i in 0..<120 { middle.append(file("more/m\(i)", bytes: 4_096, seed: 3_000 + UInt64(i))) }
+        let top: [TarEntry] = [.dir("etc"), .file("etc/top", "top layer\n"), .whiteout("", "blobs")]
+        let layers = [try gzipLayer(base, scratch: scratch), try gzipLayer(middle, scratch: scratch), try gzipLayer(top, scratch: scratch)]
+        try write(layout, layers: layers, tag: tag)
+        return layers
+    }
+}
+
+/// Checks of a store's files and records, made from the outside (file system + the records as
+/// the library reads them), independent of `LayerStore.verify`.
+private enum StoreCheck {
+    static func entries(_ dir: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted()
+    }
+
+    /// Problems in an opened store; empty when it is consistent.
+    static func problems(_ store: LayerStore) throws -> [String] {
+        var problems = [String]()
+        let p = store.paths
+        let staging = entries(p.stagingDir)
+        if !staging.isEmpty { problems.append("staging leftovers: \(staging)") }
+        let records = try store.layers()
+        let recorded = Set(records.map(\.chainID.hex))
+        for name in entries(p.layersDir) where !recorded.contains(name) { problems.append("layer dir without record: \(name)") }
+        for layer in records {
+            var st = stat()
+            if lstat(p.diffDir(layer.chainID), &st) != 0 || st.st_mode & 0o170000 != 0o040000 {
+                problems.append("record without diff dir: \(layer.chainID)")
+            }
+            if contents(p.linkFile(layer.chainID)) != layer.link { problems.append("link file of \(layer.chainID) does not say \(layer.link)") }
+            let resolved = resolvedPath(p.shortLink(layer.link))
+            let diff = resolvedPath(p.diffDir(layer.chainID))
+            if resolved == nil || resolved != diff { problems.append("l/\(layer.link) does not resolve to the diff dir of \(layer.chainID)") }
+        }
+        let links = Set(records.map(\.link))
+        for name in entries(p.linksDir) where !links.contains(name) { problems.append("l/\(name) belongs to no record") }
+        return problems
+    }
+
+    /// A layer dir's snapshot. Whiteouts (0/0 char devices) are made at apply time, so their
+    /// mtime is not compared; everything else is.
+    static func snapshot(_ dir: String) -> TreeSnapshot {
+        var snapshot = TreeSnapshot(dir)
+        for (path, node) in snapshot.nodes where node.type == "char" && node.content == "0:0" {
+            snapshot.nodes[path]?.mtime = nil
+        }
+        return snapshot
+    }
+
+    /// Snapshots of every layer's diff dir, by chainID.
+    static func snapshots(_ store: LayerStore) throws -> [LayerKit.Digest: TreeSnapshot] {
+        var out = [LayerKit.Digest: TreeSnapshot]()
+        for layer in try store.layers() { out[layer.chainID] = snapshot(store.paths.diffDir(layer.chainID)) }
+        return out
+    }
+}
+
+private func statOf(_ path: String) throws -> stat {
+    try #require(lstatOrNil(path), "\(path) does not exist")
+}
+
+private func parseDigest(_ text: String) throws -> LayerKit.Digest { try LayerKit.Digest(parsing: text) }
+
+/// realpath(3), or nil.
+private func resolvedPath(_ path: String) -> String? {
+    guard let p = realpath(path, nil) else { return nil }
+    defer { free(p) }
+    return String(cString: p)
+}
+
+// MARK: - Import
+
+@Suite(.enabled(if: isRoot, "overlay-format layers need root (char device whiteouts, trusted.* xattrs)"))
+struct StoreTests {
+    static let busybox = fixturesDir + "/busybox"
+
+    @Test func importBusyboxWritesOverlayLayersRecordsAndLinks() throws {
+        let tmp = TempDir()
+        let store = try LayerStore(root: tmp.sub("store"))
+        let result = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+
+        let expected = try Layout.chainIDs(Layout.diffIDs(Self.busybox)).map(parseDigest)
+        #expect(expected.count == 2)
+        #expect(result.layers.map(\.chainID) == expected)
+        #expect(result.layers.allSatisfy(\.unpacked) && result.unpackedCount == 2)
+        #expect(result.image.name == "latest")
+        #expect(result.image.topChainID == expected.last)
+        #expect(result.image.chainIDs == expected)
+        #expect(result.image.manifestDigest.description == "sha256:d2972f1bc4a4fa016a952576e376e10917d5e0d80a3f377c652ecf4246de5292")
+        #expect(result.image.configDigest.description == "sha256:4e39c759aca4d6ad8e654ee3b2a2e7764ed60a5e0cda45dcf358c6904441e31f")
+
+        // Records: chainIDs, diffIDs, blob digests, parents.
+        let records = try store.layers()
+        #expect(Set(records.map(\.chainID)) == Set(expected))
+        let bottom = try #require(try store.layer(expected[0]))
+        let top = try #require(try store.layer(expected[1]))
+        #expect(bottom.parent == nil && top.parent == expected[0])
+        #expect(bottom.diffID.description == "sha256:0763ad56266eef7808506d5feafa461aaace603b78cd626ae0c9750809a39b5e")
+        #expect(top.diffID.description == "sha256:9b64236aa505e78808f49bbd7e66a9efb58793ed83ea4be411ce3793d5aa66a5")
+        #expect(bottom.blobDigest?.description == "sha256:b4b440e5186b23932c70e5a0df2931d32cce16fe7923573c960f6fc52284829d")
+        #expect(top.blobDigest?.description == "sha256:6a24f99c3a20a70e4e2d937b9b11219a0df93c296ef872f4dc113e0e0e75c55a")
+        #expect(top.mediaType == "application/vnd.oci.image.layer.v1.tar+zstd")
+        // busybox alone is 1982256 bytes; its hardlink is counted once.
+        #expect(bottom.size >= 1_982_256 && bottom.size < 3_000_000)
+        #expect(top.size > 0 && top.size < 200_000)
+
+        // The layer dirs, in overlay format.
+        let p = store.paths
+        let layer1 = p.diffDir(expected[0]), layer2 = p.diffDir(expected[1])
+        #expect(try statOf(layer1 + "/bin/busybox").st_ino == (try statOf(layer1 + "/usr/bin/busybox-hardlink")).st_ino)
+        #expect(contents(layer1 + "/etc/motd") == "Welcome to the LayerKit busybox fixture.\n")
+        let motd = try statOf(layer2 + "/etc/motd")
+        #expect(motd.st_mode & 0o170000 == 0o020000 && motd.st_rdev == 0, "etc/motd must be a 0/0 char device whiteout")
+        #expect(TreeSnapshot.xattrs(layer2 + "/etc/removed-later", ignoring: [])["trusted.overlay.opaque"] == Array("y".utf8))
+        #expect(StoreCheck.entries(layer2 + "/etc/removed-later") == ["kept"])
+        #expect(StoreCheck.entries(layer2) == ["etc"], "layer 2 holds only what it changes")
+        #expect(lstatOrNil(layer2 + "/etc/.wh.motd") == nil)
+        #expect(contents(layer2 + "/etc/hostname") == "layer2-host\n")
+
+        // Short links: 26 characters, resolving to the diff dirs.
+        for (id, diff) in [(expected[0], layer1), (expected[1], layer2)] {
+            let record = try #require(try store.layer(id))
+            #expect(record.link.count == 26 && record.link.allSatisfy { $0.isUppercase || (Character("2")...Character("7")).contains($0) })
+            #expect(contents(p.linkFile(id)) == record.link)
+            #expect(resolvedPath(p.shortLink(record.link)) == resolvedPath(diff))
+            #expect(resolvedPath(diff) != nil)
+        }
+        #expect(try StoreCheck.problems(store) == [])
+        #expect(try store.verify() == [])
+
+        // Re-import: nothing unpacked, dirs untouched.
+        let before = try [layer1, layer2].map { try statOf($0) }
+        let again = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        #expect(again.unpackedCount == 0)
+        #expect(again.layers.map(\.unpacked) == [false, false])
+        #expect(again.layers.map(\.chainID) == expected)
+        let after = try [layer1, layer2].map { try statOf($0) }
+        for (b, a) in zip(before, after) {
+            #expect(b.st_ino == a.st_ino)
+            #expect(b.st_mtim.tv_sec == a.st_mtim.tv_sec && b.st_mtim.tv_nsec == a.st_mtim.tv_nsec)
+            #expect(b.st_ctim.tv_sec == a.st_ctim.tv_sec && b.st_ctim.tv_nsec == a.st_ctim.tv_nsec)
+        }
+        #expect(try store.layers().count == 2)
+        #expect(StoreCheck.entries(p.layersDir).count == 2)
+
+        // A second store object (another connection) sees the same.
+        let reopened = try LayerStore(root: tmp.sub("store"))
+        #expect(try reopened.images().map(\.name) == ["latest"])
+        #expect(reopened.openingCleanup.ran && reopened.openingCleanup.isEmpty)
+    }
+
+    @Test func twoImagesShareTheirBaseLayerDir() throws {
+        let tmp = TempDir()
+        let scratch = tmp.mkdir("scratch")
+        let other = tmp.sub("other")
+        let base = try Layout.busyboxLayer(0)
+        let app = try Layout.gzipLayer([.dir("app"), .file("app/hello", "hello from app\n"), .dir("etc"), .whiteout("etc", "passwd")],
+                                       scratch: scratch)
+        let manifestDigest = try Layout.write(other, layers: [base, app], tag: "v1")
+
+        let store = try LayerStore(root: tmp.sub("store"))
+        let first = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: nil, name: "busybox")
+        let baseID = first.layers[0].chainID
+        let baseDir = store.paths.diffDir(baseID)
+        let baseInode = try statOf(baseDir).st_ino
+        let baseFile = try statOf(baseDir + "/bin/busybox")
+
+        let second = try store.importImage(layout: OCIImageLayout(path: other), reference: "v1")
+        #expect(second.image.name == "v1")
+        #expect(second.image.manifestDigest.description == manifestDigest)
+        #expect(second.layers.map(\.unpacked) == [false, true])
+        #expect(second.unpackedCount == 1)
+        #expect(second.layers[0].chainID == baseID)
+        #expect(second.layers.map(\.chainID.description) == Layout.chainIDs([base.diffID, app.diffID]))
+        #expect(try statOf(baseDir).st_ino == baseInode)
+        #expect(try statOf(baseDir + "/bin/busybox").st_ino == baseFile.st_ino)
+
+        let records = try store.layers()
+        #expect(records.count == 3)
+        #expect(StoreCheck.entries(store.paths.layersDir).count == 3)
+        #expect(StoreCheck.entries(store.paths.linksDir).count == 3)
+        let appID = second.layers[1].chainID
+        #expect(try store.layer(appID)?.parent == baseID)
+        #expect(contents(store.paths.diffDir(appID) + "/app/hello") == "hello from app\n")
+        let passwd = try statOf(store.paths.diffDir(appID) + "/etc/passwd")
+        #expect(passwd.st_mode & 0o170000 == 0o020000 && passwd.st_rdev == 0)
+
+        let images = try store.images()
+        #expect(images.map(\.name) == ["busybox", "v1"])
+        #expect(images[0].chainIDs.first == images[1].chainIDs.first)
+        #expect(images[1].size == records.filter { $0.chainID != first.layers[1].chainID }.reduce(0) { $0 + $1.size })
+        #expect(try StoreCheck.problems(store) == [])
+        #expect(try store.verify() == [])
+    }
+
+    @Test func aRecordWhoseDirWasRemovedIsUnpackedAgain() throws {
+        let tmp = TempDir()
+        let store = try LayerStore(root: tmp.sub("store"))
+        let first = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        let top = first.layers[1].chainID
+        let link = try #require(try store.layer(top)).link
+        try FileManager.default.removeItem(atPath: store.paths.layerDir(top))
+        #expect(try store.verify().map(\.problem).contains("recorded layer has no diff dir"))
+
+        let again = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        #expect(again.layers.map(\.unpacked) == [false, true])
+        #expect(try store.layer(top)?.link == link, "the short name is kept: later lower-dir lists may use it")
+        #expect(lstatOrNil(store.paths.diffDir(top) + "/etc/motd")?.st_rdev == 0)
+        #expect(try store.verify() == [])
+    }
+
+    // MARK: Errors
+
+    @Test func aCorruptLayerFailsWithOneLineAndLeavesNothingHalfWritten() throws {
+        let tmp = TempDir()
+        let layout = tmp.sub("busybox")
+        try FileManager.default.copyItem(atPath: Self.busybox, toPath: layout)
+        let layer2 = layout + "/blobs/sha256/6a24f99c3a20a70e4e2d937b9b11219a0df93c296ef872f4dc113e0e0e75c55a"
+        var data = try #require(FileManager.default.contents(atPath: layer2))
+        data[data.count / 2] ^= 0xFF
+        try data.write(to: URL(fileURLWithPath: layer2))
+
+        let root = tmp.sub("store")
+        let r = try Tool.run(["unpack", "--image", layout + ":latest", "--root", root], scratch: tmp.path)
+        #expect(r.status == 1)
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "one line: \(r.stderr)")
+        #expect(r.stderr.hasPrefix("layertool: ") && r.stderr.contains("sha256:6a24f99c") && r.stderr.contains("mismatch"), "\(r.stderr)")
+        #expect(r.stdout.isEmpty)
+
+        let store = try LayerStore(root: root)
+        #expect(try store.images().isEmpty, "no image record for a failed import")
+        let chain = try Layout.chainIDs(Layout.diffIDs(Self.busybox)).map(parseDigest)
+        #expect(try store.layers().map(\.chainID) == [chain[0]], "the complete bottom layer stays recorded")
+        #expect(lstatOrNil(store.paths.layerDir(chain[1])) == nil)
+        #expect(StoreCheck.entries(store.paths.stagingDir).isEmpty)
+        #expect(store.openingCleanup.isEmpty, "the failed import cleaned up after itself")
+        #expect(try StoreCheck.problems(store) == [])
+    }
+
+    @Test func usageErrorsAreOneLine() throws {
+        let tmp = TempDir()
+        let root = tmp.sub("store")
+        let missing = try Tool.run(["unpack", "--image", tmp.sub("nope") + ":latest", "--root", root], scratch: tmp.path)
+        #expect(missing.status == 1)
+        #expect(missing.stderr.split(separator: "\n").count == 1 && missing.stderr.contains("not an OCI image layout"), "\(missing.stderr)")
+
+        let badName = try Tool.run(["unpack", "--image", Self.busybox, "--root", root, "--name", "a\nb"], scratch: tmp.path)
+        #expect(badName.status == 1)
+        #expect(badName.stderr.contains("control characters"), "\(badName.stderr)")
+
+        let rootWithDest = try Tool.run(["unpack", "--image", Self.busybox, "--root", root, tmp.sub("dest")], scratch: tmp.path)
+        #expect(rootWithDest.status != 0 && rootWithDest.stderr.contains("--root and --name go with a store import"), "\(rootWithDest.stderr)")
+
+        try Data("x".utf8).write(to: URL(fileURLWithPath: tmp.sub("file")))
+        let fileRoot = try Tool.run(["unpack", "--image", Self.busybox, "--root", tmp.sub("file")], scratch: tmp.path)
+        #expect(fileRoot.status == 1 && fileRoot.stderr.contains("not a directory"), "\(fileRoot.stderr)")
+    }
+
+    // MARK: Crash safety
+
+    /// Kills the CLI import with SIGKILL at random moments (fixed early ones and fractions of a
+    /// measured clean import), twice per fresh store; after each kill the store, opened through
+    /// the library, must be consistent, and a final import must complete it to exactly what a
+    /// clean import gives.
+    @Test func killedImportsLeaveAConsistentStore() throws {
+        let tmp = TempDir()
+        let layout = tmp.sub("big")
+        try Layout.big(layout, scratch: tmp.mkdir("scratch"))
+
+        let referenceRoot = tmp.sub("reference")
+        let start = Date()
+        let clean = try Tool.run(["unpack", "--image", layout + ":big", "--root", referenceRoot, "--json"], scratch: tmp.path)
+        let duration = Date().timeIntervalSince(start)
+        try #require(clean.status == 0, "clean import failed: \(clean.stderr)")
+        let reference = try LayerStore(root: referenceRoot)
+        let expectedSnapshots = try StoreCheck.snapshots(reference)
+        try #require(expectedSnapshots.count == 3)
+
+        var rng = SystemRandomNumberGenerator()
+        let fixed: [Double] = [0.005, 0.020, 0.050, 0.100, 0.200]
+        let fractions: [Double] = [0.25, 0.5, 0.75, 0.9].map { $0 * duration }
+        var killedMidway = 0
+        var cleanedSomething = 0
+        for (round, first) in (fixed + fractions).enumerated() {
+            let root = tmp.sub("store-\(round)")
+            let second = Double.random(in: 0.005...max(0.01, duration), using: &rng)
+            for delay in [first, second] {
+                let child = try Tool.Child(["unpack", "--image", layout + ":big", "--root", root], scratch: tmp.path)
+                usleep(UInt32(delay * 1_000_000))
+                child.kill()
+                let r = child.wait()
+                if r.signaled { killedMidway += 1 } else {
+                    #expect(r.status == 0, "round \(round), kill after \(delay)s: the import failed on its own: \(r.stderr)")
+                }
+                guard LayerStore.exists(at: root) else { continue }
+                let store = try LayerStore(root: root)
+                if !store.openingCleanup.isEmpty { cleanedSomething += 1 }
+                #expect(try StoreCheck.problems(store) == [], "round \(round), kill after \(delay)s")
+                #expect(try store.verify() == [], "round \(round), kill after \(delay)s")
+                for layer in try store.layers() {
+                    #expect(StoreCheck.snapshot(store.paths.diffDir(layer.chainID)) == expectedSnapshots[layer.chainID],
+                            "round \(round): a recorded layer must be complete")
+                }
+            }
+            let final = try Tool.run(["unpack", "--image", layout + ":big", "--root", root, "--json"], scratch: tmp.path)
+            #expect(final.status == 0, "round \(round): re-import failed: \(final.stderr)")
+            let store = try LayerStore(root: root)
+            #expect(try StoreCheck.problems(store) == [])
+            #expect(try store.images().map(\.name) == ["big"])
+            let snapshots = try StoreCheck.snapshots(store)
+            #expect(Set(snapshots.keys) == Set(expectedSnapshots.keys))
+            for (id, snapshot) in snapshots {
+                #expect(snapshot == expectedSnapshots[id], "round \(round): layer \(id) differs: \(snapshot.differences(from: expectedSnapshots[id]!).prefix(5))")
+            }
+        }
+        #expect(killedMidway >= 6, "most kills must land while the import runs (clean import took \(duration)s)")
+        #expect(cleanedSomething >= 1, "at least one kill must have left something for the next open to clean")
+    }
+
+    /// The same, deterministically: the import kills itself at each named crash point (first
+    /// and second layer); the state left is checked before and after the store is opened.
+    @Test(arguments: ["import.unpacked", "import.synced", "import.renamed", "import.linked", "import.recorded"])
+    func crashAtEachImportPointIsRecovered(_ point: String) throws {
+        let tmp = TempDir()
+        let layout = tmp.sub("busybox")
+        try FileManager.default.copyItem(atPath: Self.busybox, toPath: layout)
+        let chain = try Layout.chainIDs(Layout.diffIDs(layout)).map(parseDigest)
+        for pass in 1...2 {
+            let root = tmp.sub("store-\(pass)")
+            let r = try Tool.run(["unpack", "--image", layout + ":latest", "--root", root],
+                                 environment: ["LAYERKIT_STORE_CRASH": "\(point):\(pass)"], scratch: tmp.path)
+            #expect(r.signaled && r.status == SIGKILL, "\(point):\(pass) must kill the import (status \(r.status), \(r.stderr))")
+            let paths = StorePaths(root: root)
+            let crashed = chain[pass - 1]
+            // Before anyone opens the store: what the crash left.
+            let dirLeft = lstatOrNil(paths.layerDir(crashed)) != nil
+            let stagingLeft = !StoreCheck.entries(paths.stagingDir).isEmpty
+            switch point {
+            case "import.unpacked", "import.synced": #expect(stagingLeft && !dirLeft)
+            case "import.renamed", "import.linked", "import.recorded": #expect(dirLeft && !stagingLeft)
+            default: Issue.record("unknown point")
+            }
+            let store = try LayerStore(root: root)
+            let expectedRecords = point == "import.recorded" ? Array(chain[..<pass]) : Array(chain[..<(pass - 1)])
+            #expect(try store.layers().map(\.chainID).sorted() == expectedRecords.sorted(), "\(point):\(pass)")
+            #expect(try store.images().isEmpty)
+            if point == "import.renamed" || point == "import.linked" {
+                #expect(store.openingCleanup.unrecordedLayers == [paths.layerDir(crashed)])
+            }
+            if point == "import.linked" { #expect(store.openingCleanup.danglingLinks.count == 1) }
+            if point == "import.unpacked" || point == "import.synced" { #expect(store.openingCleanup.stagingDirs.count == 1) }
+            #expect(try StoreCheck.problems(store) == [])
+            #expect(try store.verify() == [])
+
+            let again = try store.importImage(layout: OCIImageLayout(path: layout), reference: "latest")
+            #expect(again.layers.map(\.unpacked) == chain.map { !expectedRecords.contains($0) })
+            #expect(try StoreCheck.problems(store) == [])
+            #expect(lstatOrNil(paths.diffDir(chain[1]) + "/etc/motd")?.st_rdev == 0)
+            #expect(TreeSnapshot(paths.diffDir(chain[0]) + "/bin").nodes.count == 270)
+        }
+    }
+
+    @Test(arguments: ["gc.deleted", "gc.removed-one"])
+    func crashDuringGcLeavesOnlyDirsWithoutRecords(_ point: String) throws {
+        let tmp = TempDir()
+        let root = tmp.sub("store")
+        let store = try LayerStore(root: root)
+        let chain = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest").layers.map(\.chainID)
+        try store.removeImages(["latest"])
+        let r = try Tool.run(["gc", "--root", root], environment: ["LAYERKIT_STORE_CRASH": point], scratch: tmp.path)
+        #expect(r.signaled && r.status == SIGKILL, "\(r.stderr)")
+        // The records went first, in one transaction: none is left, whatever the dirs.
+        let db = try Database(path: store.paths.database)
+        #expect(try db.query("SELECT count(*) FROM layers", []) { (row) throws(DatabaseError) in try row.int(0) } == [0])
+        let dirsLeft = StoreCheck.entries(store.paths.layersDir)
+        #expect(dirsLeft.count == (point == "gc.deleted" ? 2 : 1), "\(dirsLeft)")
+        // The top layer's dir goes first.
+        if point == "gc.removed-one" { #expect(dirsLeft == [chain[0].hex]) }
+
+        let reopened = try LayerStore(root: root)
+        #expect(reopened.openingCleanup.unrecordedLayers.count == dirsLeft.count)
+        #expect(StoreCheck.entries(store.paths.layersDir).isEmpty)
+        #expect(StoreCheck.entries(store.paths.linksDir).isEmpty)
+        #expect(try StoreCheck.problems(reopened) == [])
+        #expect(try reopened.verify() == [])
+        #expect(try reopened.collectGarbage().removed.isEmpty)
+    }
+
+    @Test func openingCleansLeftoversOnlyWhenNoOneElseUsesTheStore() throws {
+        let tmp = TempDir()
+        let root = tmp.sub("store")
+        var store: LayerStore? = try LayerStore(root: root)
+        let result = try store!.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        let paths = store!.paths
+        let topLink = paths.shortLink(try #require(try store!.layer(result.layers[1].chainID)).link)
+        store = nil
+
+        let fake = String(repeating: "ab", count: 32)
+        try FileManager.default.createDirectory(atPath: paths.stagingDir + "/Xy12Zq/diff/etc", withIntermediateDirectories: true)
+        try Data("partial".utf8).write(to: URL(fileURLWithPath: paths.stagingDir + "/Xy12Zq/diff/etc/file"))
+        try FileManager.default.createDirectory(atPath: paths.layersDir + "/\(fake)/diff", withIntermediateDirectories: true)
+        #expect(symlink("../layers/\(fake)/diff", paths.linksDir + "/AAAAAAAAAAAAAAAAAAAAAAAAAA") == 0)
+        #expect(unlink(topLink) == 0)
+
+        // Another process holds the store lock (as an import does): nothing is touched.
+        let holder = try FileLock(path: paths.storeLock)
+        try holder.lock(.shared)
+        let busy = try LayerStore(root: root)
+        #expect(!busy.openingCleanup.ran)
+        #expect(StoreCheck.entries(paths.stagingDir) == ["Xy12Zq"])
+        #expect(lstatOrNil(paths.layersDir + "/" + fake) != nil)
+        holder.unlock()
+
+        let idle = try LayerStore(root: root)
+        #expect(idle.openingCleanup.ran)
+        #expect(idle.openingCleanup.stagingDirs == [paths.stagingDir + "/Xy12Zq"])
+        #expect(idle.openingCleanup.unrecordedLayers == [paths.layersDir + "/" + fake])
+        #expect(idle.openingCleanup.danglingLinks == [paths.linksDir + "/AAAAAAAAAAAAAAAAAAAAAAAAAA"])
+        #expect(idle.openingCleanup.restoredLinks == [topLink])
+        #expect(StoreCheck.entries(paths.stagingDir).isEmpty)
+        #expect(lstatOrNil(paths.layersDir + "/" + fake) == nil)
+        #expect(try StoreCheck.problems(idle) == [])
+        #expect(try idle.verify() == [])
+        #expect(try idle.layers().count == 2)
+    }
+
+    // MARK: Concurrency
+
+    /// Two processes import the same image at once, three times over: both succeed, each layer is
+    /// unpacked by exactly one of them, and the store ends consistent.
+    @Test func twoProcessesImportingTheSameImageUnpackEachLayerOnce() throws {
+        let tmp = TempDir()
+        let layout = tmp.sub("big")
+        try Layout.big(layout, scratch: tmp.mkdir("scratch"))
+        let chain = try Layout.chainIDs(Layout.diffIDs(layout))
+        for round in 0..<3 {
+            let root = tmp.sub("store-\(round)")
+            let a = try Tool.Child(["unpack", "--image", layout + ":big", "--root", root, "--name", "one", "--json"], scratch: tmp.path)
+            let b = try Tool.Child(["unpack", "--image", layout + ":big", "--root", root, "--name", "two", "--json"], scratch: tmp.path)
+            let ra = a.wait(), rb = b.wait()
+            try #require(ra.status == 0 && !ra.signaled, "round \(round), first: \(ra.stderr)")
+            try #require(rb.status == 0 && !rb.signaled, "round \(round), second: \(rb.stderr)")
+            var unpackedBy = [String: Int]()
+            for out in [ra.stdout, rb.stdout] {
+                let json = try #require(try Tool.json(out) as? [String: Any])
+                let layers = try #require(json["layers"] as? [[String: Any]])
+                #expect(layers.compactMap { $0["chainID"] as? String } == chain)
+                #expect(json["chainID"] as? String == chain.last)
+                for layer in layers where layer["unpacked"] as? Bool == true {
+                    unpackedBy[layer["chainID"] as! String, default: 0] += 1
+                }
+            }
+            #expect(unpackedBy == Dictionary(uniqueKeysWithValues: chain.map { ($0, 1) }), "round \(round): \(unpackedBy)")
+            let store = try LayerStore(root: root)
+            #expect(store.openingCleanup.isEmpty)
+            #expect(try store.layers().map(\.chainID.description).sorted() == chain.sorted())
+            #expect(StoreCheck.entries(store.paths.layersDir).count == 3)
+            #expect(StoreCheck.entries(store.paths.linksDir).count == 3)
+            #expect(try store.images().map(\.name) == ["one", "two"])
+            #expect(try StoreCheck.problems(store) == [])
+            #expect(try store.verify() == [])
+        }
+    }
+
+    /// gc started while an import runs waits for it: the import's layers are unreferenced until
+    /// its image record is written, and must not be collected under it.
+    @Test func gcWaitsForAnImportInProgress() throws {
+        let tmp = TempDir()
+        let layout = tmp.sub("big")
+        try Layout.big(layout, scratch: tmp.mkdir("scratch"))
+        let chain = try Layout.chainIDs(Layout.diffIDs(layout))
+        let root = tmp.sub("store")
+        let store = try LayerStore(root: root)
+        let child = try Tool.Child(["unpack", "--image", layout + ":big", "--root", root], scratch: tmp.path)
+        // Wait until the bottom layer is in place (renamed in; recorded or about to be).
+        let deadline = Date().addingTimeInterval(30)
+        while StoreCheck.entries(store.paths.layersDir).isEmpty && child.process.isRunning && Date() < deadline { usleep(500) }
+        let midway = child.process.isRunning
+        let gc = try store.collectGarbage()
+        let r = child.wait()
+        try #require(midway, "the import finished before gc could start; the test proves nothing")
+        #expect(r.status == 0 && !r.signaled, "\(r.stderr)")
+        #expect(gc.removed.isEmpty, "gc removed \(gc.removed.map(\.chainID)) under a running import")
+        #expect(try store.layers().map(\.chainID.description).sorted() == chain.sorted())
+        #expect(try store.images().map(\.name) == ["big"])
+        #expect(try StoreCheck.problems(store) == [])
+    }
+
+    // MARK: ls, rm, gc
+
+    @Test func lsRmGcThroughTheCLI() throws {
+        let tmp = TempDir()
+        let root = tmp.sub("store")
+        let other = tmp.sub("other")
+        let app = try Layout.gzipLayer([.dir("app"), .file("app/run", "#!/bin/sh\n", mode: 0o755)], scratch: tmp.mkdir("scratch"))
+        try Layout.write(other, layers: [try Layout.busyboxLayer(0), app], tag: "v2")
+        let busyboxChain = try Layout.chainIDs(Layout.diffIDs(Self.busybox))
+        let otherChain = try Layout.chainIDs(Layout.diffIDs(other))
+        try #require(busyboxChain[0] == otherChain[0])
+
+        func tool(_ args: [String]) throws -> Tool.Result { try Tool.run(args + ["--root", root], scratch: tmp.path) }
+        func jsonArray(_ args: [String]) throws -> [[String: Any]] {
+            let r = try tool(args + ["--json"])
+            try #require(r.status == 0, "\(args): \(r.stderr)")
+            return try #require(try Tool.json(r.stdout) as? [[String: Any]], "\(args) printed \(r.stdout)")
+        }
+
+        // Nothing yet: empty lists, no store created by looking.
+        #expect(try jsonArray(["ls"]).isEmpty)
+        #expect(!LayerStore.exists(at: root))
+
+        let imported = try tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"])
+        #expect(imported.status == 0, "\(imported.stderr)")
+        #expect(imported.stdout.contains("image    bb"))
+        #expect(imported.stdout.contains("chainID  \(busyboxChain[1])"))
+        #expect(imported.stdout.contains("layer 1  \(busyboxChain[0])  unpacked"))
+        #expect(imported.stdout.contains("layer 2  \(busyboxChain[1])  unpacked"))
+        let second = try tool(["unpack", "--image", other + ":v2"])
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(second.stdout.contains("image    v2"))
+        #expect(second.stdout.contains("layer 1  \(otherChain[0])  already present"))
+
+        let images = try jsonArray(["ls", "images"])
+        #expect(images.compactMap { $0["name"] as? String } == ["bb", "v2"])
+        #expect(images.compactMap { $0["chainID"] as? String } == [busyboxChain[1], otherChain[1]])
+        #expect(images.compactMap { $0["layers"] as? [String] } == [busyboxChain, otherChain])
+        let layers = try jsonArray(["ls", "layers"])
+        #expect(Set(layers.compactMap { $0["chainID"] as? String }) == Set(busyboxChain + otherChain))
+        let sizes = Dictionary(uniqueKeysWithValues: layers.map { ($0["chainID"] as! String, ($0["size"] as! NSNumber).int64Value) })
+        #expect(sizes.values.allSatisfy { $0 > 0 })
+        #expect((images[0]["size"] as? NSNumber)?.int64Value == busyboxChain.reduce(0) { $0 + sizes[$1]! })
+        let base = try #require(layers.first { $0["chainID"] as? String == busyboxChain[0] })
+        #expect(base["images"] as? [String] == ["bb", "v2"])
+        #expect(base["parent"] == nil || base["parent"] is NSNull)
+        #expect(try jsonArray(["ls", "containers"]).isEmpty)
+
+        let human = try tool(["ls"])
+        #expect(human.status == 0)
+        let humanLines = human.stdout.split(separator: "\n")
+        #expect(humanLines.count == 3 && humanLines[0].hasPrefix("NAME"))
+        #expect(humanLines[1].hasPrefix("bb ") && humanLines[1].contains(String(busyboxChain[1].dropFirst(7).prefix(12))))
+        let humanLayers = try tool(["ls", "layers"])
+        #expect(humanLayers.stdout.split(separator: "\n").count == 4)
+
+        // rm of an unknown name: nothing removed, one line, exit 1.
+        let bad = try tool(["rm", "bb", "missing"])
+        #expect(bad.status == 1)
+        #expect(bad.stderr == "layertool: no image named \"missing\"\n")
+        #expect(try jsonArray(["ls"]).count == 2)
+
+        // rm removes the record only; gc then removes only busybox's top layer.
+        let paths = StorePaths(root: root)
+        let baseInode = try statOf(paths.diffDir(try parseDigest(busyboxChain[0]))).st_ino
+        let rm = try tool(["rm", "bb"])
+        #expect(rm.status == 0 && rm.stdout == "removed image bb\n")
+        #expect(try jsonArray(["ls"]).compactMap { $0["name"] as? String } == ["v2"])
+        #expect(try jsonArray(["ls", "layers"]).count == 3, "rm does not remove layers")
+        #expect(StoreCheck.entries(paths.layersDir).count == 3)
+        let unused = try #require(try jsonArray(["ls", "layers"]).first { $0["chainID"] as? String == busyboxChain[1] })
+        #expect(unused["images"] as? [String] == [])
+
+        let gcResult = try tool(["gc", "--json"])
+        #expect(gcResult.status == 0, "\(gcResult.stderr)")
+        let gc = try #require(try Tool.json(gcResult.stdout) as? [String: Any])
+        let removed = try #require(gc["removed"] as? [[String: Any]])
+        #expect(removed.compactMap { $0["chainID"] as? String } == [busyboxChain[1]])
+        #expect((gc["freedBytes"] as? NSNumber)?.int64Value == sizes[busyboxChain[1]])
+        #expect(StoreCheck.entries(paths.layersDir).sorted() == [busyboxChain[0], otherChain[1]].map { String($0.dropFirst(7)) }.sorted())
+        #expect(try statOf(paths.diffDir(try parseDigest(busyboxChain[0]))).st_ino == baseInode)
+        #expect(StoreCheck.entries(paths.linksDir).count == 2)
+
+        // The last image: gc removes both its layers, the child first.
+        #expect(try tool(["rm", "v2"]).status == 0)
+        let last = try tool(["gc"])
+        #expect(last.status == 0)
+        let lastLines = last.stdout.split(separator: "\n").map(String.init)
+        #expect(lastLines.count == 3, "\(last.stdout)")
+        #expect(lastLines.first?.hasPrefix("removed \(otherChain[1])") == true)
+        #expect(lastLines.dropFirst().first?.hasPrefix("removed \(otherChain[0])") == true)
+        let freed = sizes[otherChain[0]]! + sizes[otherChain[1]]!
+        #expect(lastLines.last?.contains("(\(freed) bytes) in 2 layers") == true, "\(last.stdout)")
+        #expect(StoreCheck.entries(paths.layersDir).isEmpty)
+        #expect(StoreCheck.entries(paths.linksDir).isEmpty)
+        #expect(StoreCheck.entries(paths.locksDir) == ["store.lock"])
+        #expect(try jsonArray(["ls", "layers"]).isEmpty)
+        #expect(try tool(["gc"]).stdout == "nothing to remove\n")
+    }
+
+    @Test func gcKeepsLayersOfContainersAndRemovesChildrenBeforeParents() throws {
+        let tmp = TempDir()
+        let store = try LayerStore(root: tmp.sub("store"))
+        let result = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        let chain = result.layers.map(\.chainID)
+        // A container on the bottom layer keeps it (and only it) after the image goes.
+        try store.db.execute("INSERT INTO containers (id, image, chain_id, driver, state, created) VALUES ('c1', 'latest', ?, 'overlay', 'created', 0)",
+                             chain[0])
+        #expect { try store.removeImages(["latest", "nope"]) } throws: { ($0 as? StoreError)?.kind == .notFound }
+        #expect(try store.images().map(\.name) == ["latest"], "all or nothing")
+        try store.removeImages(["latest", "latest"])
+        #expect(try store.images().isEmpty)
+        #expect(try store.collectGarbage().removed.map(\.chainID) == [chain[1]])
+        #expect(try store.layers().map(\.chainID) == [chain[0]])
+        #expect(try store.containers().map(\.id) == ["c1"])
+        // The database refuses to drop a parent before its child, whatever the code does.
+        try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        #expect(throws: DatabaseError.self) { try store.db.execute("DELETE FROM layers WHERE chain_id = ?", chain[0]) }
+        try store.db.execute("DELETE FROM containers")
+        try store.removeImages(["latest"])
+        let gc = try store.collectGarbage()
+        #expect(gc.removed.map(\.chainID) == [chain[1], chain[0]])
+        #expect(gc.freedBytes == result.layers.reduce(0) { $0 + $1.size })
+        #expect(try StoreCheck.problems(store) == [])
+    }
+}
+
+// MARK: - The SQLite wrapper and migrations (no root needed)
+
+@Suite struct MetadataStoreTests {
+    @Test func opensInWALModeWithForeignKeys() throws {
+        let tmp = TempDir()
+        let db = try Database(path: tmp.sub("x.db"))
+        #expect(try db.query("PRAGMA journal_mode", []) { (row) throws(DatabaseError) in try row.string(0) } == ["wal"])
+        #expect(try db.query("PRAGMA foreign_keys", []) { (row) throws(DatabaseError) in try row.int(0) } == [1])
+        #expect(try db.query("PRAGMA synchronous", []) { (row) throws(DatabaseError) in try row.int(0) } == [2])
+    }
+
+    @Test func typedBindingRoundTrips() throws {
+        let tmp = TempDir()
+        let db = try Database(path: tmp.sub("x.db"))
+        try db.execute("CREATE TABLE t (i INTEGER, s TEXT, b BLOB, r REAL, n TEXT)")
+        let text = "it's \"quoted\"; DROP TABLE t; -- é ☃"
+        let digest = LayerKit.Digest.sha256(of: Array("x".utf8))
+        try db.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?)", Int64.max, text, [UInt8]([0, 1, 255]), 1.5, Optional<String>.none)
+        try db.execute("INSERT INTO t VALUES (?, ?, NULL, NULL, ?)", -1, digest, Optional("set"))
+        let rows = try db.query("SELECT i, s, b, r, n FROM t ORDER BY i DESC", []) { (row) throws(DatabaseError) in
+            (try row.int64(0), try row.string(1), row.value(2), row.value(3), try row.optionalString(4))
+        }
+        #expect(rows.count == 2)
+        #expect(rows[0].0 == Int64.max && rows[0].1 == text && rows[0].2 == .blob([0, 1, 255]) && rows[0].3 == .real(1.5) && rows[0].4 == nil)
+        #expect(rows[1].0 == -1 && rows[1].1 == digest.description && rows[1].4 == "set")
+        #expect(try db.query("SELECT s FROM t WHERE i = -1", []) { (row) throws(DatabaseError) in try row.digest(0) } == [digest])
+
+        // Type checks: NULL is not a string, text is not an integer.
+        #expect(throws: DatabaseError.self) { try db.query("SELECT n FROM t WHERE i = ?", [Int64.max]) { (row) throws(DatabaseError) in try row.string(0) } }
+        do {
+            _ = try db.query("SELECT s FROM t", []) { (row) throws(DatabaseError) in try row.int64(0) }
+            Issue.record("text read as an integer")
+        } catch {
+            #expect(error.code == SQLITE_MISMATCH && error.sql == "SELECT s FROM t" && error.message.contains("column s"))
+        }
+        // Parameter count is checked.
+        #expect(throws: DatabaseError.self) { try db.execute("INSERT INTO t (i) VALUES (?)", 1, 2) }
+    }
+
+    @Test func errorsCarryTheSQLAndSQLitesMessage() throws {
+        let tmp = TempDir()
+        let path = tmp.sub("x.db")
+        let db = try Database(path: path)
+        do {
+            try db.execute("SELEKT 1")
+            Issue.record("bad SQL accepted")
+        } catch {
+            #expect(error.sql == "SELEKT 1")
+            #expect(error.message.contains("syntax error"))
+            #expect(error.path == path)
+            #expect(error.description.hasPrefix(path + ": ") && error.description.contains("in \"SELEKT 1\""))
+        }
+        try db.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+        try db.execute("INSERT INTO t VALUES ('a')")
+        do {
+            try db.execute("INSERT INTO t VALUES (?)", "a")
+            Issue.record("duplicate key accepted")
+        } catch {
+            #expect(error.isConstraintViolation)
+            #expect(error.code == SQLITE_CONSTRAINT | (6 << 8))
+            #expect(error.description.contains("SQLITE_CONSTRAINT_PRIMARYKEY") && error.description.contains("UNIQUE constraint failed: t.k"))
+        }
+        #expect(throws: DatabaseError.self) { _ = try db.prepare("SELECT 1; SELECT 2") }
+    }
+
+    struct Boom: Error, DatabaseErrorConvertible {
+        var database: DatabaseError?
+        init() {}
+        init(_ error: DatabaseError) { database = error }
+    }
+
+    @Test func transactionsCommitOrRollBack() throws {
+        let tmp = TempDir()
+        let db = try Database(path: tmp.sub("x.db"))
+        try db.execute("CREATE TABLE t (v INTEGER)")
+        try db.transaction { () throws(DatabaseError) in
+            try db.execute("INSERT INTO t VALUES (1)")
+            try db.execute("INSERT INTO t VALUES (2)")
+        }
+        #expect(throws: Boom.self) {
+            try db.transaction { () throws(Boom) in
+                do throws(DatabaseError) { try db.execute("INSERT INTO t VALUES (3)") } catch { throw Boom(error) }
+                throw Boom()
+            }
+        }
+        #expect(!db.inTransaction)
+        // A failing statement inside rolls back the statements before it.
+        #expect(throws: DatabaseError.self) {
+            try db.transaction { () throws(DatabaseError) in
+                try db.execute("INSERT INTO t VALUES (4)")
+                try db.execute("INSERT INTO nowhere VALUES (5)")
+            }
+        }
+        #expect(try db.query("SELECT v FROM t ORDER BY v", []) { (row) throws(DatabaseError) in try row.int(0) } == [1, 2])
+        // Not nestable.
+        #expect(throws: DatabaseError.self) {
+            try db.transaction { () throws(DatabaseError) in try db.transaction { () throws(DatabaseError) in } }
+        }
+        // A second connection waits for the write lock rather than failing (busy timeout).
+        let other = try Database(path: tmp.sub("x.db"), busyTimeout: 5_000)
+        try db.execute("BEGIN IMMEDIATE")
+        let released = Date().addingTimeInterval(0.3)
+        nonisolated(unsafe) let holder = db
+        let thread = Thread { usleep(300_000); try? holder.execute("COMMIT") }
+        thread.start()
+        try other.transaction { () throws(DatabaseError) in try other.execute("INSERT INTO t VALUES (9)") }
+        #expect(Date() >= released.addingTimeInterval(-0.05))
+        #expect(try other.query("SELECT count(*) FROM t", []) { (row) throws(DatabaseError) in try row.int(0) } == [3])
+    }
+
+    @Test func migrationsApplyInOrderOnceAndRollBackAFailingStep() throws {
+        let tmp = TempDir()
+        let path = tmp.sub("x.db")
+        let steps = [
+            Migration(version: 1, name: "one", sql: "CREATE TABLE a (x INTEGER);"),
+            Migration(version: 2, name: "two", sql: "ALTER TABLE a ADD COLUMN y TEXT; CREATE TABLE b (z INTEGER);"),
+        ]
+        let db = try Database(path: path)
+        #expect(try db.schemaVersion() == 0)
+        #expect(try db.migrate(Array(steps.prefix(1))) == [1])
+        #expect(try db.migrate(steps) == [2])
+        #expect(try db.migrate(steps) == [])
+        #expect(try db.schemaVersion() == 2)
+        #expect(try db.query("SELECT version, name FROM schema_migrations ORDER BY version", []) { (row) throws(DatabaseError) in
+            "\(try row.int(0)) \(try row.string(1))"
+        } == ["1 one", "2 two"])
+
+        let broken = steps + [Migration(version: 3, name: "three", sql: "CREATE TABLE c (v INTEGER); INSERT INTO nowhere VALUES (1);")]
+        #expect(throws: DatabaseError.self) { try db.migrate(broken) }
+        #expect(try db.schemaVersion() == 2, "a failed step leaves the previous version")
+        #expect(try db.query("SELECT name FROM sqlite_master WHERE name = 'c'", []) { (row) throws(DatabaseError) in try row.string(0) }.isEmpty)
+
+        let gap = [Migration(version: 2, name: "gap", sql: "")]
+        #expect(throws: DatabaseError.self) { try db.migrate(gap) }
+        // A database from the future is refused.
+        #expect(throws: DatabaseError.self) { try db.migrate(Array(steps.prefix(1))) }
+    }
+
+    @Test func aStoreWithANewerSchemaIsRefused() throws {
+        let tmp = TempDir()
+        let root = tmp.sub("store")
+        _ = try LayerStore(root: root, overlayNamespace: .user)
+        try Database(path: StorePaths(root: root).database).execute("PRAGMA user_version = 99")
+        do {
+            _ = try LayerStore(root: root)
+            Issue.record("a newer schema was accepted")
+        } catch {
+            #expect(error.kind == .incompatible)
+            #expect(error.description.contains("schema version 99") && error.description.contains("metadata.db"))
+        }
+    }
+
+    @Test func theStoreSchemaIsCreatedAndRecorded() throws {
+        let tmp = TempDir()
+        let store = try LayerStore(root: tmp.sub("store"), overlayNamespace: .user)
+        #expect(store.overlayNamespace == .user)
+        #expect(try store.db.schemaVersion() == StoreSchema.latestVersion)
+        let tables = try store.db.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name", []) {
+            (row) throws(DatabaseError) in try row.string(0)
+        }
+        #expect(tables == ["containers", "images", "layers", "schema_migrations", "store_settings"])
+        for dir in ["layers", "l", "staging", "locks", "blobs/sha256", "containers"] {
+            #expect(lstatOrNil(store.root + "/" + dir).map { $0.st_mode & 0o7777 } == 0o700, "\(dir)")
+        }
+        // The namespace is fixed at creation.
+        #expect(try LayerStore(root: store.root, overlayNamespace: .trusted).overlayNamespace == .user)
+    }
+
+    @Test func defaultRoots() {
+        #expect(StorePaths.defaultRoot(environment: [:], isRoot: true) == "/var/lib/layertool")
+        #expect(StorePaths.defaultRoot(environment: ["XDG_DATA_HOME": "/x/data", "HOME": "/home/u"], isRoot: false) == "/x/data/layertool")
+        #expect(StorePaths.defaultRoot(environment: ["HOME": "/home/u"], isRoot: false) == "/home/u/.local/share/layertool")
+        #expect(StorePaths.defaultRoot(environment: ["XDG_DATA_HOME": "relative", "HOME": "/home/u"], isRoot: false) == "/home/u/.local/share/layertool")
+    }
+
+    @Test func shortLinksAreOverlay2Style() {
+        let names = (0..<200).map { _ in ShortLink.generate() }
+        #expect(Set(names).count == 200)
+        #expect(names.allSatisfy(ShortLink.isValid))
+        #expect(!ShortLink.isValid("abcdefghijklmnopqrstuvwxyz"))
+        #expect(!ShortLink.isValid("AAAA"))
+    }
+}

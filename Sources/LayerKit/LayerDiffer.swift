@@ -17,7 +17,7 @@ public enum ChangeSource: Sendable {
 /// How a layer is written.
 public struct DiffOptions: Sendable {
     public var compression: Compression
-    /// gzip: 1...9 (mapped onto ISA-L's levels: 1 → 1, 2–5 → 2, 6–9 → 3); zstd: 1...19.
+    /// gzip: 1...9 (mapped onto ISA-L's levels: 1 → 1, 2–6 → 2, 7–9 → 3); zstd: 1...19.
     /// nil: gzip 6, zstd 3.
     public var level: Int?
     /// Clamp every mtime to this (seconds since the epoch), for reproducible builds.
@@ -175,7 +175,7 @@ public struct LayerDiffer: Sendable {
         case .none: return StoreCompressor()
         case .gzip:
             let level = options.level ?? 6
-            let isal = level <= 0 ? 0 : level == 1 ? 1 : level <= 5 ? 2 : 3
+            let isal = level <= 0 ? 0 : level == 1 ? 1 : level <= 6 ? 2 : 3
             return ParallelGzipCompressor(level: isal, workers: max(1, options.threads))
         case .zstd:
             let workers = Int32(ProcessInfo.processInfo.environment["LAYERKIT_ZSTD_WORKERS"].flatMap { Int($0) } ?? max(1, options.threads))
@@ -228,6 +228,23 @@ final class Emitter {
     private(set) var warnings: [String] = []
 
     let rootPath: [UInt8]
+    /// The dir of the last file written: entries come dir by dir, so one open per dir serves.
+    private var cachedDir: (path: EntryPath, fd: Int32)?
+
+    deinit { if let cachedDir { close(cachedDir.fd) } }
+
+    private func parentDir(of path: EntryPath) throws(LayerError) -> Int32 {
+        let parent = path.parent
+        if parent.isRoot { return rootFD }
+        if let cachedDir, cachedDir.path == parent { return cachedDir.fd }
+        let fd = parent.withCString {
+            lk_openat2(rootFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0, UInt64(LK_RESOLVE_BENEATH | LK_RESOLVE_NO_SYMLINKS))
+        }
+        guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot open its directory") }
+        if let cachedDir { close(cachedDir.fd) }
+        cachedDir = (parent, fd)
+        return fd
+    }
 
     init(sink: TarSink, rootFD: Int32, rootPath: [UInt8], options: DiffOptions) {
         self.sink = sink
@@ -301,9 +318,8 @@ final class Emitter {
 
     private func emitFile(_ header: TarHeader, st: stat, path: EntryPath) throws(LayerError) {
         var h = header
-        let fd = path.withCString {
-            lk_openat2(rootFD, $0, UInt64(O_RDONLY | O_NOFOLLOW | O_CLOEXEC), 0, UInt64(LK_RESOLVE_BENEATH | LK_RESOLVE_NO_SYMLINKS))
-        }
+        let dirFD = try parentDir(of: path)
+        let fd = withCString(path.name) { openat(dirFD, $0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
         guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot open") }
         defer { close(fd) }
         h.xattrs = ChangeSet.allXattrs(fd: fd).filter { options.xattrPolicy.appliesXattr($0.0) }

@@ -157,57 +157,40 @@ final class ChangeSet {
 
     /// Every xattr of an open file, sorted by name.
     static func allXattrs(fd: Int32) -> [(String, [UInt8])] {
-        var buffer = [CChar](repeating: 0, count: 1024)
-        var size = flistxattr(fd, &buffer, buffer.count)
-        if size < 0 && errno == ERANGE {
-            let needed = flistxattr(fd, nil, 0)
-            guard needed > 0 else { return [] }
-            buffer = [CChar](repeating: 0, count: needed)
-            size = flistxattr(fd, &buffer, needed)
-        }
-        guard size > 0 else { return [] }
-        var result = [(String, [UInt8])]()
-        var start = 0
-        for i in 0..<size where buffer[i] == 0 {
-            let key = String(decoding: buffer[start..<i].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            start = i + 1
-            let needed = fgetxattr(fd, key, nil, 0)
-            guard needed >= 0 else { continue }
-            var value = [UInt8](repeating: 0, count: needed)
-            let n = needed == 0 ? 0 : fgetxattr(fd, key, &value, needed)
-            guard n >= 0 else { continue }
-            result.append((key, Array(value[..<n])))
-        }
-        return result.sorted { $0.0 < $1.0 }
+        readXattrs(list: { flistxattr(fd, $0, $1) }, get: { fgetxattr(fd, $0, $1, $2) })
     }
 
     /// Every xattr of the entry at an absolute path, not following symlinks, sorted by name.
     static func allXattrs(_ pathBytes: [UInt8]) -> [(String, [UInt8])] {
-        withCString(pathBytes) { allXattrs(cPath: $0) }
+        withCString(pathBytes) { path in
+            readXattrs(list: { llistxattr(path, $0, $1) }, get: { lgetxattr(path, $0, $1, $2) })
+        }
     }
 
-    private static func allXattrs(cPath path: UnsafePointer<CChar>) -> [(String, [UInt8])] {
-        var buffer = [CChar](repeating: 0, count: 1024)
-        var size = llistxattr(path, &buffer, buffer.count)
+    /// Lists names, then reads each value, growing the buffers when the kernel says ERANGE.
+    private static func readXattrs(list: (UnsafeMutablePointer<CChar>?, Int) -> Int,
+                                   get: (String, UnsafeMutableRawPointer?, Int) -> Int) -> [(String, [UInt8])] {
+        var names = [CChar](repeating: 0, count: 1024)
+        var size = list(&names, names.count)
         if size < 0 && errno == ERANGE {
-            let needed = llistxattr(path, nil, 0)
+            let needed = list(nil, 0)
             guard needed > 0 else { return [] }
-            buffer = [CChar](repeating: 0, count: needed)
-            size = llistxattr(path, &buffer, needed)
+            names = [CChar](repeating: 0, count: needed)
+            size = list(&names, needed)
         }
         guard size > 0 else { return [] }
         var result = [(String, [UInt8])]()
         var start = 0
-        for i in 0..<size where buffer[i] == 0 {
-            let key = String(decoding: buffer[start..<i].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        for i in 0..<size where names[i] == 0 {
+            let key = String(decoding: names[start..<i].map { UInt8(bitPattern: $0) }, as: UTF8.self)
             start = i + 1
             var value = [UInt8](repeating: 0, count: 256)
-            var n = lgetxattr(path, key, &value, value.count)
+            var n = get(key, &value, value.count)
             if n < 0 && errno == ERANGE {
-                let needed = lgetxattr(path, key, nil, 0)
+                let needed = get(key, nil, 0)
                 guard needed >= 0 else { continue }
                 value = [UInt8](repeating: 0, count: needed)
-                n = lgetxattr(path, key, &value, needed)
+                n = get(key, &value, needed)
             }
             guard n >= 0 else { continue }
             result.append((key, Array(value[..<n])))

@@ -82,7 +82,7 @@ final class ApplyEngine {
         let name = path.name
         // Whiteouts and opaque markers.
         if name.starts(with: Self.whiteoutPrefix) {
-            try applyWhiteout(path)
+            try applyWhiteout(path, entry: entry)
             return
         }
         if let target = archive_entry_hardlink(entry) {
@@ -404,7 +404,7 @@ final class ApplyEngine {
     static let opaqueMarker: [UInt8] = Array(".wh..wh..opq".utf8)
     static let metaPrefix: [UInt8] = Array(".wh..wh.".utf8)
 
-    private func applyWhiteout(_ path: EntryPath) throws(LayerError) {
+    private func applyWhiteout(_ path: EntryPath, entry: OpaquePointer) throws(LayerError) {
         let name = path.name
         let dir = path.parent
         if name.elementsEqual(Self.opaqueMarker) {
@@ -443,6 +443,8 @@ final class ApplyEngine {
                 rc = withCString(hidden) { mknodat(parentFD, $0, mode_t(LK_S_IFCHR), 0) }
             }
             if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot create whiteout device") }
+            // The marker's times, so the same layer always gives the same tree.
+            _ = withCString(hidden) { n in withTimes(entryTimes(entry)) { utimensat(parentFD, n, $0, AT_SYMLINK_NOFOLLOW) } }
             written.insert(victim)
             return
         }

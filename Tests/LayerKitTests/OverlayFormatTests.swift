@@ -18,6 +18,7 @@ struct OverlayFormatTests {
         ]], onto: dest, options: ApplyOptions(format: .overlay(.trusted)))
         let motd = try #require(lstatOrNil(dest + "/etc/motd"))
         #expect(motd.st_mode & 0o170000 == 0o020000 && motd.st_rdev == 0)
+        #expect(motd.st_mtim.tv_sec == 1_700_000_000, "the whiteout device has the marker's mtime")
         #expect(lstatOrNil(dest + "/gone").map { $0.st_mode & 0o170000 } == 0o020000)
         #expect(TreeSnapshot.xattrs(dest + "/etc", ignoring: [])["trusted.overlay.opaque"] == Array("y".utf8))
         #expect(lstatOrNil(dest + "/etc/.wh..wh..opq") == nil)

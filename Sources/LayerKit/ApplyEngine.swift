@@ -210,18 +210,13 @@ final class ApplyEngine {
             }
         }
         try setOwner(fd: fd, entry: entry)
-        if perm != createMode & ~umask || chownCleared(entry: entry, perm: perm) {
+        // chown clears setuid/setgid, so a mode with them is always set again after it.
+        if perm != createMode & ~umask || perm & 0o6000 != 0 {
             if fchmod(fd, perm) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chmod") }
         }
         applyXattrs(entry, path: path) { name, value, size in fsetxattr(fd, name, value, size, 0) }
         let times = entryTimes(entry)
         if withTimes(times, { futimens(fd, $0) }) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
-    }
-
-    /// chown clears setuid/setgid, so a mode with them must be set again after a chown.
-    @inline(__always)
-    private func chownCleared(entry: OpaquePointer, perm: mode_t) -> Bool {
-        perm & 0o6000 != 0
     }
 
     // MARK: - Directories
@@ -475,7 +470,7 @@ final class ApplyEngine {
         for child in try listDir(fd) {
             let childPath = dir.appending(child)
             if wasWritten(childPath) {
-                if let st = lstatAt(fd, child), st.st_mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFDIR) {
+                if let st = lstatAt(fd, child[...]), st.st_mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFDIR) {
                     try pruneLower(childPath)
                 }
             } else {
@@ -748,8 +743,6 @@ final class ApplyEngine {
     private func listDir(_ fd: Int32) throws(LayerError) -> [[UInt8]] { try FS.listDir(fd) }
 
     private func lstatAt(_ dirFD: Int32, _ name: ArraySlice<UInt8>) -> stat? { FS.lstat(dirFD, name) }
-
-    private func lstatAt(_ dirFD: Int32, _ name: [UInt8]) -> stat? { FS.lstat(dirFD, name[...]) }
 
     static func currentUmask() -> mode_t {
         // Reading the umask without changing it: /proc/self/status has it since Linux 4.7.

@@ -48,7 +48,6 @@ final class ChangeSet {
         return p
     }
 
-    var isEmpty: Bool { byParent.isEmpty && rootItem == nil }
     var count: Int { byParent.values.reduce(0) { $0 + $1.count } }
 
     func warn(_ message: String) { warnings.append(message) }

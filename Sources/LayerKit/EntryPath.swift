@@ -67,13 +67,6 @@ struct EntryPath: Hashable, Sendable, CustomStringConvertible {
         return EntryPath(bytes: b)
     }
 
-    /// True when `self` is `other` or lies below it.
-    func isWithin(_ other: EntryPath) -> Bool {
-        if other.isRoot { return true }
-        guard bytes.count >= other.bytes.count, bytes.starts(with: other.bytes) else { return false }
-        return bytes.count == other.bytes.count || bytes[other.bytes.count] == UInt8(ascii: "/")
-    }
-
     var description: String { String(decoding: bytes, as: UTF8.self) }
 }
 

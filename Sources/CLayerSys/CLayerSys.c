@@ -44,3 +44,54 @@ void lk_archive_set_error(struct archive *a, int code, const char *message) {
 }
 
 int lk_syncfs(int fd) { return syncfs(fd); }
+
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#endif
+#ifndef SYS_fsconfig
+#define SYS_fsconfig 431
+#endif
+#ifndef SYS_fsmount
+#define SYS_fsmount 432
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+
+struct lk_mount_attr {
+    uint64_t attr_set;
+    uint64_t attr_clr;
+    uint64_t propagation;
+    uint64_t userns_fd;
+};
+
+int lk_fsopen(const char *fsname, unsigned int flags) {
+    return (int)syscall(SYS_fsopen, fsname, flags);
+}
+
+int lk_fsconfig(int fsfd, unsigned int cmd, const char *key, const char *value, int aux) {
+    return (int)syscall(SYS_fsconfig, fsfd, cmd, key, value, aux);
+}
+
+int lk_fsmount(int fsfd, unsigned int flags, unsigned int attr_flags) {
+    return (int)syscall(SYS_fsmount, fsfd, flags, attr_flags);
+}
+
+int lk_move_mount(int from_dfd, const char *from_path, int to_dfd, const char *to_path, unsigned int flags) {
+    return (int)syscall(SYS_move_mount, from_dfd, from_path, to_dfd, to_path, flags);
+}
+
+int lk_open_tree(int dfd, const char *path, unsigned int flags) {
+    return (int)syscall(SYS_open_tree, dfd, path, flags | O_CLOEXEC);
+}
+
+int lk_mount_setattr_fd(int fd, uint64_t attr_set) {
+    struct lk_mount_attr attr = { .attr_set = attr_set };
+    return (int)syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof(attr));
+}

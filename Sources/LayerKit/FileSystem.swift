@@ -45,6 +45,11 @@ enum FS {
             let fd = withCString(name) { openat(parentFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot open directory to remove it") }
             defer { close(fd) }
+            // Never delete through a mount point (a container's rootfs still mounted, a bind).
+            var parent = stat()
+            if fstat(parentFD, &parent) == 0 && parent.st_dev != st.st_dev {
+                throw LayerError(.system(.resourceBusy), "\(String(decoding: name, as: UTF8.self)) is a mount point: not removing what is mounted there")
+            }
             for child in try listDir(fd) { try removeTree(fd, child[...]) }
             if withCString(name, { unlinkat(parentFD, $0, AT_REMOVEDIR) }) != 0 {
                 throw .system(Errno(rawValue: errno), entry: nil, "cannot remove directory")

@@ -50,4 +50,36 @@ ssize_t lk_copy_file_range(int fd_in, int fd_out, size_t len);
 /// archive_set_error without varargs (Swift cannot call variadic C functions).
 void lk_archive_set_error(struct archive *a, int code, const char *message);
 
+
+// MARK: The mount API (Linux 5.2+; overlayfs's "lowerdir+" needs 6.8+). Glibc's wrappers and
+// <linux/mount.h> clash, so these call syscall(2) directly; each returns -1 with errno on failure.
+
+#define LK_FSOPEN_CLOEXEC          0x1
+#define LK_FSMOUNT_CLOEXEC         0x1
+#define LK_FSCONFIG_SET_FLAG       0
+#define LK_FSCONFIG_SET_STRING     1
+#define LK_FSCONFIG_CMD_CREATE     6
+#define LK_MOUNT_ATTR_RDONLY       0x00000001
+#define LK_MOUNT_ATTR_NOSUID       0x00000002
+#define LK_MOUNT_ATTR_NODEV        0x00000004
+#define LK_MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#define LK_OPEN_TREE_CLONE         1
+
+int lk_fsopen(const char *fsname, unsigned int flags);
+int lk_fsconfig(int fsfd, unsigned int cmd, const char *key, const char *value, int aux);
+int lk_fsmount(int fsfd, unsigned int flags, unsigned int attr_flags);
+int lk_move_mount(int from_dfd, const char *from_path, int to_dfd, const char *to_path, unsigned int flags);
+int lk_open_tree(int dfd, const char *path, unsigned int flags);
+/// mount_setattr(2) setting `attr_set` on the mount at fd (AT_EMPTY_PATH).
+int lk_mount_setattr_fd(int fd, uint64_t attr_set);
+
+/// The mount(2)/umount2(2) flags Swift cannot import from <sys/mount.h>.
+#define LK_MS_RDONLY  1
+#define LK_MS_NOSUID  2
+#define LK_MS_NODEV   4
+#define LK_MS_REMOUNT 32
+#define LK_MS_BIND    4096
+#define LK_MNT_DETACH 2
+#define LK_UMOUNT_NOFOLLOW 8
+
 #endif

@@ -139,7 +139,7 @@ public struct LayerDiffer: Sendable {
         let pipe = ChunkPipe(chunkSize: 1 << 20, capacity: 8)
         // Uncompressed, the blob is the tar: its digest is the diffID, hashed once.
         let output = OutputStage(pipe: pipe, sink: BlobSink(fd: outputFD, hashing: options.compression != .none),
-                                 compressor: try makeCompressor())
+                                 compressor: try options.makeCompressor())
         output.start()
         var entries = 0
         var warnings = changes.warnings
@@ -169,17 +169,19 @@ public struct LayerDiffer: Sendable {
         let descriptor = Descriptor(mediaType: options.mediaType, digest: blobDigest, size: output.sink.size)
         return DiffResult(descriptor: descriptor, diffID: diffID!, tarSize: tarSize, entryCount: entries, warnings: warnings)
     }
+}
 
-    private func makeCompressor() throws(LayerError) -> any BlobCompressor {
-        switch options.compression {
+extension DiffOptions {
+    func makeCompressor() throws(LayerError) -> any BlobCompressor {
+        switch compression {
         case .none: return StoreCompressor()
         case .gzip:
-            let level = options.level ?? 6
+            let level = level ?? 6
             let isal = level <= 0 ? 0 : level == 1 ? 1 : level <= 6 ? 2 : 3
-            return ParallelGzipCompressor(level: isal, workers: max(1, options.threads))
+            return ParallelGzipCompressor(level: isal, workers: max(1, threads))
         case .zstd:
-            let workers = Int32(ProcessInfo.processInfo.environment["LAYERKIT_ZSTD_WORKERS"].flatMap { Int($0) } ?? max(1, options.threads))
-            return try ZstdCompressor(level: Int32(options.level ?? 3), workers: workers)
+            let workers = Int32(ProcessInfo.processInfo.environment["LAYERKIT_ZSTD_WORKERS"].flatMap { Int($0) } ?? max(1, threads))
+            return try ZstdCompressor(level: Int32(level ?? 3), workers: workers)
         }
     }
 }

@@ -58,13 +58,14 @@ extension LayerStore {
             try Durability.syncDirectory(paths.layersDir)
             try Durability.syncDirectory(paths.linksDir)
         }
+        let blobs = try collectBlobs()
         if let first = failures.first {
             var error = StoreError(first.kind, path: first.path,
                                    "\(first.reason) (\(removed.count) layer records were removed; what is left is removed at the next cleanup)")
             error.layerError = first.layerError
             throw error
         }
-        return GarbageCollection(removed: removed)
+        return GarbageCollection(removed: removed, removedBlobs: blobs.count, freedBlobBytes: blobs.bytes)
     }
 
     /// Orders layers so that every layer comes before its parent (deepest first).

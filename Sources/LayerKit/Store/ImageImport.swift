@@ -42,6 +42,11 @@ extension LayerStore {
                                             lowerDirs: chain[..<i].reversed().map(paths.diffDir),
                                             name: "\(layout.path)@\(layer.descriptor.digest)"))
         }
+        // The blobs, so the image can be exported as it came (layers first: the manifest names them).
+        for layer in resolved.layers { try storeBlob(copying: layer.blobPath, digest: layer.descriptor.digest) }
+        try storeBlob(copying: layout.blobPath(resolved.manifest.config.digest), digest: resolved.manifest.config.digest)
+        try storeBlob(copying: layout.blobPath(resolved.manifestDescriptor.digest), digest: resolved.manifestDescriptor.digest)
+        FaultInjection.point("import.blobs")
         try execute("""
             INSERT INTO images (name, manifest_digest, config_digest, top_chain_id, created) VALUES (?, ?, ?, ?, ?)
             ON CONFLICT (name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
@@ -54,7 +59,7 @@ extension LayerStore {
     }
 
     /// Makes sure one layer is in the store; the caller holds the store lock shared.
-    private func importLayer(_ layer: ImageLayer, chainID: Digest, parent: Digest?, lowerDirs: [String],
+    func importLayer(_ layer: ImageLayer, chainID: Digest, parent: Digest?, lowerDirs: [String],
                              name: String) throws(StoreError) -> ImportedLayer {
         let lock = try FileLock(path: paths.layerLock(chainID))
         try lock.lock(.exclusive)

@@ -103,12 +103,7 @@ public final class LayerStore {
     /// Every container record, oldest first.
     public func containers() throws(StoreError) -> [StoredContainer] {
         try database { db throws(DatabaseError) in
-            try db.query("SELECT id, image, chain_id, driver, mountpoint, state, created FROM containers ORDER BY created, id", []) {
-                (row) throws(DatabaseError) in
-                StoredContainer(id: try row.string(0), image: try row.optionalString(1), chainID: try row.optionalDigest(2),
-                                driver: try row.string(3), mountpoint: try row.optionalString(4), state: try row.string(5),
-                                created: try row.date(6))
-            }
+            try db.query("SELECT \(Self.containerColumns) FROM containers ORDER BY created, id", [], Self.decodeContainer)
         }
     }
 
@@ -168,6 +163,15 @@ public final class LayerStore {
             next = layer.parent
         }
         return chain.reversed()
+    }
+
+    static let containerColumns = "id, image, chain_id, driver, mountpoint, state, created, read_only, volatile, daemon_pid"
+
+    static func decodeContainer(_ row: Row) throws(DatabaseError) -> StoredContainer {
+        StoredContainer(id: try row.string(0), image: try row.optionalString(1), chainID: try row.optionalDigest(2),
+                        driver: try row.string(3), mountpoint: try row.optionalString(4), state: try row.string(5),
+                        created: try row.date(6), readOnly: try row.int64(7) != 0, volatile: try row.int64(8) != 0,
+                        daemonPID: try row.optionalInt64(9).map { Int32(truncatingIfNeeded: $0) })
     }
 
     static let layerColumns = "chain_id, diff_id, blob_digest, blob_size, media_type, parent, link, size, created"

@@ -40,22 +40,41 @@ public struct StoredImage: Sendable, Codable, Equatable {
     public var created: Date
 }
 
-/// A container's record (mounts come later; the table exists so gc respects them from the start).
+/// A container: a writable (or read-only) root filesystem over an image's layers.
 public struct StoredContainer: Sendable, Codable, Equatable {
-    /// The container's ID.
+    /// The container's ID (its name): `ROOT/containers/<id>`.
     public var id: String
     /// The image it was created from, by name (informational: the name may since have moved).
     public var image: String?
     /// The layer its rootfs sits on: this layer and its chain are kept by gc.
     public var chainID: Digest?
-    /// The mount driver (`overlay`, `fuse-overlayfs`, ...).
+    /// The mount driver: `overlay` (kernel overlayfs) or `fuse` (the userspace union).
     public var driver: String
     /// Where its rootfs is mounted, when it is.
     public var mountpoint: String?
-    /// `created`, `mounted`, ... (the states come with mounts).
+    /// `created`, `mounting`, `mounted` or `unmounted`.
     public var state: String
     /// When the record was written.
     public var created: Date
+    /// Mounted without an upper dir: the image as it is, read-only.
+    public var readOnly: Bool = false
+    /// Mounted with overlayfs's `volatile` (no syncs; the upper is thrown away after a crash).
+    public var volatile: Bool = false
+    /// The FUSE daemon serving the mount (driver `fuse`).
+    public var daemonPID: Int32?
+
+    /// Whether the record says it is mounted.
+    public var isMounted: Bool { state == ContainerState.mounted || state == ContainerState.mounting }
+}
+
+/// The states of a container record.
+public enum ContainerState {
+    public static let created = "created"
+    /// Recorded before the mount call: a crash right after leaves this, which the next command
+    /// resolves by looking at the mount table.
+    public static let mounting = "mounting"
+    public static let mounted = "mounted"
+    public static let unmounted = "unmounted"
 }
 
 /// One layer of an import.
@@ -87,9 +106,18 @@ public struct GarbageCollection: Sendable, Codable, Equatable {
     /// The layers removed, children before parents.
     public var removed: [StoredLayer]
 
-    public init(removed: [StoredLayer]) { self.removed = removed }
-    /// Bytes on disk their diff dirs took.
-    public var freedBytes: Int64 { removed.reduce(0) { $0 + $1.size } }
+    /// Blobs removed from the content dir (no image or layer needs them).
+    public var removedBlobs: Int
+    /// Bytes those blobs took.
+    public var freedBlobBytes: Int64
+
+    public init(removed: [StoredLayer], removedBlobs: Int = 0, freedBlobBytes: Int64 = 0) {
+        self.removed = removed
+        self.removedBlobs = removedBlobs
+        self.freedBlobBytes = freedBlobBytes
+    }
+    /// Bytes on disk their diff dirs took, plus the blobs'.
+    public var freedBytes: Int64 { removed.reduce(0) { $0 + $1.size } + freedBlobBytes }
 }
 
 /// Something found wrong by `LayerStore.verify`.
@@ -111,8 +139,10 @@ public struct StoreCleanup: Sendable, Equatable {
     public var danglingLinks: [String] = []
     /// Short links recreated for recorded layers.
     public var restoredLinks: [String] = []
+    /// Container dirs without a record, removed.
+    public var orphanContainers: [String] = []
     /// False when another process was using the store, so nothing was looked at.
     public var ran = false
 
-    public var isEmpty: Bool { stagingDirs.isEmpty && unrecordedLayers.isEmpty && danglingLinks.isEmpty && restoredLinks.isEmpty }
+    public var isEmpty: Bool { stagingDirs.isEmpty && unrecordedLayers.isEmpty && danglingLinks.isEmpty && restoredLinks.isEmpty && orphanContainers.isEmpty }
 }

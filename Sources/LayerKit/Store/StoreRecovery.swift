@@ -48,6 +48,14 @@ extension LayerStore {
             // Safe: layer locks are taken only under the store lock, which we hold exclusively.
             if byHex[String(name.dropLast(5))] == nil { unlink(paths.locksDir + "/" + name) }
         }
+        // Container dirs without a record (a crash between creating the dirs and the record, or
+        // between removing the record and the dirs). One with something mounted in it is left.
+        let containerIDs = Set(try containers().map(\.id))
+        for name in try Self.entries(of: paths.containersDir) where !containerIDs.contains(name) {
+            let path = paths.containerDir(name)
+            do throws(StoreError) { try Self.removeTree(path) } catch { continue }
+            cleanup.orphanContainers.append(path)
+        }
         if !cleanup.isEmpty {
             try Durability.syncDirectory(paths.layersDir)
             try Durability.syncDirectory(paths.linksDir)

@@ -43,6 +43,12 @@ enum StoreSchema {
             );
             CREATE INDEX containers_chain ON containers (chain_id);
             """),
+        Migration(version: 2, name: "container mount options", sql: """
+            ALTER TABLE containers ADD COLUMN read_only  INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE containers ADD COLUMN volatile   INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE containers ADD COLUMN daemon_pid INTEGER;
+            CREATE UNIQUE INDEX containers_mountpoint ON containers (mountpoint) WHERE mountpoint IS NOT NULL;
+            """),
     ]
 
     /// The schema version this code writes.

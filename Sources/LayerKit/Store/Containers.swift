@@ -1,0 +1,315 @@
+import Foundation
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which mount driver to use for a container.
+public enum MountDriver: String, Sendable, Codable, CaseIterable {
+    /// Kernel overlayfs, falling back to the userspace union over FUSE where it cannot be mounted.
+    case auto
+    /// Kernel overlayfs only.
+    case overlay
+    /// The userspace union over FUSE only.
+    case fuse
+}
+
+/// Starts a userspace union mount (the FUSE driver) of a request at a target, returning the
+/// daemon's pid once the mount is live. The CLI supplies it; the library has no daemon of its own.
+public typealias UserspaceMounter = (_ request: OverlayMountRequest, _ target: String) throws -> Int32
+
+/// A mounted container, and what a runtime needs to use it.
+public struct ContainerMount: Sendable, Codable, Equatable {
+    /// The container record as it is now.
+    public var container: StoredContainer
+    /// Where the root filesystem is mounted.
+    public var mountpoint: String
+    /// `overlay` (and how: `mount-api`, `mount(2)`, `bind`) or `fuse`.
+    public var driver: String
+    public var method: String
+    /// The same mount as a spec, for a runtime that mounts by itself (kernel overlayfs).
+    public var spec: MountSpec
+    /// Why the first driver tried was not used (`--driver auto`), if it was not.
+    public var fallbackReason: String?
+}
+
+/// A container found recorded as mounted whose mount is gone (the mounting process crashed, its
+/// mount namespace ended, the machine rebooted, or someone unmounted it by hand).
+public struct StaleMount: Sendable, Codable, Equatable, CustomStringConvertible {
+    public var container: String
+    public var mountpoint: String
+    public var description: String { "container \(container): its mount at \(mountpoint) is gone; the record now says unmounted" }
+}
+
+/// Containers: create, mount, unmount, remove.
+extension LayerStore {
+    /// `ROOT/containers/<id>/upper`, `work`, `merged`.
+    public func upperDir(of id: String) -> String { paths.containerDir(id) + "/upper" }
+    public func workDir(of id: String) -> String { paths.containerDir(id) + "/work" }
+    public func mergedDir(of id: String) -> String { paths.containerDir(id) + "/merged" }
+
+    /// The container with this ID, or the one mounted at this path; nil if none.
+    public func container(_ idOrMountpoint: String) throws(StoreError) -> StoredContainer? {
+        if let found = try database({ db throws(DatabaseError) in
+            try db.query("SELECT \(Self.containerColumns) FROM containers WHERE id = ?", [idOrMountpoint], Self.decodeContainer).first
+        }) { return found }
+        let resolved = MountTable.resolve(idOrMountpoint)
+        return try database { db throws(DatabaseError) in
+            try db.query("SELECT \(Self.containerColumns) FROM containers WHERE mountpoint = ? OR mountpoint = ?",
+                         [idOrMountpoint, resolved], Self.decodeContainer).first
+        }
+    }
+
+    /// Resolves what a container is made from: an image name, or a layer's chainID (`sha256:…`,
+    /// the hex digits, or a unique prefix of at least 12 of them).
+    public func resolveBase(_ reference: String) throws(StoreError) -> (image: String?, chainID: Digest?) {
+        if let image = try image(named: reference) { return (image.name, image.topChainID) }
+        let hex = reference.hasPrefix("sha256:") ? String(reference.dropFirst(7)) : reference
+        if hex.count >= 12, hex.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) {
+            let matches = try layers().filter { $0.chainID.hex.hasPrefix(hex) }
+            if matches.count == 1 { return (nil, matches[0].chainID) }
+            if matches.count > 1 { throw StoreError(.invalidArgument, "\(reference.debugDescription) matches \(matches.count) layers: give more digits") }
+        }
+        throw StoreError(.notFound, "no image or layer \(reference.debugDescription) in the store at \(root)")
+    }
+
+    /// Checks a container ID: 1–128 of `A-Z a-z 0-9 _ . -`, starting with a letter or digit.
+    public static func validateContainerID(_ id: String) throws(StoreError) {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+        guard let first = id.first, first.isLetter || first.isNumber, id.count <= 128, id.allSatisfy(allowed.contains) else {
+            throw StoreError(.invalidArgument, "container name \(id.debugDescription): use 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        }
+    }
+
+    /// Creates a container on `base` (an image name or chainID): its record and its dirs
+    /// (`upper/` and `work/` unless read-only, `merged/`). Nothing is mounted yet.
+    public func createContainer(id: String? = nil, base reference: String, readOnly: Bool = false,
+                                volatile: Bool = false, driver: MountDriver = .auto) throws(StoreError) -> StoredContainer {
+        let id = id ?? Self.randomID()
+        try Self.validateContainerID(id)
+        try storeLock.lock(.shared)
+        defer { storeLock.unlock() }
+        let (image, chainID) = try resolveBase(reference)
+        guard try container(id) == nil else { throw StoreError(.invalidArgument, "a container named \(id.debugDescription) exists") }
+
+        // Dirs first, record second: a crash in between leaves a dir without a record, which
+        // cleanup removes; never a record without its dirs.
+        let dir = paths.containerDir(id)
+        if access(dir, F_OK) == 0 { try Self.removeTree(dir) }
+        var made = false
+        defer { if !made { try? Self.removeTree(dir) } }
+        try Self.makeDir(dir, 0o700)
+        if !readOnly {
+            try Self.makeDir(upperDir(of: id), 0o755)
+            try Self.makeDir(workDir(of: id), 0o700)
+        }
+        try Self.makeDir(mergedDir(of: id), 0o755)
+        if chainID == nil { try Self.makeDir(dir + "/empty", 0o755) }
+        try execute("""
+            INSERT INTO containers (id, image, chain_id, driver, mountpoint, state, created, read_only, volatile)
+            VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?)
+            """, [id, image, chainID, driver.rawValue, ContainerState.created, Self.now(), readOnly ? 1 : 0, volatile ? 1 : 0])
+        made = true
+        guard let record = try container(id) else { throw StoreError(.notFound, "container \(id) vanished after it was recorded") }
+        return record
+    }
+
+    /// The overlay a container's rootfs is: its chain's diff dirs top first, its upper and work
+    /// dirs, with the `l/` short names for the mount(2) fallback.
+    public func mountRequest(for container: StoredContainer) throws(StoreError) -> OverlayMountRequest {
+        var lowers = [String](), shorts = [String]()
+        if let top = container.chainID {
+            let byChain = Dictionary(uniqueKeysWithValues: try layers().map { ($0.chainID, $0) })
+            for id in try Self.chain(of: top, in: byChain, path: paths.database).reversed() {
+                lowers.append(paths.diffDir(id))
+                shorts.append("l/" + byChain[id]!.link)
+            }
+        } else {
+            lowers = [paths.containerDir(container.id) + "/empty"]
+            shorts = ["containers/\(container.id)/empty"]
+        }
+        return OverlayMountRequest(lowerDirs: lowers, upperDir: container.readOnly ? nil : upperDir(of: container.id),
+                                   workDir: container.readOnly ? nil : workDir(of: container.id), readOnly: container.readOnly,
+                                   volatile: container.volatile, userXattr: overlayNamespace == .user,
+                                   shortLowerDirs: shorts, shortBase: root)
+    }
+
+    /// Mounts a container's rootfs at `target` (default `ROOT/containers/<id>/merged`).
+    ///
+    /// `driver` `.auto` tries kernel overlayfs and falls back to `userspace` (the FUSE union) when
+    /// the kernel refuses for want of privilege or support. The record says `mounting` during the
+    /// mount call and `mounted` after, with the mountpoint and driver.
+    public func mountContainer(_ id: String, at target: String? = nil, driver: MountDriver = .auto,
+                               userspace: UserspaceMounter? = nil) throws(StoreError) -> ContainerMount {
+        _ = try reconcileMounts()
+        guard var record = try container(id) else { throw StoreError(.notFound, "no container \(id.debugDescription)") }
+        if record.isMounted, let at = record.mountpoint {
+            throw StoreError(.invalidArgument, path: at, "container \(record.id) is already mounted here")
+        }
+        let mountpoint = MountTable.resolve(target ?? mergedDir(of: record.id))
+        var st = stat()
+        guard stat(mountpoint, &st) == 0, FS.isDir(st) else {
+            throw StoreError(.notFound, path: mountpoint, "the mount target must be an existing directory")
+        }
+        if let other = try container(mountpoint), other.id != record.id, other.isMounted {
+            throw StoreError(.invalidArgument, path: mountpoint, "container \(other.id) is mounted here")
+        }
+        let request = try mountRequest(for: record)
+        try execute("UPDATE containers SET state = ?, mountpoint = ? WHERE id = ?", [ContainerState.mounting, mountpoint, record.id])
+        var done = false
+        defer {
+            if !done { try? execute("UPDATE containers SET state = ?, mountpoint = NULL WHERE id = ?", [ContainerState.created, record.id]) }
+        }
+        FaultInjection.point("mount.recorded")
+
+        var used = "overlay", method = "", pid: Int32? = nil, fallback: String? = nil
+        let wanted = driver == .auto ? MountDriver(rawValue: record.driver) ?? .auto : driver
+        if wanted != .fuse {
+            do throws(MountError) {
+                method = try OverlayMounter.mount(request, at: mountpoint).rawValue
+            } catch {
+                guard wanted == .auto, let userspace, Self.isUnsupported(error) else { throw StoreError(error) }
+                fallback = "kernel overlayfs: \(error.description)"
+            }
+        }
+        if wanted == .fuse || fallback != nil {
+            guard let userspace else { throw StoreError(.invalidArgument, "the FUSE driver is not available here") }
+            guard !record.readOnly else { throw StoreError(.invalidArgument, "read-only containers need the overlay driver") }
+            do { pid = try userspace(request, mountpoint) } catch {
+                throw StoreError(.system(.ioError), path: mountpoint, "FUSE union: \(error)")
+            }
+            used = "fuse"
+            method = "fuse"
+        }
+        FaultInjection.point("mount.mounted")
+        try execute("UPDATE containers SET state = ?, mountpoint = ?, driver = ?, daemon_pid = ? WHERE id = ?",
+                    [ContainerState.mounted, mountpoint, used, pid.map { Int64($0) }, record.id])
+        done = true
+        record = try container(record.id) ?? record
+        return ContainerMount(container: record, mountpoint: mountpoint, driver: used, method: method,
+                              spec: request.spec, fallbackReason: fallback)
+    }
+
+    /// Unmounts a container (by ID or mountpoint). A record whose mount is already gone is
+    /// corrected rather than refused.
+    @discardableResult
+    public func unmountContainer(_ idOrMountpoint: String, detach: Bool = false) throws(StoreError) -> StoredContainer {
+        guard let record = try container(idOrMountpoint) else {
+            throw StoreError(.notFound, "no container \(idOrMountpoint.debugDescription) (and no container is mounted there)")
+        }
+        guard record.isMounted, let mountpoint = record.mountpoint else {
+            throw StoreError(.invalidArgument, "container \(record.id) is not mounted")
+        }
+        if Self.isMounted(record, in: MountTable.current(), paths: self) {
+            do throws(MountError) { try OverlayMounter.unmount(mountpoint, detach: detach) } catch { throw StoreError(error) }
+        }
+        if record.driver == "fuse", let pid = record.daemonPID { Self.reapDaemon(pid) }
+        try execute("UPDATE containers SET state = ?, mountpoint = NULL, daemon_pid = NULL WHERE id = ?", [ContainerState.unmounted, record.id])
+        return try container(record.id) ?? record
+    }
+
+    /// Removes containers: their records, then their dirs (upper dir included: changes not
+    /// committed are lost). A mounted container is refused unless `force`, which unmounts it
+    /// first. All names are checked before anything is removed.
+    public func removeContainers(_ ids: [String], force: Bool = false) throws(StoreError) {
+        _ = try reconcileMounts()
+        var records = [StoredContainer]()
+        for id in ids {
+            guard let record = try container(id) else { throw StoreError(.notFound, "no container \(id.debugDescription)") }
+            if record.isMounted && !force {
+                throw StoreError(.invalidArgument, "container \(record.id) is mounted at \(record.mountpoint ?? "?"): umount it first (or --force)")
+            }
+            records.append(record)
+        }
+        for record in records {
+            if record.isMounted { try unmountContainer(record.id, detach: true) }
+            try execute("DELETE FROM containers WHERE id = ?", [record.id])
+            FaultInjection.point("container.deleted")
+            try Self.removeTree(paths.containerDir(record.id))
+        }
+    }
+
+    /// Finds containers recorded as mounted (or mounting) whose mount is not in this mount
+    /// namespace's table, marks them unmounted and returns them. A FUSE mount whose daemon died is
+    /// detached and counted too.
+    public func reconcileMounts() throws(StoreError) -> [StaleMount] {
+        let mounted = try containers().filter(\.isMounted)
+        guard !mounted.isEmpty else { return [] }
+        let table = MountTable.current()
+        var stale = [StaleMount]()
+        for record in mounted {
+            var alive = Self.isMounted(record, in: table, paths: self)
+            if alive, record.driver == "fuse", let mountpoint = record.mountpoint, !Self.fuseResponds(mountpoint) {
+                _ = try? OverlayMounter.unmount(mountpoint, detach: true)
+                alive = false
+            }
+            if alive {
+                if record.state == ContainerState.mounting {
+                    try execute("UPDATE containers SET state = ? WHERE id = ?", [ContainerState.mounted, record.id])
+                }
+                continue
+            }
+            try execute("UPDATE containers SET state = ?, mountpoint = NULL, daemon_pid = NULL WHERE id = ?",
+                        [ContainerState.unmounted, record.id])
+            stale.append(StaleMount(container: record.id, mountpoint: record.mountpoint ?? "?"))
+        }
+        return stale
+    }
+
+    // MARK: Internals
+
+    /// Whether the table has this container's mount at its mountpoint.
+    static func isMounted(_ record: StoredContainer, in table: MountTable, paths store: LayerStore) -> Bool {
+        guard let mountpoint = record.mountpoint, let entry = table.entries.last(where: { $0.mountPoint == mountpoint }) else { return false }
+        switch record.driver {
+        case "fuse":
+            return entry.fileSystemType.hasPrefix("fuse")
+        default:
+            if record.readOnly && entry.fileSystemType != "overlay" {
+                // A single read-only layer is a bind mount of its diff dir.
+                return entry.root.hasSuffix("/diff")
+            }
+            guard entry.fileSystemType == "overlay" else { return false }
+            if record.readOnly { return true }
+            return entry.superOption("upperdir") == store.upperDir(of: record.id)
+        }
+    }
+
+    /// True unless the FUSE daemon behind the mount is gone (stat answers ENOTCONN).
+    static func fuseResponds(_ mountpoint: String) -> Bool {
+        var st = stat()
+        return stat(mountpoint, &st) == 0 || errno != ENOTCONN
+    }
+
+    /// Waits briefly for a FUSE daemon to exit after its mount went away.
+    static func reapDaemon(_ pid: Int32) {
+        for _ in 0..<50 {
+            if kill(pid, 0) != 0 { return }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid { return }
+            usleep(20_000)
+        }
+    }
+
+    /// Kernel answers that mean "overlayfs cannot be mounted here", as opposed to a bad request.
+    static func isUnsupported(_ error: MountError) -> Bool {
+        guard let errno = error.errno else { return false }
+        return [EPERM, EACCES, ENODEV, ENOSYS, EOPNOTSUPP].contains(errno.rawValue)
+    }
+
+    static func randomID() -> String {
+        var rng = SystemRandomNumberGenerator()
+        return (0..<6).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
+    }
+
+    static func makeDir(_ path: String, _ mode: mode_t) throws(StoreError) {
+        guard mkdir(path, mode) == 0, chmod(path, mode) == 0 else { throw .lastErrno(path: path, "cannot create directory") }
+    }
+}
+
+extension StoreError {
+    /// Wraps a mount error.
+    public init(_ error: MountError) {
+        self.init(error.errno.map { .system($0) } ?? .invalidArgument, error.description)
+    }
+}

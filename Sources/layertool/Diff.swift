@@ -4,11 +4,12 @@ import LayerKit
 
 struct Diff: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write the changes between two trees, or in an upper dir, as a layer.",
+        abstract: "Write the changes between two trees, in an upper dir, or of a container, as a layer.",
         discussion: """
             With OLD and NEW, the layer turns OLD into NEW (deleted names become .wh. whiteouts). With
             --upper, the layer holds what an overlayfs upper dir (0/0 char device whiteouts, opaque xattrs)
-            or an aufs-style upper (.wh.NAME files, .wh..wh..opq) records.
+            or an aufs-style upper (.wh.NAME files, .wh..wh..opq) records. With CONTAINER, the layer holds
+            the changes of that container of the layer store (--root): its upper dir.
 
             The output is a POSIX pax tar, reproducible (sorted, numeric ids, no user or group names),
             compressed as OUT's extension says (.tar, .tar.gz/.tgz, .tar.zst) or as --compression says.
@@ -18,6 +19,7 @@ struct Diff: ParsableCommand {
             Examples:
               layertool diff rootfs-before rootfs-after -o layer.tar.gz
               layertool diff --upper /var/lib/x/upper -o - --compression zstd > layer.tar.zst
+              layertool diff c1 -o c1-changes.tar.gz
             """
     )
 
@@ -45,14 +47,16 @@ struct Diff: ParsableCommand {
     @Flag(help: "Print the result as JSON.")
     var json = false
 
-    @Argument(help: ArgumentHelp("The old and new trees.", valueName: "OLD NEW"))
+    @Argument(help: ArgumentHelp("The old and new trees, or a container of the store.", valueName: "OLD NEW | CONTAINER"))
     var trees: [String] = []
+
+    @OptionGroup var store: StoreOptions
 
     func validate() throws {
         if upper != nil {
             guard trees.isEmpty else { throw ValidationError("give either --upper or OLD NEW, not both") }
         } else {
-            guard trees.count == 2 else { throw ValidationError("give OLD and NEW (or --upper UPPERDIR)") }
+            guard (1...2).contains(trees.count) else { throw ValidationError("give OLD and NEW, or CONTAINER (or --upper UPPERDIR)") }
         }
         if let compression, Compression(rawValue: compression) == nil {
             throw ValidationError("--compression is none, gzip or zstd")
@@ -70,7 +74,19 @@ struct Diff: ParsableCommand {
         var options = DiffOptions(compression: resolvedCompression, level: level, compareContents: compareContents)
         options.syncOutput = fsync
         options.sourceDateEpoch = sourceDateEpoch ?? ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"].flatMap { Int64($0) }
-        let source: ChangeSource = upper.map { .upper($0) } ?? .trees(old: trees[0], new: trees[1])
+        var source: ChangeSource = upper.map { .upper($0) } ?? .trees(old: trees[0], new: trees.last!)
+        if upper == nil && trees.count == 1 {
+            guard let opened = try store.openExisting() else {
+                throw fail(StoreError(.notFound, "no container \(trees[0].debugDescription) (no layer store at \(store.resolvedRoot))"))
+            }
+            do throws(StoreError) {
+                guard let container = try opened.container(trees[0]) else { throw StoreError(.notFound, "no container \(trees[0].debugDescription)") }
+                guard !container.readOnly else { throw StoreError(.invalidArgument, "container \(container.id) is read-only: it has no changes") }
+                source = .upper(opened.upperDir(of: container.id))
+            } catch {
+                throw fail(error)
+            }
+        }
         Output.progress("writing \(output == "-" ? "layer to stdout" : output)")
         let result: DiffResult
         do throws(LayerError) {

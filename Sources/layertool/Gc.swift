@@ -26,6 +26,8 @@ struct Gc: ParsableCommand {
     struct Result: Encodable {
         var removed: [Removed]
         var freedBytes: Int64
+        var removedBlobs: Int
+        var freedBlobBytes: Int64
     }
 
     func run() throws {
@@ -35,11 +37,17 @@ struct Gc: ParsableCommand {
         }
         if json {
             print(Output.json(Result(removed: result.removed.map { Removed(chainID: $0.chainID, diffID: $0.diffID, size: $0.size) },
-                                     freedBytes: result.freedBytes)))
+                                     freedBytes: result.freedBytes, removedBlobs: result.removedBlobs,
+                                     freedBlobBytes: result.freedBlobBytes)))
             return
         }
-        guard !result.removed.isEmpty else { return print("nothing to remove") }
+        guard !result.removed.isEmpty || result.removedBlobs > 0 else { return print("nothing to remove") }
         for layer in result.removed { print("removed \(layer.chainID) (\(StoreFormat.bytes(layer.size)))") }
-        print("freed \(StoreFormat.bytes(result.freedBytes)) (\(result.freedBytes) bytes) in \(result.removed.count) layer\(result.removed.count == 1 ? "" : "s")")
+        if !result.removed.isEmpty {
+            print("freed \(StoreFormat.bytes(result.freedBytes)) (\(result.freedBytes) bytes) in \(result.removed.count) layer\(result.removed.count == 1 ? "" : "s")")
+        }
+        if result.removedBlobs > 0 {
+            print("freed \(StoreFormat.bytes(result.freedBlobBytes)) (\(result.freedBlobBytes) bytes) in \(result.removedBlobs) blob\(result.removedBlobs == 1 ? "" : "s") no image needs")
+        }
     }
 }

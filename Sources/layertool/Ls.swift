@@ -101,6 +101,9 @@ struct Ls: ParsableCommand {
     }
 
     private func listContainers(_ store: LayerStore?) throws(StoreError) {
+        for stale in try store?.reconcileMounts() ?? [] {
+            FileHandle.standardError.write(Data("layertool: \(stale.description)\n".utf8))
+        }
         let records = try (store?.containers() ?? []).map {
             ContainerRecord(id: $0.id, image: $0.image, chainID: $0.chainID, driver: $0.driver, mountpoint: $0.mountpoint,
                             state: $0.state, created: StoreFormat.date($0.created))

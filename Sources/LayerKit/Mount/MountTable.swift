@@ -33,8 +33,19 @@ public struct MountTable: Sendable {
 
     /// Reads the current table.
     public static func current() -> MountTable {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return MountTable(entries: []) }
-        return MountTable(parsing: text)
+        // Read to EOF by hand: procfs reports size 0, and a deep overlay's line runs to tens of KiB.
+        let fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return MountTable(entries: []) }
+        defer { close(fd) }
+        var bytes = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            bytes += buffer[..<n]
+        }
+        return MountTable(parsing: String(decoding: bytes, as: UTF8.self))
     }
 
     public init(entries: [Entry]) { self.entries = entries }

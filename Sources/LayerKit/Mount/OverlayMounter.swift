@@ -34,7 +34,9 @@ public enum OverlayMounter {
             try bindReadOnly(request.lowerDirs[0], at: target)
             return .bind
         }
-        if try mountWithFileSystemContext(request, at: target) { return .mountAPI }
+        // LAYERKIT_OVERLAY_MOUNT=mount2 skips the new API (to exercise the fallback on new kernels).
+        if ProcessInfo.processInfo.environment["LAYERKIT_OVERLAY_MOUNT"] != "mount2",
+           try mountWithFileSystemContext(request, at: target) { return .mountAPI }
         try mountWithMountData(request, at: target)
         return .mountSyscall
     }

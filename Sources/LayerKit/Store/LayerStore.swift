@@ -43,8 +43,10 @@ public final class LayerStore {
     public init(root: String = StorePaths.defaultRoot(),
                 overlayNamespace: ApplyOptions.OverlayXattrNamespace? = nil) throws(StoreError) {
         // Absolute, so lower-dir lists and mount data built from it do not depend on the cwd.
-        paths = StorePaths(root: root.hasPrefix("/") ? root : FileManager.default.currentDirectoryPath + "/" + root)
-        try Self.createDirectories(paths)
+        let absolute = StorePaths(root: root.hasPrefix("/") ? root : FileManager.default.currentDirectoryPath + "/" + root)
+        try Self.createDirectories(absolute)
+        // Canonical (no symlinks, no `//`), as the kernel shows the upper dirs in mountinfo.
+        paths = StorePaths(root: MountTable.resolve(absolute.root))
         storeLock = try FileLock(path: paths.storeLock)
         do throws(DatabaseError) { db = try Database(path: paths.database) } catch { throw StoreError(error) }
         let found = try Self.run(db) { db throws(DatabaseError) in try db.schemaVersion() }

@@ -116,8 +116,8 @@ public struct GarbageCollection: Sendable, Codable, Equatable {
         self.removedBlobs = removedBlobs
         self.freedBlobBytes = freedBlobBytes
     }
-    /// Bytes on disk their diff dirs took, plus the blobs'.
-    public var freedBytes: Int64 { removed.reduce(0) { $0 + $1.size } + freedBlobBytes }
+    /// Bytes on disk the removed layers' diff dirs took (blobs: `freedBlobBytes`).
+    public var freedBytes: Int64 { removed.reduce(0) { $0 + $1.size } }
 }
 
 /// Something found wrong by `LayerStore.verify`.

@@ -1,0 +1,316 @@
+import Foundation
+import Testing
+@testable import LayerKit
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Containers on the real kernel overlayfs, through the built CLI: overlay semantics of imported
+// layers (whiteouts, opaque dirs), copy-up and deletes, commit, export, re-import; deep images
+// (128, 300, 500 layers) on the new mount API and on mount(2) with short links; stale mounts
+// left by a namespace that ended; runc running in a mounted container end to end. Every mount is
+// made inside `unshare -m --propagation private`, so nothing can leak into the host's table.
+
+private enum Mounts {
+    static let tools = ["unshare", "runc", "umoci", "cp", "gzip"]
+
+    static var available: Bool {
+        isRoot && which("unshare") != nil && FileManager.default.contents(atPath: "/proc/filesystems")
+            .map { String(decoding: $0, as: UTF8.self).contains("\toverlay\n") } == true
+    }
+
+    /// Runs `script` (sh) in a private mount namespace, with `$T` = the layertool binary and
+    /// `$S` = the store root. Returns the script's result.
+    static func inNamespace(_ script: String, store: String, environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let env = environment.map { "\($0.key)=\($0.value)" }
+        return try run(which("env")!, env + [which("unshare")!, "-m", "--propagation", "private", "/bin/sh", "-c",
+                                           "set -e\n" + script, "sh", Tool.binary, store])
+    }
+
+    static let prelude = "T=$1; S=$2\n"
+
+    static func tool(_ args: [String], store: String, scratch: String) throws -> Tool.Result {
+        try Tool.run(args + ["--root", store], scratch: scratch)
+    }
+
+    static func json(_ result: Tool.Result) throws -> [String: Any] {
+        try #require(result.status == 0, "layertool failed: \(result.stderr)")
+        return try #require(try Tool.json(result.stdout) as? [String: Any], "not a JSON object: \(result.stdout)")
+    }
+
+    /// A snapshot of a copied tree, ignoring dir mtimes (copy-up and cp -a touch them).
+    static func snapshot(_ dir: String) -> TreeSnapshot {
+        var options = TreeSnapshot.Options()
+        options.dirMtimes = false
+        return TreeSnapshot(dir, options: options)
+    }
+}
+
+@Suite(.enabled(if: Mounts.available, "needs root, kernel overlayfs (modprobe overlay) and unshare"), .serialized)
+struct StoreMountTests {
+    static let busybox = fixturesDir + "/busybox"
+
+    /// The busybox image through a container: layer 2's whiteout and opaque dir honoured; writes,
+    /// modifications and deletes land in the upper dir as overlayfs writes them; the committed
+    /// image, exported and re-imported into another store, mounts as the same tree; umoci reads it.
+    @Test func overlaySemanticsCommitExportReimport() throws {
+        let tmp = TempDir("store-mount")
+        let store = tmp.sub("store"), snapA = tmp.mkdir("a"), snapB = tmp.mkdir("b")
+        let imported = try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path)
+        try #require(imported.status == 0, "\(imported.stderr)")
+
+        let r = try Mounts.inNamespace(Mounts.prelude + """
+            "$T" mount --root "$S" --name c1 bb >/dev/null
+            M=$S/containers/c1/merged
+            # read-through and the image's own whiteouts
+            test -x "$M/bin/busybox"
+            test ! -e "$M/etc/motd" || { echo "motd visible"; exit 3; }
+            test "$(ls "$M/etc/removed-later")" = "kept" || { echo "opaque dir shows: $(ls "$M/etc/removed-later")"; exit 4; }
+            # changes
+            echo new > "$M/new.txt"
+            echo appended >> "$M/etc/passwd"
+            rm "$M/etc/group"
+            rm -r "$M/etc/removed-later"
+            mkdir "$M/etc/removed-later"; echo again > "$M/etc/removed-later/fresh"
+            chmod 0700 "$M/tmp"
+            ln -s busybox "$M/bin/newlink"
+            cp -a "$M/." \(tmp.sub("a"))/
+            "$T" umount --root "$S" c1 >/dev/null
+            """, store: store)
+        try #require(r.status == 0, "script failed (\(r.status)): \(r.stdout) \(r.stderr)")
+
+        // The upper dir holds overlayfs's own records of the changes.
+        let upper = store + "/containers/c1/upper"
+        var st = stat()
+        #expect(lstat(upper + "/etc/group", &st) == 0 && (st.st_mode & S_IFMT) == S_IFCHR && st.st_rdev == 0, "no 0/0 whiteout for etc/group")
+        #expect(FileManager.default.fileExists(atPath: upper + "/new.txt"))
+        #expect(try String(contentsOfFile: upper + "/etc/passwd", encoding: .utf8).hasSuffix("appended\n"))
+
+        // The layer the container's diff gives.
+        let listing = try Mounts.tool(["diff", "c1", "-o", tmp.sub("c1.tar")], store: store, scratch: tmp.path)
+        #expect(listing.status == 0, "\(listing.stderr)")
+        let names = try run(which("tar")!, ["-tf", tmp.sub("c1.tar")]).stdout.split(separator: "\n").map(String.init)
+        for expected in ["etc/.wh.group", "etc/removed-later/.wh..wh..opq", "etc/removed-later/fresh", "new.txt", "etc/passwd", "bin/newlink"] {
+            #expect(names.contains(expected), "the container's diff lacks \(expected): \(names)")
+        }
+
+        let committed = try Mounts.json(try Mounts.tool(["commit", "--json", "c1", "bb:changed"], store: store, scratch: tmp.path))
+        let layout = tmp.sub("layout")
+        let exported = try Mounts.json(try Mounts.tool(["export", "--json", "--gzip", "bb:changed", layout + ":changed"], store: store, scratch: tmp.path))
+        #expect(exported["reference"] as? String == "changed")
+
+        // Re-import into a fresh store and mount read-only: the same tree as the container's.
+        let store2 = tmp.sub("store2")
+        let reimported = try Mounts.tool(["unpack", "--image", layout + ":changed", "--name", "again", "--json"], store: store2, scratch: tmp.path)
+        let record = try Mounts.json(reimported)
+        #expect(record["chainID"] as? String == committed["chainID"] as? String, "chainID changed across export/import")
+        let r2 = try Mounts.inNamespace(Mounts.prelude + """
+            "$T" mount --root "$S" --read-only --name ro again >/dev/null
+            cp -a "$S/containers/ro/merged/." \(tmp.sub("b"))/
+            if touch "$S/containers/ro/merged/x" 2>/dev/null; then echo "read-only mount is writable"; exit 5; fi
+            "$T" umount --root "$S" ro >/dev/null
+            """, store: store2)
+        try #require(r2.status == 0, "script failed (\(r2.status)): \(r2.stdout) \(r2.stderr)")
+        let a = Mounts.snapshot(snapA), b = Mounts.snapshot(snapB)
+        #expect(a.nodes.count > 250)
+        #expect(a == b, "re-imported tree differs: \(a.differences(from: b).prefix(10))")
+        #expect(a.nodes["new.txt"] != nil && a.nodes["etc/group"] == nil && a.nodes["etc/removed-later/kept"] == nil)
+        #expect(a.nodes["etc/removed-later/fresh"] != nil && a.nodes["tmp"]?.mode == 0o700)
+
+        // umoci (another OCI implementation) unpacks the exported image to the same files.
+        if let umoci = which("umoci") {
+            let bundle = tmp.sub("bundle")
+            let u = try run(umoci, ["unpack", "--image", layout + ":changed", bundle])
+            try #require(u.status == 0, "umoci unpack: \(u.stderr)")
+            var options = TreeSnapshot.Options()
+            options.dirMtimes = false
+            options.mtimes = false
+            let viaUmoci = TreeSnapshot(bundle + "/rootfs", options: options), ours = TreeSnapshot(snapA, options: options)
+            #expect(viaUmoci == ours, "umoci's tree differs: \(viaUmoci.differences(from: ours).prefix(10))")
+        }
+    }
+
+    /// An imported image exports byte for byte: the same manifest digest as the fixture's.
+    @Test func exportOfAnImportedImageIsByteIdentical() throws {
+        let tmp = TempDir("store-export")
+        let store = tmp.sub("store")
+        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
+        let layout = tmp.sub("out")
+        // Another image in the layout stays when this one is added.
+        try FileManager.default.createDirectory(atPath: layout, withIntermediateDirectories: true)
+        let first = try Mounts.json(try Mounts.tool(["export", "--json", "bb", layout + ":one"], store: store, scratch: tmp.path))
+        let second = try Mounts.json(try Mounts.tool(["export", "--json", "bb", layout + ":two"], store: store, scratch: tmp.path))
+        let fixtureManifest = try #require(try Layout.readJSON(Self.busybox + "/index.json")["manifests"] as? [[String: Any]]).first?["digest"] as? String
+        #expect((first["manifest"] as? [String: Any])?["digest"] as? String == fixtureManifest)
+        #expect((second["manifest"] as? [String: Any])?["digest"] as? String == fixtureManifest)
+        let index = try #require(try Layout.readJSON(layout + "/index.json")["manifests"] as? [[String: Any]])
+        let refs = index.compactMap { ($0["annotations"] as? [String: String])?["org.opencontainers.image.ref.name"] }
+        #expect(refs.sorted() == ["one", "two"])
+        for blob in try FileManager.default.contentsOfDirectory(atPath: Self.busybox + "/blobs/sha256") {
+            #expect(FileManager.default.contentsEqual(atPath: Self.busybox + "/blobs/sha256/" + blob, andPath: layout + "/blobs/sha256/" + blob), "blob \(blob)")
+        }
+        // And the exported layout imports again to the same layers.
+        let again = try Mounts.tool(["unpack", "--image", layout + ":two", "--name", "bb2"], store: store, scratch: tmp.path)
+        #expect(again.status == 0 && again.stdout.components(separatedBy: "already present").count == 3, "\(again.stdout) \(again.stderr)")
+    }
+
+    /// Images of 128, 300 and 500 layers (the kernel's maximum) mount and read correctly, on the
+    /// new mount API; 128 also through mount(2) with the store's short links, and 300 through
+    /// mount(2) is refused with a clear reason (one page of mount data).
+    @Test(arguments: [128, 300, 500])
+    func deepImagesMountAndRead(_ depth: Int) throws {
+        let tmp = TempDir("deep-\(depth)")
+        let store = tmp.sub("store"), layout = tmp.sub("layout")
+        // Layer i adds f<i> and rewrites `top`; every 10th layer whites out the file 5 below it.
+        var layers = [Layout.Layer]()
+        var expected = Set<String>()
+        for i in 0..<depth {
+            var entries: [TarEntry] = [.file("f\(i)", "\(i)\n"), .file("top", "\(i)\n")]
+            expected.insert("f\(i)")
+            if i % 10 == 9 {
+                entries.append(.file(".wh.f\(i - 5)"))
+                expected.remove("f\(i - 5)")
+            }
+            let tar = Data(TarBuilder.build(entries))
+            layers.append(Layout.Layer(blob: tar, diffID: Layout.sha256(tar), mediaType: "application/vnd.oci.image.layer.v1.tar"))
+        }
+        try Layout.write(layout, layers: layers, tag: "deep")
+        let imported = try Mounts.tool(["unpack", "--image", layout + ":deep"], store: store, scratch: tmp.path)
+        try #require(imported.status == 0, "\(imported.stderr)")
+        expected.insert("top")
+
+        let script = Mounts.prelude + """
+            "$T" mount --root "$S" --name rw deep >/dev/null
+            M=$S/containers/rw/merged
+            ls -A "$M" | sort | tr '\\n' ' '; echo
+            cat "$M/top"
+            echo written > "$M/f0"
+            grep -q overlay /proc/self/mountinfo
+            "$T" umount --root "$S" rw >/dev/null
+            "$T" mount --root "$S" --read-only --name ro deep >/dev/null
+            cat "$S/containers/ro/merged/f0"
+            "$T" umount --root "$S" ro >/dev/null
+            """
+        let r = try Mounts.inNamespace(script, store: store)
+        try #require(r.status == 0, "mount of \(depth) layers failed: \(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 3, "\(r.stdout)")
+        #expect(Set(lines[0].split(separator: " ").map(String.init)) == expected)
+        #expect(lines[1] == "\(depth - 1)")
+        #expect(lines[2] == "0", "the read-only image shows the container's write")
+        #expect(FileManager.default.contents(atPath: store + "/containers/rw/upper/f0") == Data("written\n".utf8))
+
+        // mount(2): short l/ links relative to the store root fit 128 layers in one page, not 300.
+        let legacy = try Mounts.inNamespace(Mounts.prelude + """
+            "$T" mount --root "$S" --json --name legacy deep > "$S/legacy.json"
+            cat "$S/containers/legacy/merged/top"
+            "$T" umount --root "$S" legacy >/dev/null
+            """, store: store, environment: ["LAYERKIT_OVERLAY_MOUNT": "mount2"])
+        if depth <= 128 {
+            #expect(legacy.status == 0, "mount(2) with short links failed: \(legacy.stderr)")
+            #expect(legacy.stdout == "\(depth - 1)\n")
+            let json = try Layout.readJSON(store + "/legacy.json")
+            #expect(json["method"] as? String == "mount(2)")
+        } else {
+            #expect(legacy.status != 0)
+            #expect(legacy.stderr.contains("over the 4096-byte limit of mount(2)"), "\(legacy.stderr)")
+            // The failed mount left no container behind.
+            #expect(!FileManager.default.fileExists(atPath: store + "/containers/legacy"))
+        }
+    }
+
+    /// A mount that vanished with its namespace is noticed by the next command: the record is
+    /// corrected, the container can be mounted again, and rm works.
+    @Test func staleMountsAreDetected() throws {
+        let tmp = TempDir("stale")
+        let store = tmp.sub("store")
+        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
+        // The namespace ends with the mount still in it (no umount): like a crashed runtime.
+        let r = try Mounts.inNamespace(Mounts.prelude + "\"$T\" mount --root \"$S\" --name c1 bb >/dev/null", store: store)
+        try #require(r.status == 0, "\(r.stderr)")
+        let s = try LayerStore(root: store)
+        #expect(try s.container("c1")?.state == ContainerState.mounted)
+
+        let listed = try Mounts.tool(["ls", "containers", "--json"], store: store, scratch: tmp.path)
+        #expect(listed.stderr.contains("container c1: its mount at \(MountTable.resolve(store))/containers/c1/merged is gone"), "\(listed.stderr)")
+        let rows = try #require(try Tool.json(listed.stdout) as? [[String: Any]])
+        #expect(rows.first?["state"] as? String == ContainerState.unmounted)
+
+        let umount = try Mounts.tool(["umount", "c1"], store: store, scratch: tmp.path)
+        #expect(umount.status == 1 && umount.stderr.contains("is not mounted"), "\(umount.stderr)")
+        let again = try Mounts.inNamespace(Mounts.prelude + """
+            "$T" mount --root "$S" bb "$S/containers/c1/merged" --name c2 >/dev/null
+            if "$T" rm --root "$S" c2 2>err; then echo "removed a mounted container"; exit 6; fi
+            grep -q "umount it first" err
+            "$T" rm --root "$S" --force c2 >/dev/null
+            grep -c " $S/containers/c1/merged " /proc/self/mountinfo || true
+            """, store: store)
+        #expect(again.status == 0, "\(again.stdout) \(again.stderr)")
+        #expect(again.stdout.hasSuffix("0\n"), "rm --force left the mount: \(again.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: store + "/containers/c2"))
+        let removed = try Mounts.tool(["rm", "c1"], store: store, scratch: tmp.path)
+        #expect(removed.status == 0 && removed.stdout.contains("removed container c1"), "\(removed.stderr)")
+        #expect(try s.containers().isEmpty)
+    }
+
+    /// Bad requests: one line, exit 1, and no container left behind.
+    @Test func mountErrorsLeaveNoContainer() throws {
+        let tmp = TempDir("mount-errors")
+        let store = tmp.sub("store")
+        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
+        let cases: [([String], String)] = [
+            (["mount", "nosuch"], "no image or layer \"nosuch\""),
+            (["mount", "bb", tmp.sub("missing-dir")], "the mount target must be an existing directory"),
+            (["mount", "--name", "../x", "bb"], "container name \"../x\""),
+            (["commit", "nosuch", "img"], "no container \"nosuch\""),
+            (["export", "nosuch", tmp.sub("l")], "no image named \"nosuch\""),
+        ]
+        for (args, message) in cases {
+            let r = try Mounts.tool(args, store: store, scratch: tmp.path)
+            #expect(r.status == 1, "\(args)")
+            let lines = r.stderr.split(separator: "\n")
+            #expect(lines.count == 1 && lines.first?.hasPrefix("layertool: ") == true && r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+        #expect(try LayerStore(root: store).containers().isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/containers").isEmpty)
+    }
+
+    /// The issue's end-to-end run: busybox imported, mounted, `runc run` writes a file in the
+    /// container, `commit` makes a layer, `export` writes a layout, `umoci unpack` shows the file.
+    @Test(.enabled(if: which("runc") != nil && which("umoci") != nil, "needs runc and umoci (Debian packages)"))
+    func runcWritesAFileThatCommitAndExportCarry() throws {
+        let tmp = TempDir("runc-e2e")
+        let store = tmp.sub("store"), bundle = tmp.mkdir("bundle")
+        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "busybox"], store: store, scratch: tmp.path).status == 0)
+        let spec = try run(which("sh")!, ["-c", "cd \"$1\" && \"$2\" spec", "sh", bundle, which("runc")!])
+        try #require(spec.status == 0, "runc spec: \(spec.stderr)")
+        var config = try Layout.readJSON(bundle + "/config.json")
+        var process = try #require(config["process"] as? [String: Any])
+        process["args"] = ["/bin/sh", "-c", "echo written-by-runc > /hello.txt && rm /etc/passwd"]
+        process["terminal"] = false
+        config["process"] = process
+        config["root"] = ["path": "rootfs", "readonly": false]
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: bundle + "/config.json"))
+        try FileManager.default.createDirectory(atPath: bundle + "/rootfs", withIntermediateDirectories: true)
+
+        let id = "lk-e2e-\(getpid())"
+        let r = try Mounts.inNamespace(Mounts.prelude + """
+            "$T" mount --root "$S" --name ctr busybox \(bundle)/rootfs >/dev/null
+            runc run --bundle \(bundle) \(id) </dev/null
+            "$T" umount --root "$S" ctr >/dev/null
+            """, store: store)
+        _ = try? run(which("runc")!, ["delete", "--force", id])
+        try #require(r.status == 0, "runc run failed (\(r.status)): \(r.stdout) \(r.stderr)")
+
+        try #require(try Mounts.tool(["commit", "ctr", "busybox:ran"], store: store, scratch: tmp.path).status == 0)
+        let layout = tmp.sub("layout")
+        let exported = try Mounts.tool(["export", "--gzip", "busybox:ran", layout + ":ran"], store: store, scratch: tmp.path)
+        try #require(exported.status == 0, "\(exported.stderr)")
+        let unpacked = tmp.sub("unpacked")
+        let u = try run(which("umoci")!, ["unpack", "--image", layout + ":ran", unpacked])
+        try #require(u.status == 0, "umoci unpack: \(u.stderr)")
+        #expect(FileManager.default.contents(atPath: unpacked + "/rootfs/hello.txt") == Data("written-by-runc\n".utf8))
+        #expect(!FileManager.default.fileExists(atPath: unpacked + "/rootfs/etc/passwd"), "the delete did not carry")
+        #expect(FileManager.default.fileExists(atPath: unpacked + "/rootfs/bin/busybox"))
+    }
+}

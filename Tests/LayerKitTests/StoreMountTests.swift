@@ -313,4 +313,60 @@ struct StoreMountTests {
         #expect(!FileManager.default.fileExists(atPath: unpacked + "/rootfs/etc/passwd"), "the delete did not carry")
         #expect(FileManager.default.fileExists(atPath: unpacked + "/rootfs/bin/busybox"))
     }
+
+    /// Killed at each crash point of commit, mount and rm: the store opens clean, nothing half
+    /// recorded, and the operation works when run again.
+    @Test(arguments: ["commit.diffed", "commit.blobs", "mount.recorded", "mount.mounted", "container.deleted"])
+    func crashesInCommitMountAndRmAreRecovered(_ point: String) throws {
+        let tmp = TempDir("crash-\(point)")
+        let store = tmp.sub("store")
+        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
+        let s = try LayerStore(root: store)
+        _ = try s.createContainer(id: "c1", base: "bb")
+        try Data("changed\n".utf8).write(to: URL(fileURLWithPath: s.upperDir(of: "c1") + "/changed.txt"))
+        let crash = ["LAYERKIT_STORE_CRASH": point]
+
+        switch point {
+        case "commit.diffed", "commit.blobs":
+            let r = try Tool.run(["commit", "--root", store, "c1", "bb:new"], environment: crash, scratch: tmp.path)
+            #expect(r.signaled && r.status == SIGKILL, "\(r.stderr)")
+            let reopened = try LayerStore(root: store)
+            #expect(try reopened.image(named: "bb:new") == nil, "a commit killed before its image record left one")
+            let problems = try reopened.verify()
+            #expect(problems.isEmpty, "\(problems)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: reopened.paths.stagingDir).isEmpty)
+            let again = try Mounts.tool(["commit", "c1", "bb:new"], store: store, scratch: tmp.path)
+            #expect(again.status == 0, "\(again.stderr)")
+            #expect(try reopened.image(named: "bb:new")?.chainIDs.count == 3)
+        case "mount.recorded", "mount.mounted":
+            let r = try Mounts.inNamespace(Mounts.prelude + """
+                LAYERKIT_STORE_CRASH=\(point) "$T" mount --root "$S" --name c2 bb >/dev/null 2>&1 || true
+                "$T" ls --root "$S" containers --json
+                "$T" umount --root "$S" c2 >/dev/null 2>&1 || true
+                """, store: store)
+            #expect(r.status == 0, "\(r.stderr)")
+            let rows = try #require(try Tool.json(r.stdout) as? [[String: Any]], "\(r.stdout)")
+            let c2 = try #require(rows.first { $0["id"] as? String == "c2" }, "the container record is missing: \(rows)")
+            // Killed before the mount: the record is corrected to unmounted. Killed after it: the
+            // mount is there, so the record is completed to mounted.
+            #expect(c2["state"] as? String == (point == "mount.recorded" ? ContainerState.unmounted : ContainerState.mounted))
+            let again = try Mounts.inNamespace(Mounts.prelude + """
+                "$T" umount --root "$S" c2 >/dev/null 2>&1 || true
+                "$T" mount --root "$S" c2 >/dev/null 2>&1 && exit 7
+                "$T" rm --root "$S" --force c2 >/dev/null
+                "$T" mount --root "$S" --name c2 bb >/dev/null
+                test -x "$S/containers/c2/merged/bin/busybox"
+                "$T" umount --root "$S" c2 >/dev/null
+                """, store: store)
+            #expect(again.status == 0, "\(again.stdout) \(again.stderr)")
+        default:
+            let r = try Tool.run(["rm", "--root", store, "c1"], environment: crash, scratch: tmp.path)
+            #expect(r.signaled && r.status == SIGKILL, "\(r.stderr)")
+            #expect(FileManager.default.fileExists(atPath: store + "/containers/c1"), "the crash point comes before the dirs go")
+            let reopened = try LayerStore(root: store)
+            #expect(reopened.openingCleanup.orphanContainers == [reopened.paths.containerDir("c1")])
+            #expect(!FileManager.default.fileExists(atPath: store + "/containers/c1"))
+            #expect(try reopened.containers().isEmpty)
+        }
+    }
 }

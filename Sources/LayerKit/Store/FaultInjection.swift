@@ -7,7 +7,8 @@ import Glibc
 /// `LAYERKIT_STORE_CRASH=<point>` (or `<point>:<n>` for its n-th pass) in the environment, the
 /// process kills itself with SIGKILL there, as a power cut or `kill -9` would. Unset, a check is
 /// one comparison. Points: `import.unpacked`, `import.synced`, `import.renamed`, `import.linked`,
-/// `import.recorded`, `gc.deleted`, `gc.removed-one`.
+/// `import.recorded`, `import.blobs`, `gc.deleted`, `gc.removed-one`, `mount.recorded`,
+/// `mount.mounted`, `container.deleted`, `commit.diffed`, `commit.blobs`.
 enum FaultInjection {
     private static let target: (point: String, pass: Int)? = {
         guard let spec = ProcessInfo.processInfo.environment["LAYERKIT_STORE_CRASH"], !spec.isEmpty else { return nil }

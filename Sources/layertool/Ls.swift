@@ -57,6 +57,9 @@ struct Ls: ParsableCommand {
         var driver: String
         var mountpoint: String?
         var state: String
+        var readOnly: Bool
+        /// Bytes on disk of its upper dir (its changes).
+        var size: Int64
         var created: String
     }
 
@@ -104,13 +107,16 @@ struct Ls: ParsableCommand {
         for stale in try store?.reconcileMounts() ?? [] {
             FileHandle.standardError.write(Data("layertool: \(stale.description)\n".utf8))
         }
-        let records = try (store?.containers() ?? []).map {
-            ContainerRecord(id: $0.id, image: $0.image, chainID: $0.chainID, driver: $0.driver, mountpoint: $0.mountpoint,
-                            state: $0.state, created: StoreFormat.date($0.created))
+        var records = [ContainerRecord]()
+        for c in try store?.containers() ?? [] {
+            records.append(ContainerRecord(id: c.id, image: c.image, chainID: c.chainID, driver: c.driver, mountpoint: c.mountpoint,
+                                           state: c.state, readOnly: c.readOnly, size: try store!.changesSize(of: c.id),
+                                           created: StoreFormat.date(c.created)))
         }
         if json { return print(Output.json(records)) }
-        print(StoreFormat.table(["ID", "IMAGE", "CHAIN ID", "DRIVER", "STATE", "MOUNTPOINT"], records.map {
-            [$0.id, $0.image ?? "-", StoreFormat.short($0.chainID), $0.driver, $0.state, $0.mountpoint ?? "-"]
+        print(StoreFormat.table(["ID", "IMAGE", "CHAIN ID", "DRIVER", "STATE", "SIZE", "MOUNTPOINT"], records.map {
+            [$0.id, $0.image ?? "-", StoreFormat.short($0.chainID), $0.driver, $0.state + ($0.readOnly ? " (ro)" : ""),
+             StoreFormat.bytes($0.size), $0.mountpoint ?? "-"]
         }))
     }
 }

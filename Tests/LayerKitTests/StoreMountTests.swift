@@ -86,6 +86,11 @@ struct StoreMountTests {
         #expect(FileManager.default.fileExists(atPath: upper + "/new.txt"))
         #expect(try String(contentsOfFile: upper + "/etc/passwd", encoding: .utf8).hasSuffix("appended\n"))
 
+        let listed = try Mounts.tool(["ls", "containers", "--json"], store: store, scratch: tmp.path)
+        let row = try #require((try Tool.json(listed.stdout) as? [[String: Any]])?.first, "\(listed.stdout)")
+        #expect(row["id"] as? String == "c1" && row["state"] as? String == ContainerState.unmounted)
+        #expect(((row["size"] as? NSNumber)?.int64Value ?? 0) >= 4096, "the upper dir's size: \(row)")
+
         // The layer the container's diff gives.
         let listing = try Mounts.tool(["diff", "c1", "-o", tmp.sub("c1.tar")], store: store, scratch: tmp.path)
         #expect(listing.status == 0, "\(listing.stderr)")

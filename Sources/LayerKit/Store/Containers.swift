@@ -48,6 +48,13 @@ extension LayerStore {
     public func workDir(of id: String) -> String { paths.containerDir(id) + "/work" }
     public func mergedDir(of id: String) -> String { paths.containerDir(id) + "/merged" }
 
+    /// Bytes on disk of a container's upper dir (its changes); 0 for a read-only container.
+    public func changesSize(of id: String) throws(StoreError) -> Int64 {
+        let upper = upperDir(of: id)
+        guard access(upper, F_OK) == 0 else { return 0 }
+        return try DiskUsage.of(upper)
+    }
+
     /// The container with this ID, or the one mounted at this path; nil if none.
     public func container(_ idOrMountpoint: String) throws(StoreError) -> StoredContainer? {
         if let found = try database({ db throws(DatabaseError) in

@@ -280,6 +280,33 @@ struct StoreMountTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/containers").isEmpty)
     }
 
+    /// `--spec-only` gives a runtime the mount to make itself (top layer first), and a runtime
+    /// making it gets the same tree; `--volatile` reaches the kernel.
+    @Test func mountSpecForRuntimesAndVolatile() throws {
+        let tmp = TempDir("mount-spec")
+        let store = tmp.sub("store")
+        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
+        let result = try Mounts.json(try Mounts.tool(["mount", "--spec-only", "--json", "--name", "spec", "bb"], store: store, scratch: tmp.path))
+        let spec = try #require(result["spec"] as? [String: Any])
+        #expect(spec["type"] as? String == "overlay" && spec["source"] as? String == "overlay")
+        let options = try #require(spec["options"] as? [String])
+        let s = try LayerStore(root: store)
+        let chain = try #require(try s.image(named: "bb")).chainIDs
+        #expect(options.first == "lowerdir=" + chain.reversed().map { s.paths.diffDir($0) }.joined(separator: ":"))
+        #expect(options.contains("upperdir=" + s.upperDir(of: "spec")) && options.contains("workdir=" + s.workDir(of: "spec")))
+        #expect(try s.container("spec")?.state == ContainerState.created)
+
+        let joined = options.joined(separator: ",")
+        let r = try Mounts.inNamespace(Mounts.prelude + """
+            mount -t overlay overlay -o '\(joined)' "$S/containers/spec/merged"
+            test -x "$S/containers/spec/merged/bin/busybox"; test ! -e "$S/containers/spec/merged/etc/motd"
+            umount "$S/containers/spec/merged"
+            "$T" mount --root "$S" --volatile --name vol bb >/dev/null
+            grep " $S/containers/vol/merged " /proc/self/mountinfo | grep -c volatile
+            """, store: MountTable.resolve(store))
+        #expect(r.status == 0 && r.stdout == "1\n", "\(r.stdout) \(r.stderr)")
+    }
+
     /// The issue's end-to-end run: busybox imported, mounted, `runc run` writes a file in the
     /// container, `commit` makes a layer, `export` writes a layout, `umoci unpack` shows the file.
     @Test(.enabled(if: which("runc") != nil && which("umoci") != nil, "needs runc and umoci (Debian packages)"))

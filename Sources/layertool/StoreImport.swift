@@ -27,8 +27,11 @@ extension Unpack {
         let result: ImportResult
         do throws(StoreError) {
             let store = try LayerStore(root: storeRoot)
-            result = try store.importImage(layout: OCIImageLayout(path: layoutPath), reference: reference, name: name) { i, count, chainID in
-                Output.progress("[\(i + 1)/\(count)] \(chainID)")
+            let progress: LayerStore.ImportProgress = { i, count, chainID in Output.progress("[\(i + 1)/\(count)] \(chainID)") }
+            if DockerArchive.isArchive(layoutPath) {
+                result = try store.importArchive(layoutPath, reference: reference, name: name, progress: progress)
+            } else {
+                result = try store.importImage(layout: OCIImageLayout(path: layoutPath), reference: reference, name: name, progress: progress)
             }
         } catch {
             Output.endProgress()

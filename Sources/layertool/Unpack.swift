@@ -17,6 +17,8 @@ struct Unpack: ParsableCommand {
             With --image and no DEST, the image is imported into the layer store (--root): each layer
             the store does not have yet is unpacked in overlay format into its own dir, shared with
             every image that has it. Prints the image name, its chainID and each layer's chainID.
+            LAYOUT may also be a `docker save` tarball (an OCI layout inside, as Docker 25+ writes it,
+            or the older manifest.json form); its first tag names the image unless --name says.
 
             Examples:
               layertool unpack base.tar.gz app.tar.zst rootfs/
@@ -81,10 +83,24 @@ struct Unpack: ParsableCommand {
         options.applySELinuxLabels = selinuxLabels
 
         var inputs = [LayerInput]()
+        var extractedArchive: String? = nil
+        defer { if let extractedArchive { try? FileManager.default.removeItem(atPath: extractedArchive) } }
         do {
             if let image {
-                let (layoutPath, reference) = OCIImageLayout.parse(image)
-                let resolved = try OCIImageLayout(path: layoutPath).resolve(reference)
+                var (layoutPath, reference) = OCIImageLayout.parse(image)
+                var layout = OCIImageLayout(path: layoutPath)
+                if DockerArchive.isArchive(layoutPath) {
+                    // A docker save tarball: extracted beside DEST for the unpack, removed after.
+                    var template = Array("\(URL(fileURLWithPath: destination).deletingLastPathComponent().path)/.layertool-archive-XXXXXX".utf8CString)
+                    guard let made = mkdtemp(&template) else {
+                        throw LayerError(.input, layer: layoutPath, "cannot create a directory beside DEST to extract the archive: \(String(cString: strerror(errno)))")
+                    }
+                    extractedArchive = String(cString: made)
+                    let extracted = try DockerArchive.extract(layoutPath, into: extractedArchive! + "/image", reference: reference)
+                    layout = extracted.layout
+                    reference = extracted.reference
+                }
+                let resolved = try layout.resolve(reference)
                 for layer in resolved.layers {
                     inputs.append(LayerInput(source: .path(layer.blobPath), name: "\(layoutPath)@\(layer.descriptor.digest)",
                                              expecting: LayerExpectation(blobDigest: layer.descriptor.digest, diffID: layer.diffID)))

@@ -402,3 +402,75 @@ struct StoreMountTests {
         }
     }
 }
+
+/// `docker save` tarballs: the older manifest.json form and the OCI layout Docker 25+ writes.
+@Suite(.enabled(if: isRoot && which("tar") != nil && which("zstd") != nil && which("gzip") != nil,
+                "needs root (overlay-format store), GNU tar, gzip and zstd"))
+struct DockerArchiveTests {
+    static let busybox = fixturesDir + "/busybox"
+
+    /// The busybox fixture rewritten as an older `docker save` archive: uncompressed layers in
+    /// `<id>/layer.tar`, the config as `<hex>.json`, `manifest.json` with RepoTags.
+    static func legacyArchive(in tmp: TempDir, manifestLayers: [String]? = nil) throws -> String {
+        let dir = tmp.mkdir("docker-save")
+        let manifest = try Layout.manifestOf(Self.busybox)
+        let config = try #require(manifest["config"] as? [String: Any])["digest"] as! String
+        try FileManager.default.copyItem(atPath: Self.busybox + "/blobs/sha256/" + config.dropFirst(7), toPath: dir + "/" + config.dropFirst(7) + ".json")
+        var names = [String]()
+        for (i, layer) in try #require(manifest["layers"] as? [[String: Any]]).enumerated() {
+            let digest = (layer["digest"] as! String).dropFirst(7)
+            let tool = (layer["mediaType"] as! String).hasSuffix("zstd") ? "zstd" : "gzip"
+            try FileManager.default.createDirectory(atPath: dir + "/layer\(i)", withIntermediateDirectories: true)
+            let r = try run("/bin/sh", ["-c", "\"$1\" -dc \"$2\" > \"$3\"", "sh", which(tool)!, Self.busybox + "/blobs/sha256/" + digest, dir + "/layer\(i)/layer.tar"])
+            try #require(r.status == 0, "\(r.stderr)")
+            names.append("layer\(i)/layer.tar")
+        }
+        let entries: [[String: Any]] = [["Config": config.dropFirst(7) + ".json", "RepoTags": ["busybox:1.35"], "Layers": manifestLayers ?? names]]
+        try JSONSerialization.data(withJSONObject: entries).write(to: URL(fileURLWithPath: dir + "/manifest.json"))
+        let archive = tmp.sub("busybox-docker.tar")
+        let r = try run(which("tar")!, ["-C", dir, "-cf", archive, "."])
+        try #require(r.status == 0, "\(r.stderr)")
+        return archive
+    }
+
+    @Test func olderDockerSaveArchivesImportAndFlatten() throws {
+        let tmp = TempDir("docker-save")
+        let archive = try Self.legacyArchive(in: tmp)
+        let store = tmp.sub("store")
+        let r = try Tool.run(["unpack", "--image", archive, "--root", store, "--json"], scratch: tmp.path)
+        let record = try #require(try Tool.json(r.stdout) as? [String: Any], "\(r.stdout) \(r.stderr)")
+        #expect(record["name"] as? String == "busybox:1.35")
+        let chain = Layout.chainIDs(try Layout.diffIDs(Self.busybox))
+        #expect(record["chainID"] as? String == chain.last)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/staging").isEmpty, "the extracted archive was left in staging")
+
+        // Flattened, the archive gives the same tree as the OCI layout it came from.
+        let fromArchive = tmp.sub("from-archive"), fromLayout = tmp.sub("from-layout")
+        #expect(try Tool.run(["unpack", "--image", archive, fromArchive], scratch: tmp.path).status == 0)
+        #expect(try Tool.run(["unpack", "--image", Self.busybox + ":latest", fromLayout], scratch: tmp.path).status == 0)
+        let a = TreeSnapshot(fromArchive), b = TreeSnapshot(fromLayout)
+        #expect(a.nodes.count > 250 && a == b, "\(a.differences(from: b).prefix(5))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path).allSatisfy { !$0.hasPrefix(".layertool-archive") })
+    }
+
+    @Test func dockerSaveArchivesWithAnOCILayoutImportAsTheLayout() throws {
+        let tmp = TempDir("docker-save-oci")
+        let archive = tmp.sub("oci.tar")
+        #expect(try run(which("tar")!, ["-C", Self.busybox, "-cf", archive, "."]).status == 0)
+        let store = tmp.sub("store")
+        let r = try Tool.run(["unpack", "--image", archive + ":latest", "--root", store, "--name", "bb", "--json"], scratch: tmp.path)
+        let record = try #require(try Tool.json(r.stdout) as? [String: Any], "\(r.stdout) \(r.stderr)")
+        let fixture = try #require(try Layout.readJSON(Self.busybox + "/index.json")["manifests"] as? [[String: Any]]).first?["digest"] as? String
+        #expect(record["manifestDigest"] as? String == fixture)
+    }
+
+    @Test func aManifestNamingFilesOutsideTheArchiveIsRefused() throws {
+        let tmp = TempDir("docker-save-evil")
+        let archive = try Self.legacyArchive(in: tmp, manifestLayers: ["../../../../etc/passwd"])
+        let store = tmp.sub("store")
+        let r = try Tool.run(["unpack", "--image", archive, "--root", store], scratch: tmp.path)
+        #expect(r.status == 1 && r.stderr.contains("entry \"../../../../etc/passwd\": manifest.json names a file outside the archive"), "\(r.stderr)")
+        #expect(try LayerStore(root: store).images().isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/staging").isEmpty)
+    }
+}

@@ -58,6 +58,26 @@ extension LayerStore {
         return ImportResult(image: image, layers: imported)
     }
 
+    /// Imports an image from a `docker save` tarball (see `DockerArchive`), extracted into the
+    /// store's staging area for the import and removed after. The name defaults to the archive's
+    /// first tag (`busybox:latest`), else to `reference`.
+    @discardableResult
+    public func importArchive(_ archive: String, reference: String?, name: String? = nil,
+                              progress: ImportProgress? = nil) throws(StoreError) -> ImportResult {
+        // Held (on its own descriptor) for the whole import, so gc cannot clean the staging dir.
+        let guardLock = try FileLock(path: paths.storeLock)
+        try guardLock.lock(.shared)
+        defer { guardLock.unlock() }
+        let staging = try makeStagingDirectory()
+        defer { try? Self.removeTree(staging) }
+        let extracted: (layout: OCIImageLayout, reference: String?, tag: String?)
+        do { extracted = try DockerArchive.extract(archive, into: staging + "/archive", reference: reference) } catch {
+            throw StoreError(error)
+        }
+        return try importImage(layout: extracted.layout, reference: extracted.reference,
+                               name: name ?? extracted.tag, progress: progress)
+    }
+
     /// Makes sure one layer is in the store; the caller holds the store lock shared.
     func importLayer(_ layer: ImageLayer, chainID: Digest, parent: Digest?, lowerDirs: [String],
                              name: String) throws(StoreError) -> ImportedLayer {

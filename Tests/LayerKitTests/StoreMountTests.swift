@@ -307,6 +307,33 @@ struct StoreMountTests {
         #expect(r.status == 0 && r.stdout == "1\n", "\(r.stdout) \(r.stderr)")
     }
 
+    /// A store made inside a user namespace (as rootless runtimes run): layers carry
+    /// `user.overlay.*` markers, mounts use `userxattr`, and the image reads the same.
+    @Test func aStoreInsideAUserNamespaceUsesUserXattrs() throws {
+        let tmp = TempDir("userns")
+        let store = MountTable.resolve(tmp.path) + "/store"   // as mountinfo spells it
+        let r = try run(which("unshare")!, ["-r", "-m", "--propagation", "private", "/bin/sh", "-c", """
+            set -e
+            T=$1; S=$2
+            "$T" unpack --root "$S" --image \(Self.busybox):latest --name bb >/dev/null
+            "$T" mount --root "$S" --name c bb >/dev/null
+            M=$S/containers/c/merged
+            ls "$M/etc/removed-later"; test ! -e "$M/etc/motd"
+            echo x > "$M/x"; rm "$M/etc/passwd"
+            grep " $M " /proc/self/mountinfo | grep -o userxattr
+            "$T" umount --root "$S" c >/dev/null
+            "$T" commit --root "$S" c bb:changed >/dev/null
+            """, "sh", Tool.binary, store])
+        try #require(r.status == 0, "\(r.stdout) \(r.stderr)")
+        #expect(r.stdout == "kept\nuserxattr\n")
+        let s = try LayerStore(root: store)
+        #expect(s.overlayNamespace == .user)
+        let chain = try #require(try s.image(named: "bb")).chainIDs
+        let opaque = try run(which("getfattr")!, ["--only-values", "-n", "user.overlay.opaque", s.paths.diffDir(chain[1]) + "/etc/removed-later"])
+        #expect(opaque.stdout == "y", "\(opaque.stderr)")
+        #expect(try s.image(named: "bb:changed")?.chainIDs.count == 3)
+    }
+
     /// The issue's end-to-end run: busybox imported, mounted, `runc run` writes a file in the
     /// container, `commit` makes a layer, `export` writes a layout, `umoci unpack` shows the file.
     @Test(.enabled(if: which("runc") != nil && which("umoci") != nil, "needs runc and umoci (Debian packages)"))

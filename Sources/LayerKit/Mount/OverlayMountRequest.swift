@@ -42,7 +42,9 @@ public struct OverlayMountRequest: Sendable, Equatable {
 
     /// Options shared by both mount paths, after the dirs.
     var flagOptions: [String] {
-        var options = ["index=off", "redirect_dir=off"]
+        // redirect_dir=off keeps a renamed lower dir from becoming a redirect the diff engine
+        // cannot read; with userxattr the kernel already refuses redirects (and rejects the option).
+        var options = userXattr ? ["index=off"] : ["index=off", "redirect_dir=off"]
         if volatile && upperDir != nil { options.append("volatile") }
         if userXattr { options.append("userxattr") }
         return options

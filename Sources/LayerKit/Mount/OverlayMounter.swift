@@ -92,13 +92,15 @@ public enum OverlayMounter {
         }
         _ = try set("source", "overlay")
         _ = try set("index", "off")
-        _ = try set("redirect_dir", "off")
+        if !request.userXattr { _ = try set("redirect_dir", "off") }
         if request.volatile && request.upperDir != nil { _ = try set("volatile", nil) }
         if request.userXattr { _ = try set("userxattr", nil) }
 
         guard lk_fsconfig(fsfd, UInt32(LK_FSCONFIG_CMD_CREATE), nil, nil, 0) == 0 else {
             let code = errno
-            throw MountError(path: target, "overlayfs refused the mount", errno: Errno(rawValue: code), kernelMessages: readLog(fsfd))
+            let log = readLog(fsfd)
+            throw MountError(path: target, "overlayfs refused the mount" + (log.isEmpty ? " (dmesg has the kernel's reason)" : ""),
+                             errno: Errno(rawValue: code), kernelMessages: log)
         }
         let attributes = request.readOnly ? UInt32(LK_MOUNT_ATTR_RDONLY) : 0
         let mountFD = lk_fsmount(fsfd, UInt32(LK_FSMOUNT_CLOEXEC), attributes)

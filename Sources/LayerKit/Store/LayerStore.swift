@@ -55,7 +55,9 @@ public final class LayerStore {
                              "schema version \(found) is newer than this program knows (\(StoreSchema.latestVersion)): the store was written by a newer layertool")
         }
         _ = try Self.run(db) { db throws(DatabaseError) in try db.migrate(StoreSchema.migrations) }
-        let wanted = overlayNamespace ?? (geteuid() == 0 ? .trusted : .user)
+        // trusted.* needs CAP_SYS_ADMIN in the initial user namespace: root inside a user
+        // namespace (rootless runtimes) gets the user.* form, which overlayfs reads with userxattr.
+        let wanted = overlayNamespace ?? (geteuid() == 0 && Self.inInitialUserNamespace ? .trusted : .user)
         let key = "overlay_xattr_namespace"
         let stored: String = try Self.run(db) { db throws(DatabaseError) in
             try db.execute("INSERT OR IGNORE INTO store_settings (key, value) VALUES (?, ?)", key, wanted.rawValue)
@@ -69,6 +71,14 @@ public final class LayerStore {
         self.overlayNamespace = namespace
         openingCleanup = StoreCleanup()
         openingCleanup = try cleanUpIfIdle()
+    }
+
+    /// Whether this process runs in the initial user namespace (its uid map is the identity
+    /// over all ids), where root may set `trusted.*` xattrs and mount overlayfs without userxattr.
+    public static var inInitialUserNamespace: Bool {
+        guard let map = try? String(contentsOfFile: "/proc/self/uid_map", encoding: .utf8) else { return true }
+        let fields = map.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        return fields.count == 3 && fields[0] == "0" && fields[1] == "0" && fields[2] == "4294967295"
     }
 
     /// Whether a store has been created at `root`.

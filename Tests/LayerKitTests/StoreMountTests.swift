@@ -245,8 +245,8 @@ struct StoreMountTests {
         #expect(umount.status == 1 && umount.stderr.contains("is not mounted"), "\(umount.stderr)")
         let again = try Mounts.inNamespace(Mounts.prelude + """
             "$T" mount --root "$S" bb "$S/containers/c1/merged" --name c2 >/dev/null
-            if "$T" rm --root "$S" c2 2>err; then echo "removed a mounted container"; exit 6; fi
-            grep -q "umount it first" err
+            if "$T" rm --root "$S" c2 2>"$S/rm.err"; then echo "removed a mounted container"; exit 6; fi
+            grep -q "umount it first" "$S/rm.err"
             "$T" rm --root "$S" --force c2 >/dev/null
             grep -c " $S/containers/c1/merged " /proc/self/mountinfo || true
             """, store: store)

@@ -1,0 +1,98 @@
+import CFuse
+import LayerKit
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why the FUSE session could not be set up.
+public struct FuseServerError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Serves a `UnionFileSystem` over FUSE (libfuse3's low-level API, multithreaded). The mount
+/// shows as `fuse.layerkit-union` in /proc/self/mountinfo.
+///
+/// ```swift
+/// let server = try FuseUnionServer(union: union)
+/// try server.mount(at: "/merged")
+/// server.serve()        // until `umount /merged` or SIGTERM/SIGINT/SIGHUP
+/// ```
+public final class FuseUnionServer: @unchecked Sendable {
+    /// Mount and session settings.
+    public struct Options: Sendable {
+        /// How long the kernel may cache names and attributes (seconds). The union is the only
+        /// writer of its upper and lowers are read-only, so this can be long.
+        public var cacheTimeout: Double = 86_400
+        /// Worker threads of the loop.
+        public var maxThreads: UInt32 = 16
+        /// Let every user in (root only): `allow_other` with `default_permissions`, so that the
+        /// kernel checks permissions against the attributes.
+        public var allowOther: Bool = geteuid() == 0
+        /// The mount's source field in mountinfo.
+        public var fsName: String = "layerkit-union"
+        public init() {}
+    }
+
+    static let subtype = "layerkit-union"
+
+    let union: UnionFileSystem
+    let options: Options
+    private var session: OpaquePointer?
+    private var mounted = false
+
+    public init(union: UnionFileSystem, options: Options = Options()) {
+        self.union = union
+        self.options = options
+    }
+
+    deinit {
+        if let session {
+            if mounted { fuse_session_unmount(session) }
+            fuse_session_destroy(session)
+        }
+    }
+
+    /// Creates the session and mounts it on `target`; the mount is live when this returns
+    /// (requests wait in the kernel until `serve` reads them).
+    public func mount(at target: String) throws(FuseServerError) {
+        var mountOptions = ["fsname=\(options.fsName)", "subtype=\(Self.subtype)", "default_permissions"]
+        if options.allowOther { mountOptions.append("allow_other") }
+        let argv = ["layertool-fuse", "-o", mountOptions.joined(separator: ",")]
+        let cArgs = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: argv.count + 1)
+        for (i, a) in argv.enumerated() { cArgs[i] = strdup(a) }
+        cArgs[argv.count] = nil
+        var args = fuse_args(argc: Int32(argv.count), argv: cArgs, allocated: 0)
+        var ops = FuseOperations.table()
+        let userdata = Unmanaged.passUnretained(self).toOpaque()
+        guard let se = fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, userdata) else {
+            throw FuseServerError("cannot create the FUSE session (bad options?)")
+        }
+        session = se
+        guard fuse_session_mount(se, target) == 0 else {
+            throw FuseServerError("cannot mount FUSE on \(target) (is /dev/fuse there, and are we allowed to mount?)")
+        }
+        mounted = true
+    }
+
+    /// Serves requests until the file system is unmounted (`umount`, `fusermount3 -u`) or a
+    /// SIGTERM, SIGINT or SIGHUP arrives; then unmounts (if still mounted). Returns 0 on a clean
+    /// end, else libfuse's error.
+    @discardableResult
+    public func serve() -> Int32 {
+        guard let se = session else { return -EINVAL }
+        let signals = fuse_set_signal_handlers(se)
+        let rc = lkf_session_loop_mt(se, options.maxThreads)
+        if signals == 0 { fuse_remove_signal_handlers(se) }
+        unmount()
+        return rc
+    }
+
+    /// Unmounts (lazily, as libfuse does) if still mounted.
+    public func unmount() {
+        if let session, mounted {
+            fuse_session_unmount(session)
+            mounted = false
+        }
+    }
+}

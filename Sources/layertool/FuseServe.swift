@@ -1,0 +1,65 @@
+import ArgumentParser
+import LayerKit
+import LayerKitFUSE
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `layertool fuse-serve`: the userspace union daemon (hidden; `mount --driver fuse` starts it
+/// through `spawnFuseDaemon`).
+///
+/// Contract: mounts the union on TARGET, writes `ready\n` to `--ready-fd` once the mount is live
+/// (or one error line, then exits non-zero), serves until TARGET is unmounted (`umount`,
+/// `fusermount3 -u`) or SIGTERM/SIGINT/SIGHUP (then it unmounts itself), and exits 0.
+struct FuseServe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fuse-serve",
+        abstract: "Serve a copy-up union of LOWER dirs under UPPER on TARGET over FUSE.",
+        shouldDisplay: false
+    )
+
+    @Option(name: .customLong("lower"), help: "A lower dir, top first (repeat).")
+    var lowers: [String] = []
+
+    @Option(help: "The writable upper dir.")
+    var upper: String
+
+    @Option(help: "A work dir on the upper dir's file system.")
+    var work: String
+
+    @Option(name: .customLong("ready-fd"), help: "An fd to write \"ready\" (or an error line) to.")
+    var readyFD: Int32?
+
+    @Argument(help: "The mount point.")
+    var target: String
+
+    func run() throws {
+        let server: FuseUnionServer
+        do {
+            let union = try UnionFileSystem(lowers: lowers, upper: upper, work: work)
+            server = FuseUnionServer(union: union)
+            try server.mount(at: target)
+        } catch {
+            let line = "layertool: fuse-serve \(target): \(error)"
+            report(line)
+            printError(line)
+            throw ExitCode(1)
+        }
+        report("ready")
+        let rc = server.serve()
+        if rc != 0 { throw ExitCode(1) }
+    }
+
+    private func printError(_ line: String) {
+        let text = Array((line + "\n").utf8)
+        _ = text.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    }
+
+    /// Writes one line to the ready fd and closes it, so the waiting parent sees the end.
+    private func report(_ line: String) {
+        guard let fd = readyFD else { return }
+        let text = Array((line + "\n").utf8)
+        _ = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+}

@@ -76,8 +76,8 @@ public final class FuseUnionServer: @unchecked Sendable {
     }
 
     /// Serves requests until the file system is unmounted (`umount`, `fusermount3 -u`) or a
-    /// SIGTERM, SIGINT or SIGHUP arrives; then unmounts (if still mounted). Returns 0 on a clean
-    /// end, else libfuse's error.
+    /// SIGTERM, SIGINT or SIGHUP arrives; then unmounts (if still mounted). Returns 0 after an
+    /// unmount, the signal number after a signal, or a negative errno on failure.
     @discardableResult
     public func serve() -> Int32 {
         guard let se = session else { return -EINVAL }

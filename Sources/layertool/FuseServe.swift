@@ -46,8 +46,8 @@ struct FuseServe: ParsableCommand {
             throw ExitCode(1)
         }
         report("ready")
-        let rc = server.serve()
-        if rc != 0 { throw ExitCode(1) }
+        // 0 after an unmount, the signal's number after SIGTERM & co: both are a clean end.
+        if server.serve() < 0 { throw ExitCode(1) }
     }
 
     private func printError(_ line: String) {

@@ -12,6 +12,11 @@ struct FuseSpawnError: Error, CustomStringConvertible {
 /// live. Returns the daemon's pid; it exits by itself when TARGET is unmounted (`umount2`) or
 /// on SIGTERM. Throws with the daemon's own error line when it fails.
 func spawnFuseDaemon(lowers: [String], upper: String, work: String, target: String) throws -> pid_t {
+    try spawnFuseDaemon(lowers: lowers, upper: upper, work: work, target: target, executable: "/proc/self/exe")
+}
+
+/// The same, starting `executable` (a layertool binary) instead of this process's own.
+func spawnFuseDaemon(lowers: [String], upper: String, work: String, target: String, executable: String) throws -> pid_t {
     var pipeFDs: [Int32] = [-1, -1]
     guard pipe(&pipeFDs) == 0 else { throw FuseSpawnError(description: "pipe: \(String(cString: strerror(errno)))") }
     let (readEnd, writeEnd) = (pipeFDs[0], pipeFDs[1])
@@ -20,7 +25,7 @@ func spawnFuseDaemon(lowers: [String], upper: String, work: String, target: Stri
     _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
     defer { close(readEnd) }
     let readyFD: Int32 = 3
-    var arguments = ["/proc/self/exe", "fuse-serve"]
+    var arguments = [executable, "fuse-serve"]
     for lower in lowers { arguments += ["--lower", lower] }
     arguments += ["--upper", upper, "--work", work, "--ready-fd", String(readyFD), target]
 
@@ -45,7 +50,7 @@ func spawnFuseDaemon(lowers: [String], upper: String, work: String, target: Stri
     let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
     defer { for p in argv { free(p) } }
     var pid: pid_t = 0
-    let rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, argv, environ)
+    let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
     close(writeEnd)
     guard rc == 0 else { throw FuseSpawnError(description: "cannot start fuse-serve: \(String(cString: strerror(rc)))") }
 

@@ -4,8 +4,6 @@ import LayerKit
 import Glibc
 #endif
 
-/// The libfuse low-level callbacks: each finds the server through the request's userdata, calls
-/// the union and replies; a `UnionError` becomes its errno.
 @inline(__always)
 fileprivate func server(_ req: fuse_req_t?) -> FuseUnionServer {
     Unmanaged<FuseUnionServer>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
@@ -38,6 +36,8 @@ fileprivate func answer(_ req: fuse_req_t?, _ body: () throws(UnionError) -> Voi
     do throws(UnionError) { try body() } catch { fuse_reply_err(req, error.errno) }
 }
 
+/// The libfuse low-level callbacks: each finds the server through the request's userdata, calls
+/// the union and replies; a `UnionError` becomes its errno.
 enum FuseOperations {
     static func table() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
@@ -46,7 +46,7 @@ enum FuseOperations {
             guard let conn else { return }
             let want: UInt32 = UInt32(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ
                                       | FUSE_CAP_READDIRPLUS | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_READ
-                                      | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_EXPORT_SUPPORT)
+                                      | FUSE_CAP_ATOMIC_O_TRUNC)
             conn.pointee.want |= conn.pointee.capable & want
             conn.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS_AUTO)
             conn.pointee.max_write = 1 << 20

@@ -30,7 +30,11 @@ extension UnionFileSystem {
             let node = try node(ino, "open")
             let path = try linkedPath(node, "open")
             guard !node.isDirectory else { throw .with(EISDIR, "open", path) }
-            if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { try copyUp(node) }
+            if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
+                try copyUp(node, withoutData: true)   // the content is about to go: copy only the metadata
+            } else if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 {
+                try copyUp(node)
+            }
             let openFlags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC
             let fd = withCString(path) { openat(layers.fds[node.layer], $0, openFlags) }
             guard fd >= 0 else { throw .last("open", path) }

@@ -13,8 +13,8 @@ extension UnionFileSystem {
     /// Makes sure `node` lives in the upper: copies its parents up (dirs with their metadata),
     /// then the entry itself — content with its holes, owner, mode, times and xattrs — built under
     /// a temporary name in the work dir and renamed into place, so no half copy is ever visible.
-    /// Callers hold the mutex.
-    func copyUp(_ node: UnionNode) throws(UnionError) {
+    /// `withoutData` copies a file up empty (it is about to be truncated to 0). Callers hold the mutex.
+    func copyUp(_ node: UnionNode, withoutData: Bool = false) throws(UnionError) {
         if node.layer == UnionLayerStack.upper { return }
         guard let parent = node.parent else {
             throw UnionError(ENOENT, "copy-up", "#\(node.ino) (removed)")
@@ -26,7 +26,7 @@ extension UnionFileSystem {
         let temp = tempName()
         let work = layers.workFD
         do throws(UnionError) {
-            try buildCopy(of: path, st: st, from: node.layer, into: temp)
+            try buildCopy(of: path, st: st, from: node.layer, into: temp, withoutData: withoutData)
             // The parent is in the upper now; the name is free there (the entry was visible below).
             if withCString(temp, { t in withCString(path) { lk_renameat2(work, t, layers.fds[0], $0, UInt32(LK_RENAME_NOREPLACE)) } }) != 0 {
                 throw .last("copy-up: rename into the upper", path)
@@ -40,7 +40,7 @@ extension UnionFileSystem {
     }
 
     /// Writes a copy of `path` (from `layer`) as `temp` in the work dir, metadata included.
-    private func buildCopy(of path: [UInt8], st: stat, from layer: Int, into temp: [UInt8]) throws(UnionError) {
+    private func buildCopy(of path: [UInt8], st: stat, from layer: Int, into temp: [UInt8], withoutData: Bool) throws(UnionError) {
         let work = layers.workFD
         let sourceFD = layers.fds[layer]
         let source = UnionSys.absolute(layers.roots[layer], path)
@@ -53,7 +53,7 @@ extension UnionFileSystem {
             let output = withCString(temp) { openat(work, $0, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
             guard output >= 0 else { throw .last("copy-up: create in the work dir", path) }
             defer { close(output) }
-            try Self.copyData(from: input, to: output, size: Int64(st.st_size), path: path)
+            if !withoutData { try Self.copyData(from: input, to: output, size: Int64(st.st_size), path: path) }
             try copyXattrs(from: source, to: output, orPath: nil, path: path)
             if canChown && fchown(output, st.st_uid, st.st_gid) != 0 { throw .last("copy-up: chown", path) }
             if fchmod(output, st.st_mode & 0o7777) != 0 { throw .last("copy-up: chmod", path) }

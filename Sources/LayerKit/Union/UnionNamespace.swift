@@ -15,42 +15,59 @@ public struct UnionCaller: Sendable {
 extension UnionFileSystem {
     // MARK: Creating
 
-    /// Makes a new entry: built in the work dir by `make` under a temporary name, given its owner
-    /// (and made opaque for a dir where a lower layer has the name), then renamed into the upper.
+    /// Makes a new entry. Where the upper has nothing at the name, `make` creates it there
+    /// directly (it is new: nothing half-made can hide an older version). Over a whiteout it is
+    /// built in the work dir under a temporary name, given its owner (and made opaque for a dir
+    /// where a lower layer has the name), then renamed over the whiteout in one step.
     /// Callers hold the mutex. Returns the node (with one kernel reference counted) and its stat.
     private func createEntry(_ parentIno: UInt64, _ name: [UInt8], _ operation: String, caller: UnionCaller,
-                             make: (_ work: Int32, _ temp: [UInt8]) throws(UnionError) -> Void) throws(UnionError) -> (UnionNode, stat) {
+                             make: (_ dirFD: Int32, _ name: [UInt8]) throws(UnionError) -> Void) throws(UnionError) -> (UnionNode, stat) {
         let (dir, dirPath) = try directory(parentIno, operation)
         try Self.validName(name, operation)
         try checkNotReserved(name, operation)
         let path = UnionSys.join(dirPath, name)
         if try child(dir, dirPath, name) != nil { throw .with(EEXIST, operation, path) }
         try copyUp(dir)
-        let work = layers.workFD
-        let temp = tempName()
+        let upper = layers.fds[UnionLayerStack.upper]
+        var direct = true
+        if let existing = UnionSys.lstat(upper, path) {
+            guard UnionSys.isWhiteoutDevice(existing) else { throw .with(EEXIST, operation, path) }
+            direct = false
+        } else if layers.form == .aufs && UnionSys.exists(upper, UnionSys.join(dirPath, UnionLayerStack.whiteoutPrefix + name)) {
+            direct = false
+        }
+        let (fd, name2) = direct ? (upper, path) : (layers.workFD, tempName())
         do throws(UnionError) {
-            try make(work, temp)
-            guard let built = UnionSys.lstat(work, temp) else { throw .last(operation, path) }
+            try make(fd, name2)
+            guard var built = UnionSys.lstat(fd, name2) else { throw .last(operation, path) }
             let isDirectory = UnionSys.isDir(built)
             if canChown {
+                // Created by root: give it to the caller; the group stays the dir's under a setgid dir.
                 var gid = caller.gid
-                if let parentStat = UnionSys.lstat(layers.fds[UnionLayerStack.upper], dirPath), parentStat.st_mode & mode_t(S_ISGID) != 0 {
+                if let parentStat = UnionSys.lstat(upper, dirPath), parentStat.st_mode & mode_t(S_ISGID) != 0 {
                     gid = parentStat.st_gid
-                    if isDirectory { withCString(temp) { _ = fchmodat(work, $0, (built.st_mode & 0o7777) | mode_t(S_ISGID), 0) } }
+                    if isDirectory && built.st_mode & mode_t(S_ISGID) == 0 {
+                        withCString(name2) { _ = fchmodat(fd, $0, (built.st_mode & 0o7777) | mode_t(S_ISGID), 0) }
+                    }
                 }
-                if withCString(temp, { fchownat(work, $0, caller.uid, gid, AT_SYMLINK_NOFOLLOW) }) != 0 { throw .last(operation + ": chown", path) }
+                if built.st_uid != caller.uid || built.st_gid != gid {
+                    if withCString(name2, { fchownat(fd, $0, caller.uid, gid, AT_SYMLINK_NOFOLLOW) }) != 0 { throw .last(operation + ": chown", path) }
+                    if let again = UnionSys.lstat(fd, name2) { built = again }
+                }
             }
-            if isDirectory && lowerHas(dir, dirPath, name) {
-                try markOpaque(fd: work, relative: temp, absolute: UnionSys.absolute(layers.workRoot, temp))
+            if !direct {
+                if isDirectory && lowerHas(dir, dirPath, name) {
+                    try markOpaque(fd: layers.workFD, relative: name2, absolute: UnionSys.absolute(layers.workRoot, name2))
+                }
+                try install(name2, isDirectory: isDirectory, dirPath: dirPath, name: name, operation)
             }
-            try install(temp, isDirectory: isDirectory, dirPath: dirPath, name: name, operation)
             let node = makeNode(parent: dir, name: name, layer: UnionLayerStack.upper,
                                 dirLayers: isDirectory ? [UnionLayerStack.upper] : [], type: UnionSys.type(built))
-            let st = try stat(of: node, path: path, operation)
+            built.st_ino = ino_t(node.ino)
             node.lookups += 1
-            return (node, st)
+            return (node, built)
         } catch {
-            try? FS.removeTree(work, temp[...])
+            try? FS.removeTree(fd, name2[...])
             throw error
         }
     }
@@ -62,8 +79,8 @@ extension UnionFileSystem {
             var fd: Int32 = -1
             let openFlags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
             do throws(UnionError) {
-                let (_, st) = try createEntry(parent, name, "create", caller: caller) { (work, temp) throws(UnionError) in
-                    fd = withCString(temp) { openat(work, $0, openFlags, mode & 0o7777) }
+                let (_, st) = try createEntry(parent, name, "create", caller: caller) { (dirFD, entry) throws(UnionError) in
+                    fd = withCString(entry) { openat(dirFD, $0, openFlags, mode & 0o7777) }
                     if fd < 0 { throw .last("create", name) }
                 }
                 return (st, fd)
@@ -77,8 +94,8 @@ extension UnionFileSystem {
     /// Makes a dir.
     public func makeDirectory(parent: UInt64, name: [UInt8], mode: mode_t, caller: UnionCaller) throws(UnionError) -> stat {
         try mutex.locked { () throws(UnionError) -> stat in
-            try createEntry(parent, name, "mkdir", caller: caller) { (work, temp) throws(UnionError) in
-                if withCString(temp, { mkdirat(work, $0, mode & 0o7777) }) != 0 { throw .last("mkdir", name) }
+            try createEntry(parent, name, "mkdir", caller: caller) { (dirFD, entry) throws(UnionError) in
+                if withCString(entry, { mkdirat(dirFD, $0, mode & 0o7777) }) != 0 { throw .last("mkdir", name) }
             }.1
         }
     }
@@ -89,8 +106,8 @@ extension UnionFileSystem {
             if mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFCHR) && device == 0 {
                 throw .with(EPERM, "mknod (a 0/0 device is a whiteout)", name)
             }
-            return try createEntry(parent, name, "mknod", caller: caller) { (work, temp) throws(UnionError) in
-                if withCString(temp, { mknodat(work, $0, mode, device) }) != 0 { throw .last("mknod", name) }
+            return try createEntry(parent, name, "mknod", caller: caller) { (dirFD, entry) throws(UnionError) in
+                if withCString(entry, { mknodat(dirFD, $0, mode, device) }) != 0 { throw .last("mknod", name) }
             }.1
         }
     }
@@ -98,8 +115,8 @@ extension UnionFileSystem {
     /// Makes a symlink to `target`.
     public func makeSymlink(parent: UInt64, name: [UInt8], target: [UInt8], caller: UnionCaller) throws(UnionError) -> stat {
         try mutex.locked { () throws(UnionError) -> stat in
-            try createEntry(parent, name, "symlink", caller: caller) { (work, temp) throws(UnionError) in
-                if withCString(target, { t in withCString(temp) { symlinkat(t, work, $0) } }) != 0 { throw .last("symlink", name) }
+            try createEntry(parent, name, "symlink", caller: caller) { (dirFD, entry) throws(UnionError) in
+                if withCString(target, { t in withCString(entry) { symlinkat(t, dirFD, $0) } }) != 0 { throw .last("symlink", name) }
             }.1
         }
     }

@@ -85,7 +85,7 @@ fi
 DPID=
 M=
 # Unmount the driver first if a run was interrupted, then scratch.sh's cleanup.
-trap 'rc=$?; [ -n "$M" ] && umount -l "$M" 2>/dev/null; [ -n "$DPID" ] && kill "$DPID" 2>/dev/null; (exit $rc); cleanup' EXIT
+trap 'rc=$?; set +e; [ -n "$M" ] && umount -l "$M" 2>/dev/null; [ -n "$DPID" ] && kill "$DPID" 2>/dev/null; (exit $rc); cleanup' EXIT
 WORK=$(mktemp -d "$SCRATCH/lkbench-union.XXXXXX")
 LOWER=$WORK/lower
 M=$WORK/merged

@@ -9,12 +9,13 @@
 #include <stddef.h>
 #include <sys/stat.h>
 
-/// Runs the multi-threaded loop with at most `max_threads` workers.
-static inline int lkf_session_loop_mt(struct fuse_session *se, unsigned int max_threads) {
+/// Runs the multi-threaded loop with at most `max_threads` workers, of which at most
+/// `idle_threads` wait for requests (more are started under load and end when it passes).
+static inline int lkf_session_loop_mt(struct fuse_session *se, unsigned int max_threads, unsigned int idle_threads) {
     struct fuse_loop_config *config = fuse_loop_cfg_create();
     if (config == NULL) return -ENOMEM;
     fuse_loop_cfg_set_max_threads(config, max_threads);
-    fuse_loop_cfg_set_idle_threads(config, max_threads);
+    fuse_loop_cfg_set_idle_threads(config, idle_threads);
     fuse_loop_cfg_set_clone_fd(config, 0);
     int rc = fuse_session_loop_mt(se, config);
     fuse_loop_cfg_destroy(config);

@@ -48,6 +48,14 @@ enum FuseOperations {
                                       | FUSE_CAP_READDIRPLUS | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_READ
                                       | FUSE_CAP_ATOMIC_O_TRUNC)
             conn.pointee.want |= conn.pointee.capable & want
+            // Writeback caching: the kernel gathers small writes into page-sized ones and keeps
+            // size and times itself, sending them with setattr. Correct here because the union is
+            // the only writer of its upper; open and create then adjust their flags (see below).
+            let s = Unmanaged<FuseUnionServer>.fromOpaque(userdata!).takeUnretainedValue()
+            if s.options.writebackCache && conn.pointee.capable & UInt32(FUSE_CAP_WRITEBACK_CACHE) != 0 {
+                conn.pointee.want |= UInt32(FUSE_CAP_WRITEBACK_CACHE)
+                s.writebackEnabled = true
+            }
             conn.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS_AUTO)
             conn.pointee.max_write = 1 << 20
             conn.pointee.max_readahead = 1 << 20
@@ -176,7 +184,8 @@ enum FuseOperations {
         ops.open = { req, ino, fi in
             guard let fi else { fuse_reply_err(req, EINVAL); return }
             answer(req) { () throws(UnionError) in
-                let fd = try server(req).union.open(ino, flags: fi.pointee.flags)
+                let s = server(req)
+                let fd = try s.union.open(ino, flags: s.backingFlags(fi.pointee.flags))
                 fi.pointee.fh = FuseFileHandle(fd: fd).retainedFH()
                 // Page cache stays valid across opens: every change to the file goes through this mount.
                 lkf_set_keep_cache(fi, 1)
@@ -188,7 +197,7 @@ enum FuseOperations {
             guard let fi else { fuse_reply_err(req, EINVAL); return }
             let s = server(req)
             answer(req) { () throws(UnionError) in
-                let (st, fd) = try s.union.create(parent: parent, name: bytes(name), mode: mode, flags: fi.pointee.flags, caller: caller(req))
+                let (st, fd) = try s.union.create(parent: parent, name: bytes(name), mode: mode, flags: s.backingFlags(fi.pointee.flags), caller: caller(req))
                 fi.pointee.fh = FuseFileHandle(fd: fd).retainedFH()
                 lkf_set_keep_cache(fi, 1)
                 var e = fuse_entry_param()

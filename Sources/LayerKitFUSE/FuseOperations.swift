@@ -282,7 +282,7 @@ enum FuseOperations {
                 var looked = false
                 if index < 2 {
                     // "." and "..": attributes only; the kernel does not count them as lookups.
-                    e.attr.st_mode = mode_t(LK_DIR_MODE)
+                    e.attr.st_mode = mode_t(directoryModeForDots)
                     e.attr.st_ino = ino_t(ino)
                 } else {
                     guard let st = try? s.union.lookup(parent: ino, name: entry.name) else {
@@ -366,4 +366,4 @@ enum FuseOperations {
     }
 }
 
-private let LK_DIR_MODE = 0o040755
+private let directoryModeForDots = 0o040755

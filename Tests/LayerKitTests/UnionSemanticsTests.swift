@@ -166,6 +166,28 @@ private let cases: [SemanticsCase] = [
             """,
         expected: "0\n0\n"),
     SemanticsCase(
+        name: "other users: new entries are theirs; permissions are checked against the attributes",
+        lowers: ["mkdir -m 1777 shared; echo root > shared/rootfile; mkdir -m 2775 sgid; chown 0:50 sgid; chmod 2777 sgid"],
+        changes: """
+            u() { setpriv --reuid=1000 --regid=1000 --clear-groups "$@"; }
+            u sh -c 'echo mine > shared/mine; mkdir shared/d; ln -s x shared/l; echo in > sgid/f; mkdir sgid/sub'
+            show shared/mine shared/d sgid/f sgid/sub; stat -c '%u:%g' shared/l
+            u perl -e 'open(F, ">>", "shared/rootfile") or print "append to rootfile: $!\\n"'
+            u perl -e 'unlink("shared/rootfile") or print "unlink rootfile: $!\\n"'
+            cat shared/rootfile
+            """,
+        expected: """
+            shared/mine: file 644 1000:1000 size=5 nlink=1 d92bf619dc82
+            shared/d: dir 755 1000:1000
+            sgid/f: file 644 1000:50 size=3 nlink=1 ba8d2b9408ed
+            sgid/sub: dir 2755 1000:50
+            1000:1000
+            append to rootfile: Permission denied
+            unlink rootfile: Operation not permitted
+            root
+
+            """),
+    SemanticsCase(
         name: "a 100 MB file reads through and copies up whole",
         lowers: ["head -c 104857600 /dev/urandom > big; md5sum < big | cut -c1-12 > ../big.md5"],
         changes: """

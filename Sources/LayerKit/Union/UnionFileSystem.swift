@@ -54,7 +54,7 @@ public final class UnionFileSystem: @unchecked Sendable {
         self.canChown = geteuid() == 0
         var dirLayers = [UnionLayerStack.upper]
         if !layers.isOpaque(UnionLayerStack.upper, UnionSys.dot) {
-            for i in 1...max(1, layers.lowerCount) where i <= layers.lowerCount {
+            for i in stride(from: 1, through: layers.lowerCount, by: 1) {
                 guard let st = UnionSys.lstat(layers.fds[i], UnionSys.dot), UnionSys.isDir(st) else { break }
                 dirLayers.append(i)
                 if layers.isOpaque(i, UnionSys.dot) { break }
@@ -100,7 +100,7 @@ public final class UnionFileSystem: @unchecked Sendable {
     func releaseIfUnused(_ node: UnionNode) {
         if node.names.isEmpty && node.lookups == 0 && !node.isRoot {
             nodes[node.ino] = nil
-            for (key, value) in hardlinks where value === node { hardlinks[key] = nil }
+            if let key = node.hardlinkKey, hardlinks[key] === node { hardlinks[key] = nil }
         }
     }
 
@@ -172,6 +172,7 @@ public final class UnionFileSystem: @unchecked Sendable {
             }
             let node = makeNode(parent: parent, name: name, layer: r.layer, dirLayers: r.dirLayers, type: type)
             hardlinks[key] = node
+            node.hardlinkKey = key
             return node
         }
         return makeNode(parent: parent, name: name, layer: r.layer, dirLayers: r.dirLayers, type: type)

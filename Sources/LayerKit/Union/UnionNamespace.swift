@@ -150,7 +150,9 @@ extension UnionFileSystem {
             dir.children[newName] = node
             let st = try stat(of: node, path: path, "link")
             if let backing = UnionSys.lstat(upper, path) {
-                hardlinks[HardlinkKey(dev: UInt64(backing.st_dev), ino: UInt64(backing.st_ino))] = node
+                let key = HardlinkKey(dev: UInt64(backing.st_dev), ino: UInt64(backing.st_ino))
+                hardlinks[key] = node
+                node.hardlinkKey = key
             }
             node.lookups += 1
             return st

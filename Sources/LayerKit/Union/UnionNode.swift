@@ -21,6 +21,8 @@ final class UnionNode {
     var type: mode_t
     /// Outstanding kernel lookups (FUSE nlookup).
     var lookups: UInt64 = 0
+    /// For an upper file with several names: its backing (dev, ino), the key all names share.
+    var hardlinkKey: UnionFileSystem.HardlinkKey?
 
     init(ino: UInt64, parent: UnionNode?, name: [UInt8], layer: Int, dirLayers: [Int], type: mode_t) {
         self.ino = ino

@@ -48,6 +48,7 @@ public final class FuseUnionServer: @unchecked Sendable {
     nonisolated(unsafe) var writebackEnabled = false
     private var session: OpaquePointer?
     private var mounted = false
+    private var signalsInstalled = false
 
     public init(union: UnionFileSystem, options: Options = Options()) {
         self.union = union
@@ -56,6 +57,7 @@ public final class FuseUnionServer: @unchecked Sendable {
 
     deinit {
         if let session {
+            if signalsInstalled { fuse_remove_signal_handlers(session) }
             if mounted { fuse_session_unmount(session) }
             fuse_session_destroy(session)
         }
@@ -77,6 +79,9 @@ public final class FuseUnionServer: @unchecked Sendable {
             throw FuseServerError("cannot create the FUSE session (bad options?)")
         }
         session = se
+        // Before the mount goes live (and the caller is told so): a SIGTERM that follows at once
+        // must end the loop cleanly, not kill the process with the mount left behind.
+        signalsInstalled = fuse_set_signal_handlers(se) == 0
         guard fuse_session_mount(se, target) == 0 else {
             throw FuseServerError("cannot mount FUSE on \(target) (is /dev/fuse there, and are we allowed to mount?)")
         }
@@ -89,9 +94,8 @@ public final class FuseUnionServer: @unchecked Sendable {
     @discardableResult
     public func serve() -> Int32 {
         guard let se = session else { return -EINVAL }
-        let signals = fuse_set_signal_handlers(se)
         let rc = options.maxThreads <= 1 ? fuse_session_loop(se) : lkf_session_loop_mt(se, options.maxThreads, options.maxThreads)
-        if signals == 0 { fuse_remove_signal_handlers(se) }
+        if signalsInstalled { fuse_remove_signal_handlers(se); signalsInstalled = false }
         unmount()
         return rc
     }

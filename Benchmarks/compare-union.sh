@@ -96,7 +96,7 @@ log "building the lower layer in $LOWER"
 head -c $((1 << 30)) /dev/urandom > "$LOWER/big1g"
 head -c $((100 << 20)) /dev/urandom > "$LOWER/big100m"
 mkdir "$LOWER/small"
-perl -e 'for my $i (0..99) { open(my $f, ">", "$ARGV[0]/small/f$i") or die; print $f "x" x 4096; close $f }' "$LOWER"
+perl -e 'for my $i (0..999) { open(my $f, ">", "$ARGV[0]/small/f$i") or die; print $f "x" x 4096; close $f }' "$LOWER"
 perl -e '
   my $root = "$ARGV[0]/tree";
   mkdir $root or die;
@@ -141,7 +141,7 @@ declare -A ROWLABEL=(
   [seqread]='sequential read, 1 GiB file (cat)'
   [readdir]='readdir of 100,000 files (find)'
   [stat]='readdir + stat of 100,000 files (find -printf %s)'
-  [copyup4k]='copy-up of a 4 KiB file (append; per file, 100 files)'
+  [copyup4k]='copy-up of a 4 KiB file (append; per file, 1,000 files)'
   [copyup100m]='copy-up of a 100 MiB file (append)'
   [untar]='untar of the rootfs layer into the mount (tar -xf)'
 )
@@ -154,9 +154,9 @@ run_row() {
     stat) t0=$EPOCHREALTIME; find "$M/tree" -printf '%s\n' > /dev/null; t1=$EPOCHREALTIME ;;
     copyup4k)
       t0=$EPOCHREALTIME
-      for i in $(seq 0 99); do echo y >> "$M/small/f$i"; done
+      for i in $(seq 0 999); do echo y >> "$M/small/f$i"; done
       t1=$EPOCHREALTIME
-      echo $(( (${t1/./} - ${t0/./}) / 100 )); return ;;
+      echo $(( (${t1/./} - ${t0/./}) / 1000 )); return ;;
     copyup100m) t0=$EPOCHREALTIME; echo y >> "$M/big100m"; t1=$EPOCHREALTIME ;;
     untar) t0=$EPOCHREALTIME; tar -xf "$ROOTFS_TAR" -C "$M"; t1=$EPOCHREALTIME ;;
   esac
@@ -195,7 +195,7 @@ for row in "${ROWS[@]}"; do
   echo "| ${ROWLABEL[$row]} | $(fmt "$k") | $(fmt "$f") | $(fmt "$u") | $ratio |"
 done
 echo
-echo "Lower: one layer on the scratch fs (1 GiB and 100 MiB random files, 100 x 4 KiB files, 100 dirs x 1,000 small files); \
+echo "Lower: one layer on the scratch fs (1 GiB and 100 MiB random files, 1,000 x 4 KiB files, 100 dirs x 1,000 small files); \
 the untar row extracts \`$(basename "$ROOTFS_TAR")\` ($(du -h "$ROOTFS_TAR" | cut -f1)) with GNU tar. Each run mounts afresh on an empty \
 upper; kernel overlayfs with redirect_dir=off,metacopy=off,index=off; fuse-overlayfs and the union with their defaults. \
 Times from bash's \`\$EPOCHREALTIME\` around the command; below 1.00x the union is faster."

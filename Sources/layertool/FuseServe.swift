@@ -30,13 +30,24 @@ struct FuseServe: ParsableCommand {
     @Option(name: .customLong("ready-fd"), help: "An fd to write \"ready\" (or an error line) to.")
     var readyFD: Int32?
 
+    @Option(name: .customLong("whiteout-form"),
+            help: "overlay or aufs: force how deletions are recorded in the upper (default: overlay where a 0/0 device can be made).")
+    var whiteoutForm: String?
+
     @Argument(help: "The mount point.")
     var target: String
 
     func run() throws {
         let server: FuseUnionServer
         do {
-            let union = try UnionFileSystem(lowers: lowers, upper: upper, work: work)
+            var options = UnionFileSystem.Options()
+            switch whiteoutForm {
+            case nil: break
+            case "aufs": options.whiteoutForm = .aufs
+            case "overlay": options.whiteoutForm = .overlay(geteuid() == 0 ? .trusted : .user)
+            case let other?: throw FuseServerError("--whiteout-form \(other): expected overlay or aufs")
+            }
+            let union = try UnionFileSystem(lowers: lowers, upper: upper, work: work, options: options)
             server = FuseUnionServer(union: union)
             try server.mount(at: target)
         } catch {

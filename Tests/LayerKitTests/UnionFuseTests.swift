@@ -29,12 +29,13 @@ struct UnionFuseTests {
 
     /// `layertool diff --upper` on an upper the FUSE union wrote, applied onto the lower, gives
     /// the merged tree as seen through the mount.
-    @Test func diffOfTheUpperItWroteGivesTheMergedTree() throws {
+    @Test(arguments: [UnionDriver.fuse, .fuseAufs])
+    func diffOfTheUpperItWroteGivesTheMergedTree(_ driver: UnionDriver) throws {
         let layout = try UnionMounts.Layout("fuse-diff", lowers: [
             "echo a > a; echo b > b; mkdir d; echo x > d/x; mkdir e; echo z > e/z; ln -s a s; mkfifo p; truncate -s 8M sparse; setfattr -n user.k -v v a",
         ])
         let newCopy = layout.tmp.mkdir("newcopy")
-        let r = try layout.session(.fuse, """
+        let r = try layout.session(driver, """
             set -e
             echo more >> a; rm b; rm -r e; mkdir e; echo new > e/n; chmod 600 d/x; chown 5:6 s 2>/dev/null || chown -h 5:6 s
             ln a d/a2; mv d/x x-moved; setfattr -n user.k -v changed a; printf Z >> sparse
@@ -183,6 +184,24 @@ struct UnionFuseTests {
         let r = try run(which("unshare")!, ["-m", "--propagation", "private", UnionMounts.sh, "-c", script])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "a\nTransport endpoint is not connected\nTransport endpoint is not connected\nunmounted\n0\n", "got:\n\(r.stdout)")
+        UnionMounts.expectNoLeftoverMount()
+    }
+
+    @Test func fusermountUnmountEndsTheDaemonWithZero() throws {
+        let layout = try UnionMounts.Layout("fuse-fusermount", lowers: ["echo a > a"])
+        try #require(which("fusermount3") != nil, "no fusermount3")
+        let q = UnionMounts.q
+        let script = """
+            \(UnionMounts.mountLines(.fuse, lowers: layout.lowers, upper: layout.upper, work: layout.work, merged: layout.merged, scratch: layout.tmp.path))
+            cat \(q(layout.merged + "/a"))
+            fusermount3 -u \(q(layout.merged)) || exit 93
+            wait "$DPID"; echo "exit $?"
+            grep -c ' fuse.layerkit-union ' /proc/self/mountinfo
+            true
+            """
+        let r = try run(which("unshare")!, ["-m", "--propagation", "private", UnionMounts.sh, "-c", script])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "a\nexit 0\n0\n", "got:\n\(r.stdout)")
         UnionMounts.expectNoLeftoverMount()
     }
 

@@ -213,6 +213,13 @@ struct UnionSemanticsTests {
         let r = try layout.session(driver, c.changes)
         #expect(r.status == 0, "\(driver.testDescription): script exited \(r.status): \(r.stderr) \(layout.daemonErrors)")
         #expect(r.stdout == c.expected, "\(driver.testDescription), \(c.name):\n--- got\n\(r.stdout)--- expected\n\(c.expected)--- stderr\n\(r.stderr)")
+        if driver == .fuseAufs {
+            // The upper really is in aufs form: no 0/0 device and no overlayfs xattr in it.
+            let find = try run(which("find")!, [layout.upper, "-type", "c", "-printf", "%p %Hr:%Lr\n"])
+            #expect(!find.stdout.contains(" 0:0"), "aufs-form upper holds 0/0 devices:\n\(find.stdout)")
+            let dump = try run(which("getfattr")!, ["-R", "-P", "-h", "-d", "-m", "-", "--absolute-names", layout.upper])
+            #expect(!dump.stdout.contains(".overlay."), "aufs-form upper holds overlayfs xattrs:\n\(dump.stdout)")
+        }
         UnionMounts.expectNoLeftoverMount()
     }
 }

@@ -12,8 +12,16 @@ import Glibc
 enum UnionDriver: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case kernel
     case fuse
+    /// The FUSE union writing aufs-form whiteouts (`.wh.NAME`), as it does where mknod is refused.
+    case fuseAufs
 
-    var testDescription: String { self == .kernel ? "kernel overlayfs" : "FUSE union" }
+    var testDescription: String {
+        switch self {
+        case .kernel: return "kernel overlayfs"
+        case .fuse: return "FUSE union"
+        case .fuseAufs: return "FUSE union, aufs-form upper"
+        }
+    }
 }
 
 enum UnionMounts {
@@ -61,8 +69,9 @@ enum UnionMounts {
                 mount -t overlay overlay -o \(q("lowerdir=" + lowers.joined(separator: ":") + ",upperdir=\(upper),workdir=\(work),redirect_dir=off,metacopy=off,index=off")) \(q(merged)) || exit \(mountFailed)
                 DPID=
                 """
-        case .fuse:
-            let lowerArgs = lowers.map { "--lower \(q($0))" }.joined(separator: " ")
+        case .fuse, .fuseAufs:
+            var lowerArgs = lowers.map { "--lower \(q($0))" }.joined(separator: " ")
+            if driver == .fuseAufs { lowerArgs += " --whiteout-form aufs" }
             return """
                 rm -f \(q(scratch + "/ready")); mkfifo \(q(scratch + "/ready")) || exit \(mountFailed)
                 \(q(layertool)) fuse-serve \(lowerArgs) --upper \(q(upper)) --work \(q(work)) --ready-fd 3 \(q(merged)) 3>\(q(scratch + "/ready")) 2>>\(q(scratch + "/daemon.err")) &

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /// Runs the multi-threaded loop with at most `max_threads` workers, of which at most
 /// `idle_threads` wait for requests (more are started under load and end when it passes).
@@ -32,15 +33,36 @@ static inline int lkf_reply_fd_data(fuse_req_t req, int fd, size_t size, off_t o
     return fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-/// Writes the request's data (in memory or still in a pipe) to `fd` at `offset` and answers.
-static inline void lkf_write_buf(fuse_req_t req, struct fuse_bufvec *in, int fd, off_t offset) {
-    struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
-    out.buf[0].flags = (enum fuse_buf_flags)(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-    out.buf[0].fd = fd;
-    out.buf[0].pos = offset;
-    ssize_t n = fuse_buf_copy(&out, in, (enum fuse_buf_copy_flags)0);
-    if (n < 0) fuse_reply_err(req, (int)-n);
-    else fuse_reply_write(req, (size_t)n);
+/// Writes the request's data to `fd` at `offset` and answers. A short write (a full disk) is
+/// answered with its count, which the kernel hands back to the writer, except for a write-back of
+/// cached pages (`writepage`): the kernel would take a short count there as success and drop the
+/// rest, so it gets the error instead.
+static inline void lkf_write_buf(fuse_req_t req, struct fuse_bufvec *in, int fd, off_t offset, int writepage) {
+    size_t total = fuse_buf_size(in);
+    if (in->count != 1 || (in->buf[0].flags & FUSE_BUF_IS_FD)) {
+        struct fuse_bufvec out = FUSE_BUFVEC_INIT(total);
+        out.buf[0].flags = (enum fuse_buf_flags)(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+        out.buf[0].fd = fd;
+        out.buf[0].pos = offset;
+        ssize_t n = fuse_buf_copy(&out, in, (enum fuse_buf_copy_flags)0);
+        if (n < 0) fuse_reply_err(req, (int)-n);
+        else if ((size_t)n < total && writepage) fuse_reply_err(req, ENOSPC);
+        else fuse_reply_write(req, (size_t)n);
+        return;
+    }
+    const char *data = (const char *)in->buf[0].mem + in->off;
+    size_t done = 0;
+    while (done < total) {
+        ssize_t n = pwrite(fd, data + done, total - done, offset + (off_t)done);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (done == 0 || writepage) { fuse_reply_err(req, errno); return; }
+            break;
+        }
+        if (n == 0) { if (writepage) { fuse_reply_err(req, EIO); return; } break; }
+        done += (size_t)n;
+    }
+    fuse_reply_write(req, done);
 }
 
 /// The file-info bits Swift cannot set through the bitfield accessors reliably.

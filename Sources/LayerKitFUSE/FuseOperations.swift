@@ -44,7 +44,8 @@ enum FuseOperations {
 
         ops.`init` = { userdata, conn in
             guard let conn else { return }
-            let want: UInt32 = UInt32(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ
+            // No FUSE_CAP_SPLICE_READ: write data arrives in memory, so a short write can be told apart.
+            let want: UInt32 = UInt32(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE
                                       | FUSE_CAP_READDIRPLUS | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_READ
                                       | FUSE_CAP_ATOMIC_O_TRUNC)
             conn.pointee.want |= conn.pointee.capable & want
@@ -217,7 +218,7 @@ enum FuseOperations {
 
         ops.write_buf = { req, _, bufv, offset, fi in
             guard let fi, let bufv else { fuse_reply_err(req, EBADF); return }
-            lkf_write_buf(req, bufv, FuseFileHandle.borrow(fi.pointee.fh).fd, offset)
+            lkf_write_buf(req, bufv, FuseFileHandle.borrow(fi.pointee.fh).fd, offset, fi.pointee.writepage != 0 ? 1 : 0)
         }
 
         ops.flush = { req, _, _ in fuse_reply_err(req, 0) }

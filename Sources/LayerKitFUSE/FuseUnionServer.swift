@@ -36,6 +36,8 @@ public final class FuseUnionServer: @unchecked Sendable {
         /// The mount's source field in mountinfo.
         public var fsName: String = "layerkit-union"
         /// Let the kernel cache writes (FUSE_CAP_WRITEBACK_CACHE) and send them in large blocks.
+        /// A write error of the upper (ENOSPC) then reaches the writer at close() or fsync()
+        /// instead of write(), as with any write-back cache; it is never dropped.
         public var writebackCache: Bool = true
         public init() {}
     }
@@ -100,12 +102,13 @@ public final class FuseUnionServer: @unchecked Sendable {
         return rc
     }
 
-    /// The flags to open a backing file with. With writeback caching the kernel may read pages
-    /// of a file opened write-only and computes append offsets itself: write-only becomes
-    /// read-write and O_APPEND is dropped.
+    /// The flags to open a backing file with. O_DIRECT stays with the kernel (the backing fd gets
+    /// the kernel's buffers, not the caller's aligned ones). With writeback caching the kernel
+    /// may read pages of a file opened write-only and computes append offsets itself:
+    /// write-only becomes read-write and O_APPEND is dropped.
     func backingFlags(_ flags: Int32) -> Int32 {
-        guard writebackEnabled else { return flags }
-        var f = flags
+        var f = flags & ~Int32(0o40000)   // O_DIRECT (not imported: it needs _GNU_SOURCE)
+        guard writebackEnabled else { return f }
         if f & O_ACCMODE == O_WRONLY { f = (f & ~O_ACCMODE) | O_RDWR }
         return f & ~O_APPEND
     }

@@ -36,10 +36,10 @@ extension UnionFileSystem {
         } else if layers.form == .aufs && UnionSys.exists(upper, UnionSys.join(dirPath, UnionLayerStack.whiteoutPrefix + name)) {
             direct = false
         }
-        let (fd, name2) = direct ? (upper, path) : (layers.workFD, tempName())
+        let (entryDirFD, entryName) = direct ? (upper, path) : (layers.workFD, tempName())
         do throws(UnionError) {
-            try make(fd, name2)
-            guard var built = UnionSys.lstat(fd, name2) else { throw .last(operation, path) }
+            try make(entryDirFD, entryName)
+            guard var built = UnionSys.lstat(entryDirFD, entryName) else { throw .last(operation, path) }
             let isDirectory = UnionSys.isDir(built)
             if canChown {
                 // Created by root: give it to the caller; the group stays the dir's under a setgid dir.
@@ -47,19 +47,19 @@ extension UnionFileSystem {
                 if let parentStat = UnionSys.lstat(upper, dirPath), parentStat.st_mode & mode_t(S_ISGID) != 0 {
                     gid = parentStat.st_gid
                     if isDirectory && built.st_mode & mode_t(S_ISGID) == 0 {
-                        withCString(name2) { _ = fchmodat(fd, $0, (built.st_mode & 0o7777) | mode_t(S_ISGID), 0) }
+                        withCString(entryName) { _ = fchmodat(entryDirFD, $0, (built.st_mode & 0o7777) | mode_t(S_ISGID), 0) }
                     }
                 }
                 if built.st_uid != caller.uid || built.st_gid != gid {
-                    if withCString(name2, { fchownat(fd, $0, caller.uid, gid, AT_SYMLINK_NOFOLLOW) }) != 0 { throw .last(operation + ": chown", path) }
-                    if let again = UnionSys.lstat(fd, name2) { built = again }
+                    if withCString(entryName, { fchownat(entryDirFD, $0, caller.uid, gid, AT_SYMLINK_NOFOLLOW) }) != 0 { throw .last(operation + ": chown", path) }
+                    if let again = UnionSys.lstat(entryDirFD, entryName) { built = again }
                 }
             }
             if !direct {
                 if isDirectory && lowerHas(dir, dirPath, name) {
-                    try markOpaque(fd: layers.workFD, relative: name2, absolute: UnionSys.absolute(layers.workRoot, name2))
+                    try markOpaque(fd: layers.workFD, relative: entryName, absolute: UnionSys.absolute(layers.workRoot, entryName))
                 }
-                try install(name2, isDirectory: isDirectory, dirPath: dirPath, name: name, operation)
+                try install(entryName, isDirectory: isDirectory, dirPath: dirPath, name: name, operation)
             }
             let node = makeNode(parent: dir, name: name, layer: UnionLayerStack.upper,
                                 dirLayers: isDirectory ? [UnionLayerStack.upper] : [], type: UnionSys.type(built))
@@ -67,7 +67,7 @@ extension UnionFileSystem {
             node.lookups += 1
             return (node, built)
         } catch {
-            try? FS.removeTree(fd, name2[...])
+            try? FS.removeTree(entryDirFD, entryName[...])
             throw error
         }
     }

@@ -34,10 +34,15 @@ struct FuseServe: ParsableCommand {
             help: "overlay or aufs: force how deletions are recorded in the upper (default: overlay where a 0/0 device can be made).")
     var whiteoutForm: String?
 
+    @Flag(name: .customLong("no-writeback-cache"),
+          help: "Write through to the upper on every write(), so that a full disk fails the write itself rather than a later close() or fsync().")
+    var noWritebackCache = false
+
     @Argument(help: "The mount point.")
     var target: String
 
     func run() throws {
+        closeInheritedDescriptors()
         let server: FuseUnionServer
         do {
             var options = UnionFileSystem.Options()
@@ -48,7 +53,9 @@ struct FuseServe: ParsableCommand {
             case let other?: throw FuseServerError("--whiteout-form \(other): expected overlay or aufs")
             }
             let union = try UnionFileSystem(lowers: lowers, upper: upper, work: work, options: options)
-            server = FuseUnionServer(union: union)
+            var serverOptions = FuseUnionServer.Options()
+            serverOptions.writebackCache = !noWritebackCache
+            server = FuseUnionServer(union: union, options: serverOptions)
             try server.mount(at: target)
         } catch {
             let line = "layertool: fuse-serve \(target): \(error)"
@@ -59,6 +66,20 @@ struct FuseServe: ParsableCommand {
         report("ready")
         // 0 after an unmount, the signal's number after SIGTERM & co: both are a clean end.
         if server.serve() < 0 { throw ExitCode(1) }
+    }
+
+    /// Closes every fd but stdio and the ready fd: a lock fd the starter held without
+    /// close-on-exec (a store's flock) would otherwise stay held for as long as the daemon serves.
+    private func closeInheritedDescriptors() {
+        guard let dir = opendir("/proc/self/fd") else { return }
+        let own = dirfd(dir)
+        var open: [Int32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if let fd = Int32(name), fd > 2, fd != own, fd != readyFD { open.append(fd) }
+        }
+        closedir(dir)
+        for fd in open { close(fd) }
     }
 
     private func printError(_ line: String) {

@@ -48,3 +48,25 @@ struct UnionSpawnTests {
         UnionMounts.expectNoLeftoverMount()
     }
 }
+
+extension UnionSpawnTests {
+    @Test func theDaemonInheritsNoOtherFileDescriptor() throws {
+        let tmp = TempDir("union-spawn-fds")
+        let lower = tmp.mkdir("lower"), upper = tmp.mkdir("upper"), work = tmp.mkdir("work"), target = tmp.mkdir("merged")
+        // A lock held through an fd without close-on-exec, as a caller's store lock might be.
+        let lockPath = tmp.sub("lock")
+        let lockFD = open(lockPath, O_RDWR | O_CREAT, 0o600)
+        try #require(lockFD >= 0)
+        try #require(flock(lockFD, LOCK_EX) == 0)
+        let pid = try spawnFuseDaemon(lowers: [lower], upper: upper, work: work, target: target, executable: UnionMounts.layertool)
+        defer {
+            umount2(target, 0)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+        close(lockFD)
+        let again = open(lockPath, O_RDWR)
+        defer { close(again) }
+        #expect(flock(again, LOCK_EX | LOCK_NB) == 0, "the daemon still holds the caller's lock")
+    }
+}

@@ -186,8 +186,8 @@ enum FuseOperations {
             guard let fi else { fuse_reply_err(req, EINVAL); return }
             answer(req) { () throws(UnionError) in
                 let s = server(req)
-                let fd = try s.union.open(ino, flags: s.backingFlags(fi.pointee.flags))
-                fi.pointee.fh = FuseFileHandle(fd: fd).retainedFH()
+                let (fd, inUpper) = try s.union.openFile(ino, flags: s.backingFlags(fi.pointee.flags))
+                fi.pointee.fh = FuseFileHandle(fd: fd, inUpper: inUpper).retainedFH()
                 // Page cache stays valid across opens: every change to the file goes through this mount.
                 lkf_set_keep_cache(fi, 1)
                 if fuse_reply_open(req, fi) != 0 { _ = FuseFileHandle.take(fi.pointee.fh) }
@@ -211,9 +211,10 @@ enum FuseOperations {
             }
         }
 
-        ops.read = { req, _, size, offset, fi in
+        ops.read = { req, ino, size, offset, fi in
             guard let fi else { fuse_reply_err(req, EBADF); return }
-            _ = lkf_reply_fd_data(req, FuseFileHandle.borrow(fi.pointee.fh).fd, size, offset)
+            let fd = FuseFileHandle.borrow(fi.pointee.fh).readFD(server(req).union, ino)
+            _ = lkf_reply_fd_data(req, fd, size, offset)
         }
 
         ops.write_buf = { req, _, bufv, offset, fi in

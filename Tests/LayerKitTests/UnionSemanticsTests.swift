@@ -127,6 +127,17 @@ private let cases: [SemanticsCase] = [
 
             """),
     SemanticsCase(
+        name: "a file open read-only before its copy-up reads the new content after it",
+        lowers: ["echo old > f; head -c 1048576 /dev/zero > big"],
+        changes: """
+            exec 3< f 4< big
+            echo new > f; printf X | dd of=big bs=1 seek=1000000 conv=notrunc status=none
+            dd if=f iflag=nocache count=0 status=none; dd if=big iflag=nocache count=0 status=none
+            cat <&3; tail -c +1000001 <&4 | head -c 1; echo
+            exec 3<&- 4<&-
+            """,
+        expected: "new\nX\n"),
+    SemanticsCase(
         name: "hardlinks: a lower file linked is copied up and both names share the inode",
         lowers: ["echo one > a"],
         changes: """

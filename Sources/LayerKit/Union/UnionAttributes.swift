@@ -26,7 +26,13 @@ extension UnionFileSystem {
     /// Opens a file for I/O: writing or truncating copies a lower file up first. The caller owns
     /// the returned fd (reads and writes go straight to it, without the union's lock).
     public func open(_ ino: UInt64, flags: Int32) throws(UnionError) -> Int32 {
-        try mutex.locked { () throws(UnionError) -> Int32 in
+        try openFile(ino, flags: flags).fd
+    }
+
+    /// `open`, also telling whether the fd is on the upper. A read-only fd on a lower file goes
+    /// stale once the file is copied up: `isInUpper` tells when to open it again.
+    public func openFile(_ ino: UInt64, flags: Int32) throws(UnionError) -> (fd: Int32, inUpper: Bool) {
+        try mutex.locked { () throws(UnionError) -> (fd: Int32, inUpper: Bool) in
             let node = try node(ino, "open")
             let path = try linkedPath(node, "open")
             guard !node.isDirectory else { throw .with(EISDIR, "open", path) }
@@ -38,8 +44,13 @@ extension UnionFileSystem {
             let openFlags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC
             let fd = withCString(path) { openat(layers.fds[node.layer], $0, openFlags) }
             guard fd >= 0 else { throw .last("open", path) }
-            return fd
+            return (fd, node.layer == UnionLayerStack.upper)
         }
+    }
+
+    /// Whether an inode lives in the upper now (copied up or created there).
+    public func isInUpper(_ ino: UInt64) -> Bool {
+        mutex.locked { nodes[ino]?.layer == UnionLayerStack.upper }
     }
 
     /// Changes metadata or size (copying the entry up first). `fd`, when given, is a handle open

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 
 /// Runs the multi-threaded loop with at most `max_threads` workers, of which at most
 /// `idle_threads` wait for requests (more are started under load and end when it passes).
@@ -63,6 +64,11 @@ static inline void lkf_write_buf(fuse_req_t req, struct fuse_bufvec *in, int fd,
         done += (size_t)n;
     }
     fuse_reply_write(req, done);
+}
+
+/// fallocate(2) (a GNU extension, not in Swift's view of glibc): 0 or an errno.
+static inline int lkf_fallocate(int fd, int mode, off_t offset, off_t length) {
+    return syscall(SYS_fallocate, fd, mode, offset, length) == 0 ? 0 : errno;
 }
 
 /// The file-info bits Swift cannot set through the bitfield accessors reliably.

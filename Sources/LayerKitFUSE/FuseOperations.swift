@@ -224,6 +224,19 @@ enum FuseOperations {
 
         ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
 
+        // Handles open for writing are on the upper (copied up at open).
+        ops.fallocate = { req, _, mode, offset, length, fi in
+            guard let fi else { fuse_reply_err(req, EBADF); return }
+            fuse_reply_err(req, lkf_fallocate(FuseFileHandle.borrow(fi.pointee.fh).fd, mode, offset, length))
+        }
+
+        // SEEK_DATA/SEEK_HOLE answered by the backing file: sparse-aware readers keep the holes.
+        ops.lseek = { req, ino, offset, whence, fi in
+            guard let fi else { fuse_reply_err(req, EBADF); return }
+            let position = lseek(FuseFileHandle.borrow(fi.pointee.fh).readFD(server(req).union, ino), offset, whence)
+            if position < 0 { fuse_reply_err(req, errno) } else { fuse_reply_lseek(req, position) }
+        }
+
         ops.release = { req, _, fi in
             if let fi { _ = FuseFileHandle.take(fi.pointee.fh) }
             fuse_reply_err(req, 0)

@@ -64,6 +64,14 @@ private let cases: [SemanticsCase] = [
             """,
         expected: "67108864\nholes kept\nend\nX\n"),
     SemanticsCase(
+        name: "fallocate, and SEEK_DATA/SEEK_HOLE show the holes",
+        lowers: ["truncate -s 16M sparse; printf data | dd of=sparse bs=1 seek=8388608 conv=notrunc status=none"],
+        changes: """
+            perl -e 'open(F, "<", "sparse") or die; print sysseek(F, 0, 3) + 0, " ", sysseek(F, 0, 4) + 0, "\\n"'
+            fallocate -l 1048576 new; stat -c %s new; [ "$(stat -c %b new)" -ge 2048 ] && echo allocated
+            """,
+        expected: "8388608 0\n1048576\nallocated\n"),
+    SemanticsCase(
         name: "deletes hide lower entries; a file and a dir with content",
         lowers: ["echo a > a; mkdir empty; mkdir full; echo x > full/x; mkdir full/sub; echo y > full/sub/y; echo keep > keep"],
         changes: """

@@ -298,3 +298,55 @@ private func unionLstat(_ path: String) -> stat? {
         #expect(diff.isEmpty, "LOWER + diff --upper differs from the expected tree:\n\(diff.joined(separator: "\n"))")
     }
 }
+
+/// Per-thread outcomes (an errno, 0 for success) of a concurrent test.
+private final class ErrnoSlots: @unchecked Sendable {
+    private let lock = NSLock()
+    private var slots: [Int32]
+    init(_ count: Int) { slots = Array(repeating: -2, count: count) }
+    subscript(i: Int) -> Int32 {
+        get { lock.lock(); defer { lock.unlock() }; return slots[i] }
+        set { lock.lock(); slots[i] = newValue; lock.unlock() }
+    }
+    var values: [Int32] { lock.lock(); defer { lock.unlock() }; return slots }
+}
+
+extension UnionCoreTests {
+    /// A file's content is copied with the union's lock released: concurrent openers of the same
+    /// file wait for the one copy, other operations go on, and a file removed during its copy-up
+    /// stays removed with nothing left in the work dir.
+    @Test(arguments: forms)
+    func concurrentCopyUpsOfOneFileMakeOneCopyAndOthersGoOn(_ form: UnionWhiteoutForm) throws {
+        let f = try CoreFixture(form, lowers: ["head -c 67108864 /dev/urandom > big; echo s > small; mkdir d; echo x > d/x; cp big doomed"])
+        let big = try f.ino("big")
+        let expected = try #require(FileManager.default.contents(atPath: f.lowers[0] + "/big"))
+        let union = f.union
+        let results = ErrnoSlots(6)
+        let bigIno = big
+        DispatchQueue.concurrentPerform(iterations: 6) { i in
+            switch i {
+            case 0, 1, 2:
+                // Three writers of the same lower file.
+                do { let fd = try union.open(bigIno, flags: O_RDWR); close(fd); results[i] = 0 } catch { results[i] = (error as? UnionError)?.errno ?? -1 }
+            case 3:
+                // Meanwhile: lookups and listings elsewhere.
+                do {
+                    for _ in 0..<50 { _ = try union.readDirectory(try union.inode(ofPath: "d")); _ = try union.attributes(try union.inode(ofPath: "small")) }
+                    results[i] = 0
+                } catch { results[i] = (error as? UnionError)?.errno ?? -1 }
+            case 4:
+                // A copy-up raced by an unlink of the same file.
+                do { let fd = try union.open(try union.inode(ofPath: "doomed"), flags: O_WRONLY); close(fd); results[i] = 0 } catch { results[i] = (error as? UnionError)?.errno ?? -1 }
+            default:
+                do { try union.unlink(parent: UnionFileSystem.rootInode, name: Array("doomed".utf8)); results[i] = 0 } catch { results[i] = (error as? UnionError)?.errno ?? -1 }
+            }
+        }
+        #expect(Array(results.values[0..<4]) == [0, 0, 0, 0])
+        #expect(results.values[4] == 0 || results.values[4] == ENOENT, "open during unlink: errno \(results.values[4])")
+        #expect(results.values[5] == 0)
+        #expect(FileManager.default.contents(atPath: f.upper + "/big") == expected)
+        #expect(try f.names("") == ["big", "d", "small"])
+        #expect(f.upperHasWhiteout("doomed", form: form))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.work).isEmpty)
+    }
+}

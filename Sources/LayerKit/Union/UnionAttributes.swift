@@ -34,13 +34,13 @@ extension UnionFileSystem {
     public func openFile(_ ino: UInt64, flags: Int32) throws(UnionError) -> (fd: Int32, inUpper: Bool) {
         try mutex.locked { () throws(UnionError) -> (fd: Int32, inUpper: Bool) in
             let node = try node(ino, "open")
-            let path = try linkedPath(node, "open")
-            guard !node.isDirectory else { throw .with(EISDIR, "open", path) }
+            guard !node.isDirectory else { throw .with(EISDIR, "open", try linkedPath(node, "open")) }
             if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
                 try copyUp(node, withoutData: true)   // the content is about to go: copy only the metadata
             } else if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 {
                 try copyUp(node)
             }
+            let path = try linkedPath(node, "open")   // after the copy-up, which may release the mutex
             let openFlags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC
             let fd = withCString(path) { openat(layers.fds[node.layer], $0, openFlags) }
             guard fd >= 0 else { throw .last("open", path) }
@@ -120,9 +120,10 @@ extension UnionFileSystem {
     /// Sets an xattr (copying the entry up). overlayfs's own names are refused with EPERM.
     public func setXattr(_ ino: UInt64, name: String, value: [UInt8], flags: Int32) throws(UnionError) {
         try mutex.locked { () throws(UnionError) in
-            let (node, path) = try xattrTarget(ino, "setxattr")
-            if UnionLayerStack.isPrivateXattr(name) { throw .with(EPERM, "setxattr \(name)", path) }
+            let (node, before) = try xattrTarget(ino, "setxattr")
+            if UnionLayerStack.isPrivateXattr(name) { throw .with(EPERM, "setxattr \(name)", before) }
             try copyUp(node)
+            let path = try linkedPath(node, "setxattr")
             let rc = value.withUnsafeBytes { v in
                 withCString(UnionSys.absolute(layers.roots[UnionLayerStack.upper], path)) { lsetxattr($0, name, v.baseAddress, v.count, flags) }
             }
@@ -133,11 +134,12 @@ extension UnionFileSystem {
     /// Removes an xattr (copying the entry up). overlayfs's own names are refused with EPERM.
     public func removeXattr(_ ino: UInt64, name: String) throws(UnionError) {
         try mutex.locked { () throws(UnionError) in
-            let (node, path) = try xattrTarget(ino, "removexattr")
-            if UnionLayerStack.isPrivateXattr(name) { throw .with(EPERM, "removexattr \(name)", path) }
+            let (node, before) = try xattrTarget(ino, "removexattr")
+            if UnionLayerStack.isPrivateXattr(name) { throw .with(EPERM, "removexattr \(name)", before) }
             // Nothing to remove: answer without copying up.
-            if UnionSys.getXattr(UnionSys.absolute(layers.roots[node.layer], path), name) == nil { throw .last("removexattr \(name)", path) }
+            if UnionSys.getXattr(UnionSys.absolute(layers.roots[node.layer], before), name) == nil { throw .last("removexattr \(name)", before) }
             try copyUp(node)
+            let path = try linkedPath(node, "removexattr")
             if withCString(UnionSys.absolute(layers.roots[UnionLayerStack.upper], path), { lremovexattr($0, name) }) != 0 {
                 throw .last("removexattr \(name)", path)
             }

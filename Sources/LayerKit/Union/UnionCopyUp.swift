@@ -13,20 +13,43 @@ extension UnionFileSystem {
     /// Makes sure `node` lives in the upper: copies its parents up (dirs with their metadata),
     /// then the entry itself — content with its holes, owner, mode, times and xattrs — built under
     /// a temporary name in the work dir and renamed into place, so no half copy is ever visible.
-    /// `withoutData` copies a file up empty (it is about to be truncated to 0). Callers hold the mutex.
+    /// `withoutData` copies a file up empty (it is about to be truncated to 0).
+    ///
+    /// Callers hold the mutex. The content of a regular file is copied with the mutex released
+    /// (other operations go on meanwhile; a second copy-up of the same node waits for the first),
+    /// so a caller must not rely on what it looked up before calling this for a file.
     func copyUp(_ node: UnionNode, withoutData: Bool = false) throws(UnionError) {
+        while node.copyingUp { mutex.wait() }
         if node.layer == UnionLayerStack.upper { return }
         guard let parent = node.parent else {
             throw UnionError(ENOENT, "copy-up", "#\(node.ino) (removed)")
         }
-        try copyUp(parent)
+        try copyUp(parent)   // dirs: metadata only, the mutex stays held
         let path = try linkedPath(node, "copy-up")
-        let sourceFD = layers.fds[node.layer]
-        guard let st = UnionSys.lstat(sourceFD, path) else { throw .last("copy-up", path) }
+        let sourceLayer = node.layer
+        guard let st = UnionSys.lstat(layers.fds[sourceLayer], path) else { throw .last("copy-up", path) }
         let temp = tempName()
         let work = layers.workFD
+        let copyOutsideLock = UnionSys.isReg(st) && !withoutData && st.st_size > 0
         do throws(UnionError) {
-            try buildCopy(of: path, st: st, from: node.layer, into: temp, withoutData: withoutData)
+            if copyOutsideLock {
+                node.copyingUp = true
+                mutex.unlock()
+                var failure: UnionError?
+                do throws(UnionError) {
+                    try buildCopy(of: path, st: st, from: sourceLayer, into: temp, withoutData: false)
+                } catch {
+                    failure = error
+                }
+                mutex.lock()
+                node.copyingUp = false
+                mutex.broadcast()
+                if let failure { throw failure }
+                // Removed meanwhile (unlink needs no copy-up): the copy is not wanted any more.
+                guard node.isLinked, node.path == path else { throw .with(ENOENT, "copy-up", path) }
+            } else {
+                try buildCopy(of: path, st: st, from: sourceLayer, into: temp, withoutData: withoutData)
+            }
             // The parent is in the upper now; the name is free there (the entry was visible below).
             if withCString(temp, { t in withCString(path) { lk_renameat2(work, t, layers.fds[0], $0, UInt32(LK_RENAME_NOREPLACE)) } }) != 0 {
                 throw .last("copy-up: rename into the upper", path)

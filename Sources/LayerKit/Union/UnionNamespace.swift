@@ -126,14 +126,15 @@ extension UnionFileSystem {
     public func link(_ ino: UInt64, newParent: UInt64, newName: [UInt8]) throws(UnionError) -> stat {
         try mutex.locked { () throws(UnionError) -> stat in
             let node = try node(ino, "link")
+            guard !node.isDirectory else { throw .with(EPERM, "link", try linkedPath(node, "link")) }
+            // First: the copy-up may release the mutex, so everything is looked up after it.
+            try copyUp(node)
             let sourcePath = try linkedPath(node, "link")
-            guard !node.isDirectory else { throw .with(EPERM, "link", sourcePath) }
             let (dir, dirPath) = try directory(newParent, "link")
             try Self.validName(newName, "link")
             try checkNotReserved(newName, "link")
             let path = UnionSys.join(dirPath, newName)
             if try child(dir, dirPath, newName) != nil { throw .with(EEXIST, "link", path) }
-            try copyUp(node)
             try copyUp(dir)
             let upper = layers.fds[UnionLayerStack.upper]
             let temp = tempName()
@@ -225,6 +226,12 @@ extension UnionFileSystem {
     /// RENAME_NOREPLACE is supported among the flags.
     public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: UInt32 = 0) throws(UnionError) {
         try mutex.locked { () throws(UnionError) in
+            // A lower file is copied up first: that may release the mutex, so everything is looked
+            // up after it.
+            do {
+                let (dir, dirPath) = try directory(parent, "rename")
+                if let node = try child(dir, dirPath, name), !node.isDirectory { try copyUp(node) }
+            }
             let (dir, dirPath) = try directory(parent, "rename")
             let (newDir, newDirPath) = try directory(newParent, "rename")
             let oldPath = UnionSys.join(dirPath, name)

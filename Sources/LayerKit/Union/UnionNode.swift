@@ -21,6 +21,8 @@ final class UnionNode {
     var type: mode_t
     /// Outstanding kernel lookups (FUSE nlookup).
     var lookups: UInt64 = 0
+    /// A copy-up of this file's content is running (with the union's mutex released).
+    var copyingUp = false
     /// For an upper file with several names: its backing (dev, ino), the key all names share.
     var hardlinkKey: UnionFileSystem.HardlinkKey?
 

@@ -51,7 +51,8 @@ enum FuseOperations {
             conn.pointee.want |= conn.pointee.capable & want
             // Writeback caching: the kernel gathers small writes into page-sized ones and keeps
             // size and times itself, sending them with setattr. Correct here because the union is
-            // the only writer of its upper; open and create then adjust their flags (see below).
+            // the only writer of its upper; open and create adjust their flags for it
+            // (FuseUnionServer.backingFlags), and a failed write-back is answered with its error.
             let s = Unmanaged<FuseUnionServer>.fromOpaque(userdata!).takeUnretainedValue()
             if s.options.writebackCache && conn.pointee.capable & UInt32(FUSE_CAP_WRITEBACK_CACHE) != 0 {
                 conn.pointee.want |= UInt32(FUSE_CAP_WRITEBACK_CACHE)

@@ -10,8 +10,16 @@ import Glibc
 /// work dir); deleting a lower entry leaves a whiteout in the upper.
 ///
 /// Entries are addressed by inode number, as FUSE does: `lookup` hands out numbers that stay the
-/// same for the life of the object across copy-up and rename. The upper dir must be written by
-/// this union alone while it runs. Every method is safe to call from several threads.
+/// same for the life of the mount across copy-up and rename (the table keeps every name looked
+/// up, about 300 bytes each, until it is removed). The upper dir must be written by this union
+/// alone while it runs. Every method is safe to call from several threads: one mutex guards the
+/// table and the namespace changes; reads and writes go to fds without it, and a file's content
+/// is copied up with it released.
+///
+/// Not supported: RENAME_EXCHANGE and RENAME_WHITEOUT from callers (EINVAL); renaming a dir that
+/// has content in a lower layer (EXDEV, as overlayfs without redirect_dir: `mv` copies it); two
+/// names of one lower inode are two inodes here (they stay hardlinked below; a copy-up of one
+/// breaks the link, as overlayfs without `index` does).
 public final class UnionFileSystem: @unchecked Sendable {
     /// The inode number of the union's root (FUSE_ROOT_ID).
     public static let rootInode: UInt64 = 1

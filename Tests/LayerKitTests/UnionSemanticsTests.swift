@@ -226,7 +226,7 @@ private let cases: [SemanticsCase] = [
 
 @Suite(.serialized, .enabled(if: UnionMounts.available, "\(UnionMounts.skipReason ?? "")"))
 struct UnionSemanticsTests {
-    @Test(arguments: cases, UnionDriver.allCases)
+    @Test(arguments: cases, UnionDriver.semanticsDrivers)
     fileprivate func sameSemanticsOnBothDrivers(_ c: SemanticsCase, _ driver: UnionDriver) throws {
         let layout = try UnionMounts.Layout("semantics", lowers: c.lowers)
         let r = try layout.session(driver, c.changes)

@@ -14,12 +14,19 @@ enum UnionDriver: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case fuse
     /// The FUSE union writing aufs-form whiteouts (`.wh.NAME`), as it does where mknod is refused.
     case fuseAufs
+    /// The FUSE union run in a user namespace (`unshare -Ur`): no `trusted.*` xattrs there, so
+    /// opaque dirs are marked `user.overlay.opaque`. Only uid/gid 0 are mapped.
+    case fuseUserNamespace
+
+    /// The drivers the semantics suite compares (all ids mapped).
+    static let semanticsDrivers: [UnionDriver] = [.kernel, .fuse, .fuseAufs]
 
     var testDescription: String {
         switch self {
         case .kernel: return "kernel overlayfs"
         case .fuse: return "FUSE union"
         case .fuseAufs: return "FUSE union, aufs-form upper"
+        case .fuseUserNamespace: return "FUSE union in a user namespace"
         }
     }
 }
@@ -69,7 +76,7 @@ enum UnionMounts {
                 mount -t overlay overlay -o \(q("lowerdir=" + lowers.joined(separator: ":") + ",upperdir=\(upper),workdir=\(work),redirect_dir=off,metacopy=off,index=off")) \(q(merged)) || exit \(mountFailed)
                 DPID=
                 """
-        case .fuse, .fuseAufs:
+        case .fuse, .fuseAufs, .fuseUserNamespace:
             var lowerArgs = lowers.map { "--lower \(q($0))" }.joined(separator: " ")
             if driver == .fuseAufs { lowerArgs += " --whiteout-form aufs" }
             return """
@@ -111,7 +118,9 @@ enum UnionMounts {
             if [ -n "$DPID" ]; then wait "$DPID" || { echo "fuse-serve exited $?" >&2; exit 95; }; fi
             exit $status
             """
-        return try run(which("unshare")!, ["-m", "--propagation", "private", sh, "-c", script])
+        let namespaces = driver == .fuseUserNamespace ? ["-Urm"] : ["-m"]
+        return try run(which("unshare")!, namespaces + ["--propagation", "private", sh, "-c",
+                                                        (driver == .fuseUserNamespace ? "LK_USERNS=1; " : "") + script])
     }
 
     /// Runs `script` with cwd `dir` (to build a lower layer), failing the test on a non-zero exit.

@@ -71,18 +71,21 @@ final class UnionLayerStack: @unchecked Sendable {
         return Array(String(cString: p).utf8)
     }
 
-    /// Overlay form when a 0/0 device can be made in the work dir (and the opaque xattr set on a
-    /// dir there), `trusted.` as root, `user.` otherwise; aufs form when not.
+    /// Overlay form when a 0/0 device can be made in the work dir (root, or a user namespace on
+    /// Linux 5.8+) and an opaque xattr set on a dir there: `trusted.` where allowed (root in the
+    /// initial namespace), else `user.`; aufs form when not.
     private static func probeForm(_ workFD: Int32, workRoot: [UInt8]) -> UnionWhiteoutForm {
         let probe = Array((tempPrefix + "probe").utf8)
         unlinkat(workFD, String(decoding: probe, as: UTF8.self), 0)
         guard withCString(probe, { mknodat(workFD, $0, mode_t(LK_S_IFCHR), 0) }) == 0 else { return .aufs }
         unlinkat(workFD, String(decoding: probe, as: UTF8.self), 0)
-        let ns: ApplyOptions.OverlayXattrNamespace = geteuid() == 0 ? .trusted : .user
         guard withCString(probe, { mkdirat(workFD, $0, 0o700) }) == 0 else { return .aufs }
         defer { unlinkat(workFD, String(decoding: probe, as: UTF8.self), AT_REMOVEDIR) }
-        let ok = withCString(UnionSys.absolute(workRoot, probe)) { lsetxattr($0, ns.opaqueName, "y", 1, 0) } == 0
-        return ok ? .overlay(ns) : .aufs
+        let candidates: [ApplyOptions.OverlayXattrNamespace] = geteuid() == 0 ? [.trusted, .user] : [.user]
+        for ns in candidates where withCString(UnionSys.absolute(workRoot, probe), { lsetxattr($0, ns.opaqueName, "y", 1, 0) }) == 0 {
+            return .overlay(ns)
+        }
+        return .aufs
     }
 
     /// Temporary entries a crashed copy-up left in the work dir.

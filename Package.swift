@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "LayerKit", targets: ["LayerKit"]),
+        .library(name: "LayerKitFUSE", targets: ["LayerKitFUSE"]),
         .executable(name: "layertool", targets: ["layertool"]),
     ],
     dependencies: [
@@ -32,17 +33,20 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // libfuse3's low-level API, for the userspace union's FUSE frontend.
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .target(name: "LayerKitFUSE", dependencies: ["LayerKit", "CFuse"]),
         .executableTarget(
             name: "layertool",
             dependencies: [
-                "LayerKit",
+                "LayerKit", "LayerKitFUSE",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "LayerKitTests",
             dependencies: [
-                "LayerKit", "CArchive", "CLayerSys", "layertool",
+                "LayerKit", "LayerKitFUSE", "CArchive", "CLayerSys", "layertool",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

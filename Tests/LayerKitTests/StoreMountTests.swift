@@ -334,11 +334,56 @@ struct StoreMountTests {
         #expect(try s.image(named: "bb:changed")?.chainIDs.count == 3)
     }
 
+    /// An unprivileged user cannot mount overlayfs: `--driver auto` says so and falls back to
+    /// the FUSE union (through the setuid fusermount3), which shows the image with its whiteouts
+    /// and opaque dirs; `umount` goes through fusermount3 too. `/dev/fuse` is made usable by
+    /// everyone (as Debian's udev rule does) only inside the test's mount namespace.
+    @Test(.enabled(if: which("setpriv") != nil && which("fusermount3") != nil && access("/dev/fuse", F_OK) == 0,
+                   "needs setpriv, fusermount3 (fuse3) and /dev/fuse"))
+    func anUnprivilegedUserFallsBackToTheFuseUnion() throws {
+        let tmp = TempDir("unprivileged")
+        let home = MountTable.resolve(tmp.path) + "/home"
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        chmod(tmp.path, 0o755)
+        try FileManager.default.copyItem(atPath: Tool.binary, toPath: home + "/layertool")
+        try FileManager.default.copyItem(atPath: Self.busybox, toPath: home + "/busybox")
+        #expect(try run("/bin/chown", ["-R", "65534:65534", home]).status == 0)
+        let r = try run(which("unshare")!, ["-m", "--propagation", "private", "/bin/sh", "-c", """
+            set -e
+            H=$1
+            mknod -m 666 "$H/../fuse" c 10 229 && mount --bind "$H/../fuse" /dev/fuse
+            setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$H" XDG_DATA_HOME="$H/data" sh -ec '
+                cd "$HOME"
+                ./layertool unpack --image busybox:latest --name bb >/dev/null
+                ./layertool mount --name c bb --json > mount.json
+                M=$HOME/data/layertool/containers/c/merged
+                ls "$M/etc/removed-later"; test ! -e "$M/etc/motd"
+                echo x > "$M/x"; rm "$M/etc/passwd"
+                ./layertool umount c >/dev/null
+                grep -c " $M " /proc/self/mountinfo || true
+                ./layertool diff c -o c.tar >/dev/null
+            '
+            """, "sh", home])
+        try #require(r.status == 0, "\(r.stdout) \(r.stderr)")
+        #expect(r.stdout == "kept\n0\n", "\(r.stdout)")
+        #expect(r.stderr.contains("kernel overlayfs:") && r.stderr.contains("Operation not permitted; using the FUSE driver"), "\(r.stderr)")
+        let mounted = try Layout.readJSON(home + "/mount.json")
+        #expect(mounted["driver"] as? String == "fuse")
+        #expect((mounted["fallbackReason"] as? String)?.contains("Operation not permitted") == true)
+        let names = try run(which("tar")!, ["-tf", home + "/c.tar"]).stdout.split(separator: "\n").map(String.init)
+        #expect(names.contains("etc/.wh.passwd") && names.contains("x"), "\(names)")
+        let s = try LayerStore(root: home + "/data/layertool")
+        #expect(try s.container("c")?.driver == "fuse")
+        #expect(try s.container("c")?.state == ContainerState.unmounted)
+    }
+
     /// The issue's end-to-end run: busybox imported, mounted, `runc run` writes a file in the
     /// container, `commit` makes a layer, `export` writes a layout, `umoci unpack` shows the file.
-    @Test(.enabled(if: which("runc") != nil && which("umoci") != nil, "needs runc and umoci (Debian packages)"))
-    func runcWritesAFileThatCommitAndExportCarry() throws {
-        let tmp = TempDir("runc-e2e")
+    @Test(.enabled(if: which("runc") != nil && which("umoci") != nil, "needs runc and umoci (Debian packages)"),
+          arguments: ["overlay", "fuse"])
+    func runcWritesAFileThatCommitAndExportCarry(_ driver: String) throws {
+        if driver == "fuse" { try #require(access("/dev/fuse", R_OK | W_OK) == 0, "the FUSE driver needs /dev/fuse") }
+        let tmp = TempDir("runc-e2e-\(driver)")
         let store = tmp.sub("store"), bundle = tmp.mkdir("bundle")
         try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "busybox"], store: store, scratch: tmp.path).status == 0)
         let spec = try run(which("sh")!, ["-c", "cd \"$1\" && \"$2\" spec", "sh", bundle, which("runc")!])
@@ -352,9 +397,10 @@ struct StoreMountTests {
         try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: bundle + "/config.json"))
         try FileManager.default.createDirectory(atPath: bundle + "/rootfs", withIntermediateDirectories: true)
 
-        let id = "lk-e2e-\(getpid())"
+        let id = "lk-e2e-\(driver)-\(getpid())"
         let r = try Mounts.inNamespace(Mounts.prelude + """
-            "$T" mount --root "$S" --name ctr busybox \(bundle)/rootfs >/dev/null
+            "$T" mount --root "$S" --driver \(driver) --name ctr busybox \(bundle)/rootfs >/dev/null
+            grep " \(MountTable.resolve(bundle))/rootfs " /proc/self/mountinfo | grep -q " - \(driver == "fuse" ? "fuse.layerkit-union" : "overlay") "
             runc run --bundle \(bundle) \(id) </dev/null
             "$T" umount --root "$S" ctr >/dev/null
             """, store: store)

@@ -51,6 +51,25 @@ public enum OverlayMounter {
                 throw MountError(path: target, "cannot unmount: the mount is busy (a process has a file or its cwd in it; --detach unmounts lazily)",
                                  errno: Errno(rawValue: code))
             }
+            // An unprivileged user's FUSE mount is unmounted by the setuid helper, as fusermount3 -u.
+            if code == EPERM, let entry = MountTable.current().mount(at: target), entry.fileSystemType.hasPrefix("fuse"),
+               let helper = [String](["/usr/bin/fusermount3", "/bin/fusermount3"]).first(where: { Glibc.access($0, X_OK) == 0 }) {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: helper)
+                process.arguments = (detach ? ["-u", "-z"] : ["-u"]) + [entry.mountPoint]
+                process.standardOutput = FileHandle.nullDevice
+                let errors = Pipe()
+                process.standardError = errors
+                do { try process.run() } catch {
+                    throw MountError(path: target, "cannot run \(helper): \(error)", errno: Errno(rawValue: code))
+                }
+                let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+                guard process.terminationStatus == 0 else {
+                    throw MountError(path: target, "\(helper) -u failed: \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+                }
+                return
+            }
             throw MountError(path: target, "cannot unmount", errno: Errno(rawValue: code))
         }
     }

@@ -161,6 +161,11 @@ extension LayerStore {
         if let other = try container(mountpoint), other.id != record.id, other.isMounted {
             throw StoreError(.invalidArgument, path: mountpoint, "container \(other.id) is mounted here")
         }
+        if overlayNamespace == .trusted && !Self.inInitialUserNamespace {
+            // Neither overlayfs nor the FUSE union could read this store's opaque-dir markers here.
+            throw StoreError(.incompatible, path: root,
+                             "this store's layers mark opaque dirs with trusted.* xattrs, which cannot be read inside a user namespace: use a store created in the namespace (--root)")
+        }
         let request = try mountRequest(for: record)
         try execute("UPDATE containers SET state = ?, mountpoint = ? WHERE id = ?", [ContainerState.mounting, mountpoint, record.id])
         var done = false

@@ -27,8 +27,10 @@ public final class FuseUnionServer: @unchecked Sendable {
         /// Worker threads of the loop: one per CPU (at least two), all kept waiting. The kernel
         /// hands requests to waiting workers in turn, so every extra worker costs a sequential
         /// caller thread switches: on 2 cores an untar through the mount took 1.4 s with one
-        /// worker, 1.7 s with two, 2.6 s with four and 2.7 s with sixteen; letting libfuse start
-        /// and end workers with the load (16 at most, 2 idle) was slower still (2.8-3.3 s).
+        /// worker, 1.7 s with two, 2.6 s with four and 2.7 s with sixteen (a 1 GiB read: 0.30 s
+        /// with one, 0.40 s with two); letting libfuse start and end workers with the load (16 at
+        /// most, 2 idle) was slower still (2.8-3.3 s). Two or more keep one caller's fsync or
+        /// cold read from stalling every other caller; 1 runs libfuse's single-threaded loop.
         public var maxThreads: UInt32 = UInt32(max(2, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         /// Let every user in (root only): `allow_other` with `default_permissions`, so that the
         /// kernel checks permissions against the attributes.

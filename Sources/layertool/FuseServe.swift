@@ -38,6 +38,9 @@ struct FuseServe: ParsableCommand {
           help: "Write through to the upper on every write(), so that a full disk fails the write itself rather than a later close() or fsync().")
     var noWritebackCache = false
 
+    @Option(help: "Worker threads serving requests (default: one per CPU, at least two).")
+    var threads: UInt32?
+
     @Argument(help: "The mount point.")
     var target: String
 
@@ -55,6 +58,7 @@ struct FuseServe: ParsableCommand {
             let union = try UnionFileSystem(lowers: lowers, upper: upper, work: work, options: options)
             var serverOptions = FuseUnionServer.Options()
             serverOptions.writebackCache = !noWritebackCache
+            if let threads { serverOptions.maxThreads = max(1, threads) }
             server = FuseUnionServer(union: union, options: serverOptions)
             try server.mount(at: target)
         } catch {

@@ -82,6 +82,7 @@ struct Diff: ParsableCommand {
             do throws(StoreError) {
                 guard let container = try opened.container(trees[0]) else { throw StoreError(.notFound, "no container \(trees[0].debugDescription)") }
                 guard !container.readOnly else { throw StoreError(.invalidArgument, "container \(container.id) is read-only: it has no changes") }
+                try opened.flushChanges(of: container.id)
                 source = .upper(opened.upperDir(of: container.id))
             } catch {
                 throw fail(error)

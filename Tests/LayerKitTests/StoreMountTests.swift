@@ -377,6 +377,39 @@ struct StoreMountTests {
         #expect(try s.container("c")?.state == ContainerState.unmounted)
     }
 
+    /// A mounted container is committed with what was just written, by a process that still has
+    /// the file open: the mount is synced first (the FUSE driver holds written data in the
+    /// kernel's writeback cache until the file is closed or synced).
+    @Test(arguments: ["overlay", "fuse"])
+    func commitOfAMountedContainerHasTheLatestWrites(_ driver: String) throws {
+        if driver == "fuse" { try #require(access("/dev/fuse", R_OK | W_OK) == 0, "the FUSE driver needs /dev/fuse") }
+        let tmp = TempDir("commit-mounted-\(driver)")
+        let store = tmp.sub("store")
+        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
+        let r = try Mounts.inNamespace(Mounts.prelude + """
+            "$T" mount --root "$S" --driver \(driver) --name c bb >/dev/null
+            M=$S/containers/c/merged
+            # The writer keeps its file open across the commit (a running container's process):
+            # closing would flush the cache by itself.
+            exec 3>"$M/blob"
+            head -c 3000000 /dev/urandom >&3; sha256sum < "$M/blob" | cut -d" " -f1
+            echo tail >> "$M/etc/hostname"
+            "$T" commit --root "$S" c bb:live >/dev/null
+            "$T" diff --root "$S" c -o "$S/live.tar" >/dev/null
+            exec 3>&-
+            "$T" umount --root "$S" c >/dev/null
+            """, store: store)
+        try #require(r.status == 0, "\(r.stdout) \(r.stderr)")
+        let out = tmp.mkdir("out")
+        #expect(try run(which("tar")!, ["-xf", store + "/live.tar", "-C", out]).status == 0)
+        #expect(TreeSnapshot.sha256(ofFile: out + "/blob") + "\n" == r.stdout, "the diff of the mounted container lacks the latest writes")
+        #expect(try String(contentsOfFile: out + "/etc/hostname", encoding: .utf8).hasSuffix("tail\n"))
+        let s = try LayerStore(root: store)
+        let top = try #require(try s.image(named: "bb:live")?.topChainID)
+        let layer = try #require(try s.layer(top))
+        #expect(TreeSnapshot.sha256(ofFile: s.paths.diffDir(layer.chainID) + "/blob") + "\n" == r.stdout, "the committed layer lacks the latest writes")
+    }
+
     /// The issue's end-to-end run: busybox imported, mounted, `runc run` writes a file in the
     /// container, `commit` makes a layer, `export` writes a layout, `umoci unpack` shows the file.
     @Test(.enabled(if: which("runc") != nil && which("umoci") != nil, "needs runc and umoci (Debian packages)"),

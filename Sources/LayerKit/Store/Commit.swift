@@ -30,7 +30,8 @@ extension LayerStore {
     /// blob is unpacked as a store layer like any imported one (skipped if that chainID exists);
     /// the image's config gets the new diffID and a history entry, its manifest the new layer; both
     /// are written as blobs; the image record comes last. The container may stay mounted: its
-    /// upper dir is only read (changes made during the commit may or may not be in the layer).
+    /// mount is synced first (the FUSE driver's writeback cache), then its upper dir is only read
+    /// (changes made during the commit may or may not be in the layer).
     public func commit(container id: String, as name: String, compression: Compression = .gzip, level: Int? = nil,
                        comment: String? = nil) throws(StoreError) -> CommitResult {
         try Self.validateName(name)
@@ -42,6 +43,7 @@ extension LayerStore {
         let byChain = Dictionary(uniqueKeysWithValues: try layers().map { ($0.chainID, $0) })
         let chain = try Self.chain(of: container.chainID, in: byChain, path: paths.database)
         let baseLayers = chain.map { byChain[$0]! }
+        try flushChanges(of: container.id)
 
         // 1. The layer blob, written inside the store (staging), renamed into blobs/ later.
         let staging = try makeStagingDirectory()

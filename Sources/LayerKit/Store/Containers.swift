@@ -1,3 +1,4 @@
+import CLayerSys
 import Foundation
 import SystemPackage
 #if canImport(Glibc)
@@ -239,6 +240,18 @@ extension LayerStore {
             FaultInjection.point("container.deleted")
             try Self.removeTree(paths.containerDir(record.id))
         }
+    }
+
+    /// Writes out what a mounted container has cached (the FUSE union keeps written data in the
+    /// kernel's writeback cache until then), so its upper dir holds every change made so far.
+    /// Nothing to do for an unmounted container.
+    public func flushChanges(of id: String) throws(StoreError) {
+        guard let record = try container(id), record.isMounted, let mountpoint = record.mountpoint,
+              Self.isMounted(record, in: MountTable.current(), paths: self) else { return }
+        let fd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw .lastErrno(path: mountpoint, "cannot open the container's mount to sync it") }
+        defer { close(fd) }
+        guard lk_syncfs(fd) == 0 else { throw .lastErrno(path: mountpoint, "cannot sync the container's mount") }
     }
 
     /// Finds containers recorded as mounted (or mounting) whose mount is not in this mount

@@ -161,13 +161,13 @@ public enum OverlayMounter {
             return
         }
         guard let short = request.shortLowerDirs, let base = request.shortBase else {
-            throw MountError(path: target, "the mount options take \(full.utf8.count) bytes, over the \(pageSize)-byte limit of mount(2), and this kernel has no lowerdir+ (6.8+)")
+            throw MountError(path: target, "the mount options take \(full.utf8.count) bytes, over the \(pageSize)-byte limit of mount(2) (the new mount API's lowerdir+, Linux 6.8+, has no such limit)")
         }
         // Relative lower dirs resolve against the cwd of the mounting process: enter the base dir
         // for the call, then come back. The cwd is process-wide, so this is serialised.
         let data = mountData(request, lowerDirs: short)
         guard data.utf8.count < pageSize else {
-            throw MountError(path: target, "\(request.lowerDirs.count) lower dirs need \(data.utf8.count) bytes of mount data even with short names, over the \(pageSize)-byte limit of mount(2), and this kernel has no lowerdir+ (6.8+)")
+            throw MountError(path: target, "\(request.lowerDirs.count) lower dirs need \(data.utf8.count) bytes of mount data even with short names, over the \(pageSize)-byte limit of mount(2) (the new mount API's lowerdir+, Linux 6.8+, has no such limit)")
         }
         cwdLock.lock()
         defer { cwdLock.unlock() }

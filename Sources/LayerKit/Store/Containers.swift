@@ -306,13 +306,19 @@ extension LayerStore {
         return stat(mountpoint, &st) == 0 || errno != ENOTCONN
     }
 
-    /// Waits briefly for a FUSE daemon to exit after its mount went away.
+    /// Waits briefly (up to 1 s) for a FUSE daemon to exit after its mount went away. A daemon
+    /// that has exited but not been reaped yet (a zombie of init, as detached daemons become)
+    /// counts as gone.
     static func reapDaemon(_ pid: Int32) {
-        for _ in 0..<50 {
-            if kill(pid, 0) != 0 { return }
+        for _ in 0..<100 {
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid { return }
-            usleep(20_000)
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return }
+            // `pid (comm) S ...`: the state is the first field after the command name.
+            let state = stat[stat.index(after: close)...].split(separator: " ").first
+            if state == "Z" || state == "X" { return }
+            usleep(10_000)
         }
     }
 

@@ -24,13 +24,34 @@ extension LayerStore {
         return bytes
     }
 
-    /// Copies the file at `source` into the content dir as `digest`, unless it is there already;
-    /// the copy is hashed on the way and refused if it does not match.
-    func storeBlob(copying source: String, digest: Digest) throws(StoreError) {
+    /// Copies the file at `source` into the content dir as `digest`, unless it is there already.
+    ///
+    /// - Parameter verified: the caller has just hashed `source` (an unpack checked it): the copy
+    ///   is made in the kernel (copy_file_range) without hashing again, and not synced on its own
+    ///   (the caller's syncfs covers it). Otherwise the copy is hashed on the way, refused if it
+    ///   does not match, and synced.
+    func storeBlob(copying source: String, digest: Digest, verified: Bool = false) throws(StoreError) {
         guard !hasBlob(digest) else { return }
         let input = open(source, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw .lastErrno(path: source, "cannot open blob") }
         defer { close(input) }
+        if verified {
+            try writeBlob(digest, sync: false) { (fd) throws(StoreError) in
+                var copied = false
+                while true {
+                    let n = lk_copy_file_range(input, fd, 1 << 30)
+                    if n > 0 { copied = true; continue }
+                    if n == 0 { return }
+                    // No in-kernel copy between these file systems: plain reads and writes.
+                    guard !copied, errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP else {
+                        throw .lastErrno(path: source, "cannot copy blob")
+                    }
+                    break
+                }
+                try Self.copyByReading(input, to: fd, path: source)
+            }
+            return
+        }
         try writeBlob(digest) { (fd) throws(StoreError) in
             var hasher = SHA256Hasher()
             let size = 1 << 20
@@ -75,7 +96,7 @@ extension LayerStore {
         return digest
     }
 
-    private func writeBlob(_ digest: Digest, _ fill: (Int32) throws(StoreError) -> Void) throws(StoreError) {
+    private func writeBlob(_ digest: Digest, sync: Bool = true, _ fill: (Int32) throws(StoreError) -> Void) throws(StoreError) {
         var template = Array("\(paths.blobsDir)/.tmp-\(digest.hex.prefix(12))-XXXXXX".utf8CString)
         let fd = mkstemp(&template)
         guard fd >= 0 else { throw .lastErrno(path: paths.blobsDir, "cannot create blob") }
@@ -87,10 +108,25 @@ extension LayerStore {
         }
         fchmod(fd, 0o644)
         try fill(fd)
-        guard fsync(fd) == 0 else { throw .lastErrno(path: temp, "cannot sync blob") }
+        guard !sync || fsync(fd) == 0 else { throw .lastErrno(path: temp, "cannot sync blob") }
         guard rename(temp, paths.blob(digest)) == 0 else { throw .lastErrno(path: paths.blob(digest), "cannot rename blob into place") }
         done = true
-        try Durability.syncDirectory(paths.blobsDir)
+        if sync { try Durability.syncDirectory(paths.blobsDir) }
+    }
+
+    static func copyByReading(_ input: Int32, to output: Int32, path: String) throws(StoreError) {
+        let size = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(input, buffer, size)
+            if n == 0 { return }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .lastErrno(path: path, "cannot read blob")
+            }
+            guard write(output, buffer, n) == n else { throw .lastErrno(path: path, "cannot write blob copy") }
+        }
     }
 
     /// Every blob some record needs: images' manifests and configs, the layers their manifests

@@ -110,6 +110,8 @@ extension LayerStore {
             throw StoreError(error)
         }
         FaultInjection.point("import.unpacked")
+        // The blob, just verified by the unpack, into the content dir; the syncfs below covers it.
+        try storeBlob(copying: layer.blobPath, digest: layer.descriptor.digest, verified: true)
         let size = try DiskUsage.of(diff)
         try Self.writeFile(staging + "/link", link)
         try Durability.syncFileSystem(containing: staging)

@@ -122,6 +122,17 @@ struct StoreMountTests {
         #expect(a.nodes["new.txt"] != nil && a.nodes["etc/group"] == nil && a.nodes["etc/removed-later/kept"] == nil)
         #expect(a.nodes["etc/removed-later/fresh"] != nil && a.nodes["tmp"]?.mode == 0o700)
 
+        // skopeo reads the exported layout: the same manifest, the same layers.
+        if let skopeo = which("skopeo") {
+            let inspected = try run(skopeo, ["inspect", "--raw", "oci:" + layout + ":changed"])
+            try #require(inspected.status == 0, "skopeo inspect: \(inspected.stderr)")
+            let manifest = try #require(try JSONSerialization.jsonObject(with: Data(inspected.stdout.utf8)) as? [String: Any])
+            #expect((manifest["layers"] as? [[String: Any]])?.count == 3)
+            #expect(Layout.sha256(Data(inspected.stdout.utf8)) == (exported["manifest"] as? [String: Any])?["digest"] as? String)
+            let copied = try run(skopeo, ["copy", "oci:" + layout + ":changed", "oci:" + tmp.sub("copy") + ":again"])
+            #expect(copied.status == 0, "skopeo copy: \(copied.stderr)")
+        }
+
         // umoci (another OCI implementation) unpacks the exported image to the same files.
         if let umoci = which("umoci") {
             let bundle = tmp.sub("bundle")

@@ -154,7 +154,7 @@ public struct LayerDiffer: Sendable {
                 entries += 1
             }
             warnings += emitter.warnings
-            diffID = try sink.finish()
+            try sink.finish()
             tarSize = sink.total
             pipe.finish(nil)
         } catch {
@@ -165,6 +165,8 @@ public struct LayerDiffer: Sendable {
         output.wait()
         if let e = output.error { throw e.inLayer(newPath) }
         if let failure { throw failure.inLayer(newPath) }
+        // Every chunk has been taken (the output stage is done): the shared digest is complete.
+        diffID = pipe.sharedDigest()
         let blobDigest = options.compression == .none ? diffID! : output.sink.hasher.finalize()
         let descriptor = Descriptor(mediaType: options.mediaType, digest: blobDigest, size: output.sink.size)
         return DiffResult(descriptor: descriptor, diffID: diffID!, tarSize: tarSize, entryCount: entries, warnings: warnings)

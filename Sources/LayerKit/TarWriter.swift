@@ -163,16 +163,19 @@ struct TarFormatter {
     }
 }
 
-/// Buffers tar output into the pipe's chunks and hashes it (the diffID) as it goes.
+/// Buffers tar output into the pipe's chunks. The pipe hashes them (the diffID): the writing
+/// thread when the compressing side is behind, the compressing side otherwise.
 final class TarSink {
     let pipe: ChunkPipe
     private var chunk: UnsafeMutableRawPointer?
     private var fill = 0
-    private(set) var diffHasher = SHA256Hasher()
     private(set) var total: Int64 = 0
     private(set) var closed = false
 
-    init(pipe: ChunkPipe) { self.pipe = pipe }
+    init(pipe: ChunkPipe) {
+        self.pipe = pipe
+        pipe.enableSharedHash()
+    }
 
     private func current() throws(LayerError) -> UnsafeMutableRawPointer {
         if let chunk { return chunk }
@@ -188,7 +191,6 @@ final class TarSink {
 
     func flush() throws(LayerError) {
         guard let c = chunk, fill > 0 else { return }
-        diffHasher.update(UnsafeRawBufferPointer(start: c, count: fill))
         total += Int64(fill)
         chunk = nil
         guard pipe.push(c, count: fill) else { throw LayerError(.input, "the output side stopped") }
@@ -255,11 +257,12 @@ final class TarSink {
     }
 
     /// Two zero blocks end the archive; then everything is flushed.
-    func finish() throws(LayerError) -> Digest {
+    /// Writes the end-of-archive blocks and hands over the last chunk. The diffID is the pipe's
+    /// shared digest once the consumer has taken every chunk.
+    func finish() throws(LayerError) {
         try zeros(1024)
         try flush()
         closed = true
-        return diffHasher.finalize()
     }
 
     deinit {

@@ -12,7 +12,8 @@ enum ChangeWalker {
     /// Walks OLD and NEW in step, dir by dir (names sorted), comparing metadata first and contents
     /// only where metadata cannot decide (same size and mtime, the mtime without a sub-second
     /// part, as tar-extracted files have).
-    static func twoTrees(oldFD: Int32, changes: ChangeSet, compareContents: Bool) throws(LayerError) {
+    /// Records the root dir's own entry when its metadata (or mtime) differs between the trees.
+    static func compareRoots(oldFD: Int32, changes: ChangeSet) throws(LayerError) {
         var ost = stat(), nst = stat()
         fstat(oldFD, &ost)
         fstat(changes.newRootFD, &nst)
@@ -22,6 +23,11 @@ enum ChangeWalker {
             || ost.st_mtim.tv_sec != nst.st_mtim.tv_sec || ost.st_mtim.tv_nsec != nst.st_mtim.tv_nsec {
             changes.setRoot(nst)
         }
+    }
+
+    static func twoTrees(oldFD: Int32, changes: ChangeSet, compareContents: Bool) throws(LayerError) {
+        try compareRoots(oldFD: oldFD, changes: changes)
+        let oldRoot = ApplyEngine.fdPath(oldFD)
         // Files that only their bytes can judge are compared on the other core while the walk goes on.
         let comparer = ContentComparer(oldFD: oldFD, newFD: changes.newRootFD)
         comparer.start()
@@ -294,6 +300,24 @@ enum ChangeWalker {
 
     static let overlayXattrNamespaces = ["trusted.overlay.", "user.overlay."]
 
+    /// An upper entry marked with overlayfs's redirect_dir or metacopy cannot be read alone.
+    static func refuseRedirects(_ xattrs: [(String, [UInt8])], path: EntryPath) throws(LayerError) {
+        for (key, _) in xattrs {
+            for ns in overlayXattrNamespaces where key.hasPrefix(ns) {
+                let what = key.dropFirst(ns.count)
+                if what == "redirect" || what == "metacopy" {
+                    throw LayerError(.invalidEntry, entry: path.description,
+                                     "the upper dir uses overlayfs \(what == "redirect" ? "redirect_dir" : "metacopy") (\(key)); it cannot be diffed without its lower layers: diff the mounted tree against the lower tree instead")
+                }
+            }
+        }
+    }
+
+    /// Whether a dir's xattrs mark it opaque (`trusted.overlay.opaque=y` or `user.overlay.opaque=y`).
+    static func isOpaque(_ xattrs: [(String, [UInt8])]) -> Bool {
+        xattrs.contains { ($0.0 == "trusted.overlay.opaque" || $0.0 == "user.overlay.opaque") && $0.1 == [UInt8(ascii: "y")] }
+    }
+
     private static func walkUpper(_ dir: EntryPath, fd: Int32, changes: ChangeSet) throws(LayerError) {
         for nameArray in try FS.listDir(fd).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             let name = nameArray[...]
@@ -314,15 +338,7 @@ enum ChangeWalker {
                 continue
             }
             let xattrs = ChangeSet.allXattrs(ChangeSet.absolute(changes.newRootPath, path))
-            for (key, _) in xattrs {
-                for ns in overlayXattrNamespaces where key.hasPrefix(ns) {
-                    let what = key.dropFirst(ns.count)
-                    if what == "redirect" || what == "metacopy" {
-                        throw LayerError(.invalidEntry, entry: path.description,
-                                         "the upper dir uses overlayfs \(what == "redirect" ? "redirect_dir" : "metacopy") (\(key)); it cannot be diffed without its lower layers: diff the mounted tree against the lower tree instead")
-                    }
-                }
-            }
+            try refuseRedirects(xattrs, path: path)
             if type == mode_t(LK_S_IFSOCK) {
                 changes.warn("entry \"\(path)\": socket skipped (a tar layer cannot hold sockets)")
                 continue
@@ -330,7 +346,7 @@ enum ChangeWalker {
             noteInode(path, st, changes)
             try changes.addNode(path, st: st, dirFD: fd)
             if type == mode_t(LK_S_IFDIR) {
-                if xattrs.contains(where: { ($0.0 == "trusted.overlay.opaque" || $0.0 == "user.overlay.opaque") && $0.1 == [UInt8(ascii: "y")] }) {
+                if isOpaque(xattrs) {
                     try changes.addOpaque(path)
                 }
                 let child = FS.openDirBeneath(fd, name)

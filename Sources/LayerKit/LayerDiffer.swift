@@ -33,6 +33,9 @@ public struct DiffOptions: Sendable {
     /// `fsync` the output file before renaming it into place (a store that records the layer
     /// needs it; a command writing a file, like tar or zstd, does not by default).
     public var syncOutput: Bool = false
+    /// Stream entries to the writer during the walk where every entry is a change (the output is
+    /// the same byte for byte); off only to compare the two paths.
+    var streamFullLayers = ProcessInfo.processInfo.environment["LAYERKIT_DIFF_STREAMING"] != "0"
 
     public init(compression: Compression = .gzip, level: Int? = nil, sourceDateEpoch: Int64? = nil,
                 compareContents: Bool = false, xattrPolicy: ApplyOptions = ApplyOptions(), threads: Int = 2) {
@@ -123,10 +126,23 @@ public struct LayerDiffer: Sendable {
         }
         defer { if oldFD >= 0 { close(oldFD) } }
 
-        // 1. Find the changes.
+        // 1. Find the changes. Where every entry of NEW is a change (an upper dir, or a first layer
+        // with an empty OLD), they are streamed to the writer during the walk instead (below), so
+        // compression starts with the first entry; LAYERKIT_DIFF_STREAMING=0 turns that off.
         let changes = ChangeSet(newRootFD: newFD, xattrPolicy: options.xattrPolicy)
+        var streaming = false
         do throws(LayerError) {
-            if oldFD >= 0 {
+            if options.streamFullLayers {
+                if oldFD < 0 {
+                    streaming = true
+                } else {
+                    let oldNames = try FS.listDir(oldFD)
+                    streaming = oldNames.isEmpty
+                }
+            }
+            if streaming {
+                if oldFD >= 0 { try ChangeWalker.compareRoots(oldFD: oldFD, changes: changes) }
+            } else if oldFD >= 0 {
                 try ChangeWalker.twoTrees(oldFD: oldFD, changes: changes, compareContents: options.compareContents)
             } else {
                 try ChangeWalker.upper(changes: changes)
@@ -149,9 +165,25 @@ public struct LayerDiffer: Sendable {
         do throws(LayerError) {
             let sink = TarSink(pipe: pipe)
             let emitter = Emitter(sink: sink, rootFD: newFD, rootPath: changes.newRootPath, options: options)
-            for item in changes.ordered() {
-                try emitter.emit(item)
-                entries += 1
+            if streaming {
+                if let root = changes.rootItem {
+                    try emitter.emit(root)
+                    entries += 1
+                }
+                let emit: StreamingWalker.Emit = { (item) throws(LayerError) in
+                    try emitter.emit(item)
+                    entries += 1
+                }
+                if oldFD >= 0 {
+                    try StreamingWalker.fullTree(rootFD: newFD, emit: emit) { warnings.append($0) }
+                } else {
+                    try StreamingWalker.upper(rootFD: newFD, rootPath: changes.newRootPath, emit: emit) { warnings.append($0) }
+                }
+            } else {
+                for item in changes.ordered() {
+                    try emitter.emit(item)
+                    entries += 1
+                }
             }
             warnings += emitter.warnings
             try sink.finish()

@@ -169,6 +169,31 @@ func copyTree(_ from: String, _ to: String) throws {
         #expect(differences.isEmpty, Comment(rawValue: "seed \(seed):\n" + differences.prefix(20).joined(separator: "\n")))
     }
 
+    /// A full first layer (empty OLD) and an upper dir are written while they are walked; the
+    /// layer is the same, byte for byte, as the one written after a full walk, and applies to NEW.
+    @Test(arguments: 0..<8)
+    func streamedFullLayersEqualWalkedOnes(_ seed: Int) throws {
+        let tmp = TempDir()
+        let new = tmp.mkdir("new")
+        var gen = TreeGenerator(rng: SeededRandom(state: UInt64(seed) &* 104_729 &+ 3), root: new)
+        for _ in 0..<80 { gen.addEntry() }
+        let empty = tmp.mkdir("empty")
+        var walked = DiffOptions(compression: .none)
+        walked.streamFullLayers = false
+        var streamed = walked
+        streamed.streamFullLayers = true
+        for source in [ChangeSource.trees(old: empty, new: new), .upper(new)] {
+            let a = try LayerDiffer(options: walked).write(source, toFile: tmp.sub("walked.tar"))
+            let b = try LayerDiffer(options: streamed).write(source, toFile: tmp.sub("streamed.tar"))
+            #expect(a == b, "seed \(seed), \(source)")
+            #expect(FileManager.default.contentsEqual(atPath: tmp.sub("walked.tar"), andPath: tmp.sub("streamed.tar")), "seed \(seed), \(source)")
+        }
+        let applied = tmp.mkdir("applied")
+        _ = try LayerApplier().apply(.path(tmp.sub("streamed.tar")), to: applied)
+        let want = TreeSnapshot(new), got = TreeSnapshot(applied)
+        #expect(want.differences(from: got).isEmpty, Comment(rawValue: want.differences(from: got).prefix(10).joined(separator: "\n")))
+    }
+
     @Test func sameSizeSameMtimeContentChangeIsFound() throws {
         let tmp = TempDir()
         let old = tmp.mkdir("old")

@@ -28,16 +28,8 @@ private struct CoreFixture {
     let union: UnionFileSystem
 
     init(_ form: UnionWhiteoutForm, lowers scripts: [String], sourceLocation: SourceLocation = #_sourceLocation) throws {
-        tmp = TempDir("union-core")
-        var lowers: [String] = []
-        for (i, script) in scripts.enumerated() {
-            let dir = tmp.mkdir("lower\(i + 1)")
-            try UnionMounts.build(dir, script, sourceLocation: sourceLocation)
-            lowers.append(dir)
-        }
-        self.lowers = lowers
-        upper = tmp.mkdir("upper")
-        work = tmp.mkdir("work")
+        let layout = try UnionMounts.Layout("core", lowers: scripts, sourceLocation: sourceLocation)
+        (tmp, lowers, upper, work) = (layout.tmp, layout.lowers, layout.upper, layout.work)
         union = try UnionFileSystem(lowers: lowers, upper: upper, work: work, options: .init(whiteoutForm: form))
     }
 

@@ -72,6 +72,21 @@ final class ChangeSet {
         byParent[path.parent, default: []].append(item)
     }
 
+    /// Adds an item as `StreamingWalker` finds it (a node with its link target already read).
+    func add(_ item: DiffItem) throws(LayerError) {
+        switch item.kind {
+        case .whiteout: try addWhiteout(item.path)
+        case .opaque: try addOpaque(item.path)
+        case .node:
+            guard included.insert(item.path).inserted else { return }
+            if item.st.st_nlink > 1 && !FS.isDir(item.st) {
+                inodeNames[InodeKey(dev: UInt64(item.st.st_dev), ino: UInt64(item.st.st_ino)), default: []].append(item.path)
+            }
+            try ensureParents(of: item.path)
+            byParent[item.path.parent, default: []].append(item)
+        }
+    }
+
     func addWhiteout(_ path: EntryPath) throws(LayerError) {
         try ensureParents(of: path)
         byParent[path.parent, default: []].append(DiffItem(kind: .whiteout, path: path))

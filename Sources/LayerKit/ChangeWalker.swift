@@ -238,15 +238,7 @@ enum ChangeWalker {
         let fd = FS.openDirBeneath(dirFD, path.name)
         guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot open directory") }
         defer { close(fd) }
-        for name in try FS.listDir(fd).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
-            var child = stat()
-            let childPath = path.appending(name)
-            guard FS.lstatInto(fd, name[...], &child) else {
-                throw .system(Errno(rawValue: errno), entry: childPath.description, "cannot stat")
-            }
-            noteInode(childPath, child, changes)
-            try addTree(childPath, st: child, dirFD: fd, changes: changes)
-        }
+        try StreamingWalker.contents(of: path, fd: fd, emit: { (item) throws(LayerError) in try changes.add(item) }, warn: changes.warn)
     }
 
     private static func noteInode(_ path: EntryPath, _ st: stat, _ changes: ChangeSet) {
@@ -294,8 +286,9 @@ enum ChangeWalker {
     /// `.wh.NAME` file (aufs) is a deletion; an opaque xattr or `.wh..wh..opq` marks an opaque dir.
     /// Uppers that use overlayfs's redirect_dir or metacopy cannot be read alone and are refused.
     static func upper(changes: ChangeSet) throws(LayerError) {
-        try walkUpper(.root, fd: changes.newRootFD, changes: changes)
-        try changes.completeHardlinkGroups()
+        // Every name in an upper dir is a change, so every hardlink group is complete already.
+        try StreamingWalker.upper(rootFD: changes.newRootFD, rootPath: changes.newRootPath,
+                                  emit: { (item) throws(LayerError) in try changes.add(item) }, warn: changes.warn)
     }
 
     static let overlayXattrNamespaces = ["trusted.overlay.", "user.overlay."]
@@ -316,44 +309,5 @@ enum ChangeWalker {
     /// Whether a dir's xattrs mark it opaque (`trusted.overlay.opaque=y` or `user.overlay.opaque=y`).
     static func isOpaque(_ xattrs: [(String, [UInt8])]) -> Bool {
         xattrs.contains { ($0.0 == "trusted.overlay.opaque" || $0.0 == "user.overlay.opaque") && $0.1 == [UInt8(ascii: "y")] }
-    }
-
-    private static func walkUpper(_ dir: EntryPath, fd: Int32, changes: ChangeSet) throws(LayerError) {
-        for nameArray in try FS.listDir(fd).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
-            let name = nameArray[...]
-            let path = dir.appending(name)
-            if name.starts(with: ApplyEngine.whiteoutPrefix) {
-                if name.elementsEqual(ApplyEngine.opaqueMarker) {
-                    try changes.addOpaque(dir)
-                } else if !name.starts(with: ApplyEngine.metaPrefix) {
-                    try changes.addWhiteout(dir.appending(name.dropFirst(ApplyEngine.whiteoutPrefix.count)))
-                }
-                continue
-            }
-            var st = stat()
-            guard FS.lstatInto(fd, name, &st) else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot stat") }
-            let type = FS.fileType(st)
-            if type == mode_t(LK_S_IFCHR) && st.st_rdev == 0 {
-                try changes.addWhiteout(path)
-                continue
-            }
-            let xattrs = ChangeSet.allXattrs(ChangeSet.absolute(changes.newRootPath, path))
-            try refuseRedirects(xattrs, path: path)
-            if type == mode_t(LK_S_IFSOCK) {
-                changes.warn("entry \"\(path)\": socket skipped (a tar layer cannot hold sockets)")
-                continue
-            }
-            noteInode(path, st, changes)
-            try changes.addNode(path, st: st, dirFD: fd)
-            if type == mode_t(LK_S_IFDIR) {
-                if isOpaque(xattrs) {
-                    try changes.addOpaque(path)
-                }
-                let child = FS.openDirBeneath(fd, name)
-                guard child >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot open directory") }
-                defer { close(child) }
-                try walkUpper(path, fd: child, changes: changes)
-            }
-        }
     }
 }

@@ -20,6 +20,11 @@ enum StreamingWalker {
         try walk(.root, fd: rootFD, upper: false, opaque: false, emit: emit, warn: warn)
     }
 
+    /// Everything below `dir` (open as `fd`) of a new tree, as added nodes.
+    static func contents(of dir: EntryPath, fd: Int32, emit: Emit, warn: (String) -> Void) throws(LayerError) {
+        try walk(dir, fd: fd, upper: false, opaque: false, emit: emit, warn: warn)
+    }
+
     /// An overlayfs or aufs-style upper dir (see `ChangeWalker.upper`).
     static func upper(rootFD: Int32, rootPath: [UInt8], emit: Emit, warn: (String) -> Void) throws(LayerError) {
         try walk(.root, fd: rootFD, upper: true, rootPath: rootPath, opaque: false, emit: emit, warn: warn)

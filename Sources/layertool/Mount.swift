@@ -122,34 +122,15 @@ struct Mount: ParsableCommand {
         if specOnly {
             return printRecord(Record(driver: "overlay", spec: request.spec))
         }
-        var used = "overlay", method = ""
-        var fallback: String? = nil
-        if driver != .fuse {
-            do throws(MountError) {
-                method = try OverlayMounter.mount(request, at: target).rawValue
-            } catch {
-                guard driver == .auto, let fuse = FuseDriver.mounter, error.errno.map({ [EPERM, EACCES, ENODEV, ENOSYS].contains($0.rawValue) }) ?? false else {
-                    throw fail(StoreError(error))
-                }
-                fallback = "kernel overlayfs: \(error.description)"
-                warn("\(fallback!); using the FUSE driver")
-                method = try mountFuse(fuse, request, target)
-                used = "fuse"
-            }
-        } else {
-            guard let fuse = FuseDriver.mounter else { throw fail(StoreError(.invalidArgument, "the FUSE driver is not available here")) }
-            method = try mountFuse(fuse, request, target)
-            used = "fuse"
+        let outcome: MountOutcome
+        do throws(MountError) {
+            outcome = try UnionMounter.mount(request, at: absolute(target), driver: driver, userspace: FuseDriver.mounter)
+        } catch {
+            throw fail(StoreError(error))
         }
-        printRecord(Record(mountpoint: absolute(target), driver: used, method: method, spec: request.spec, fallbackReason: fallback))
-    }
-
-    private func mountFuse(_ mounter: UserspaceMounter, _ request: OverlayMountRequest, _ target: String) throws -> String {
-        guard request.upperDir != nil else { throw fail(StoreError(.invalidArgument, "the FUSE driver needs --upper and --work")) }
-        do { _ = try mounter(request, absolute(target)) } catch {
-            throw fail(StoreError(.system(.ioError), path: target, "FUSE union: \(error)"))
-        }
-        return "fuse"
+        if let reason = outcome.fallbackReason { warn("\(reason); using the FUSE driver") }
+        printRecord(Record(mountpoint: absolute(target), driver: outcome.driver, method: outcome.method, spec: request.spec,
+                           fallbackReason: outcome.fallbackReason))
     }
 
     private func printRecord(_ record: Record) {

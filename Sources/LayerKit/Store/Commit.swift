@@ -49,8 +49,8 @@ extension LayerStore {
         let staging = try makeStagingDirectory()
         defer { try? Self.removeTree(staging) }
         let blobPath = staging + "/layer.blob"
-        var options = DiffOptions(compression: compression, level: level)
-        options.syncOutput = true
+        // Not synced here: storeBlob(moving:) syncs it once it is in the content dir.
+        let options = DiffOptions(compression: compression, level: level)
         let diff: DiffResult
         do { diff = try LayerDiffer(options: options).write(.upper(upperDir(of: container.id)), toFile: blobPath) } catch {
             throw StoreError(error)
@@ -59,10 +59,13 @@ extension LayerStore {
         FaultInjection.point("commit.diffed")
 
         // 2. The layer itself, as an import would make it.
-        let imported = try importLayer(ImageLayer(descriptor: diff.descriptor, diffID: diff.diffID, blobPath: blobPath),
+        // The blob goes into the content dir first (renamed, not copied) and is unpacked from
+        // there; a crash in between leaves a blob no record needs, which gc removes.
+        try storeBlob(moving: blobPath, digest: diff.descriptor.digest)
+        let imported = try importLayer(ImageLayer(descriptor: diff.descriptor, diffID: diff.diffID,
+                                                  blobPath: paths.blob(diff.descriptor.digest)),
                                        chainID: chainID, parent: container.chainID,
                                        lowerDirs: chain.reversed().map(paths.diffDir), name: "container \(container.id)")
-        try storeBlob(moving: blobPath, digest: diff.descriptor.digest)
 
         // 3. Config and manifest, from the base image's where the store has them.
         var base: StoredImage? = nil

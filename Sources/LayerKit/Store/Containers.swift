@@ -5,20 +5,6 @@ import SystemPackage
 import Glibc
 #endif
 
-/// Which mount driver to use for a container.
-public enum MountDriver: String, Sendable, Codable, CaseIterable {
-    /// Kernel overlayfs, falling back to the userspace union over FUSE where it cannot be mounted.
-    case auto
-    /// Kernel overlayfs only.
-    case overlay
-    /// The userspace union over FUSE only.
-    case fuse
-}
-
-/// Starts a userspace union mount (the FUSE driver) of a request at a target, returning the
-/// daemon's pid once the mount is live. The CLI supplies it; the library has no daemon of its own.
-public typealias UserspaceMounter = (_ request: OverlayMountRequest, _ target: String) throws -> Int32
-
 /// A mounted container, and what a runtime needs to use it.
 public struct ContainerMount: Sendable, Codable, Equatable {
     /// The container record as it is now.
@@ -175,32 +161,18 @@ extension LayerStore {
         }
         FaultInjection.point("mount.recorded")
 
-        var used = "overlay", method = "", pid: Int32? = nil, fallback: String? = nil
         let wanted = driver == .auto ? MountDriver(rawValue: record.driver) ?? .auto : driver
-        if wanted != .fuse {
-            do throws(MountError) {
-                method = try OverlayMounter.mount(request, at: mountpoint).rawValue
-            } catch {
-                guard wanted == .auto, let userspace, Self.isUnsupported(error) else { throw StoreError(error) }
-                fallback = "kernel overlayfs: \(error.description)"
-            }
-        }
-        if wanted == .fuse || fallback != nil {
-            guard let userspace else { throw StoreError(.invalidArgument, "the FUSE driver is not available here") }
-            guard !record.readOnly else { throw StoreError(.invalidArgument, "read-only containers need the overlay driver") }
-            do { pid = try userspace(request, mountpoint) } catch {
-                throw StoreError(.system(.ioError), path: mountpoint, "FUSE union: \(error)")
-            }
-            used = "fuse"
-            method = "fuse"
+        let outcome: MountOutcome
+        do throws(MountError) { outcome = try UnionMounter.mount(request, at: mountpoint, driver: wanted, userspace: userspace) } catch {
+            throw StoreError(error)
         }
         FaultInjection.point("mount.mounted")
         try execute("UPDATE containers SET state = ?, mountpoint = ?, driver = ?, daemon_pid = ? WHERE id = ?",
-                    [ContainerState.mounted, mountpoint, used, pid.map { Int64($0) }, record.id])
+                    [ContainerState.mounted, mountpoint, outcome.driver, outcome.daemonPID.map { Int64($0) }, record.id])
         done = true
         record = try container(record.id) ?? record
-        return ContainerMount(container: record, mountpoint: mountpoint, driver: used, method: method,
-                              spec: request.spec, fallbackReason: fallback)
+        return ContainerMount(container: record, mountpoint: mountpoint, driver: outcome.driver, method: outcome.method,
+                              spec: request.spec, fallbackReason: outcome.fallbackReason)
     }
 
     /// Unmounts a container (by ID or mountpoint). A record whose mount is already gone is
@@ -320,12 +292,6 @@ extension LayerStore {
             if state == "Z" || state == "X" { return }
             usleep(10_000)
         }
-    }
-
-    /// Kernel answers that mean "overlayfs cannot be mounted here", as opposed to a bad request.
-    static func isUnsupported(_ error: MountError) -> Bool {
-        guard let errno = error.errno else { return false }
-        return [EPERM, EACCES, ENODEV, ENOSYS, EOPNOTSUPP].contains(errno.rawValue)
     }
 
     static func randomID() -> String {

@@ -78,8 +78,9 @@ extension LayerStore {
     func storeBlob(moving source: String, digest: Digest) throws(StoreError) {
         guard !hasBlob(digest) else { unlink(source); return }
         let fd = open(source, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0, fsync(fd) == 0 else { throw .lastErrno(path: source, "cannot sync blob") }
-        close(fd)
+        guard fd >= 0 else { throw .lastErrno(path: source, "cannot open blob") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw .lastErrno(path: source, "cannot sync blob") }
         guard rename(source, paths.blob(digest)) == 0 else { throw .lastErrno(path: paths.blob(digest), "cannot move blob into place") }
         try Durability.syncDirectory(paths.blobsDir)
     }

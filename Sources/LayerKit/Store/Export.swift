@@ -31,7 +31,7 @@ extension LayerStore {
     public func exportImage(_ name: String, to layoutPath: String, reference: String? = nil,
                             gzipLayers: Bool = false) throws(StoreError) -> ExportResult {
         guard let image = try image(named: name) else { throw StoreError(.notFound, "no image named \(name.debugDescription)") }
-        let reference = reference ?? Self.defaultReference(for: name)
+        let reference = reference ?? DockerArchive.tagPart(name)
         guard !reference.isEmpty else { throw StoreError(.invalidArgument, "empty reference") }
         let manifestBytes = try readBlob(image.manifestDigest)
         guard var manifestJSON = try? JSONSerialization.jsonObject(with: Data(manifestBytes)) as? [String: Any],
@@ -113,13 +113,6 @@ extension LayerStore {
                             layersRecompressed: recompressed)
     }
 
-    /// `busybox:1.36` → `1.36`; `registry:5000/x` → `registry:5000/x`; `name` → `name`.
-    static func defaultReference(for name: String) -> String {
-        let last = name.split(separator: "/").last.map(String.init) ?? name
-        if let colon = last.lastIndex(of: ":") { return String(last[last.index(after: colon)...]) }
-        return name
-    }
-
     static func writeAtomically(_ path: String, _ bytes: [UInt8]) throws(StoreError) {
         let temp = path + ".tmp-\(getpid())"
         let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -146,13 +139,7 @@ extension LayerStore {
             close(output)
             if !ok { unlink(temp) }
         }
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
-            if n == 0 { break }
-            guard n > 0 else { throw .lastErrno(path: source, "cannot read") }
-            guard buffer.withUnsafeBytes({ write(output, $0.baseAddress, n) }) == n else { throw .lastErrno(path: temp, "cannot write") }
-        }
+        try copyByReading(input, to: output, path: source)
         guard fsync(output) == 0, rename(temp, path) == 0 else { throw .lastErrno(path: path, "cannot write") }
         ok = true
     }

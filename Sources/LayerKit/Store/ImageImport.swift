@@ -96,7 +96,7 @@ extension LayerStore {
         if access(layerDir, F_OK) == 0 { try Self.removeTree(layerDir) }
         let link = existing?.link ?? ShortLink.generate()
 
-        let staging = try makeStagingDir()
+        let staging = try makeStagingDirectory()
         var renamed = false
         defer { if !renamed { try? Self.removeTree(staging) } }
         let diff = staging + "/diff"
@@ -153,13 +153,6 @@ extension LayerStore {
         recorded = true
         FaultInjection.point("import.recorded")
         return ImportedLayer(chainID: chainID, diffID: layer.diffID, blobDigest: layer.descriptor.digest, unpacked: true, size: size)
-    }
-
-    /// `ROOT/staging/<random>`, 0700.
-    private func makeStagingDir() throws(StoreError) -> String {
-        var template = Array("\(paths.stagingDir)/XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw .lastErrno(path: paths.stagingDir, "cannot create a staging directory") }
-        return String(cString: made)
     }
 
     static func writeFile(_ path: String, _ text: String) throws(StoreError) {

@@ -19,7 +19,7 @@ struct Inspect: ParsableCommand {
         do {
             for p in layers {
                 let source: LayerSource = p == "-" ? .fileDescriptor(0) : .path(p)
-                summaries.append(try LayerApplier.inspect(source, name: p, validate: true))
+                summaries.append(try LayerApplier(options: ToolEnvironment.applyOptions()).inspect(source, name: p, validate: true))
             }
         } catch let error as LayerError {
             throw fail(error)

@@ -78,9 +78,9 @@ struct Unpack: ParsableCommand {
     func run() throws {
         if let image, paths.isEmpty { return try importIntoStore(image) }
         let destination = paths.last!
-        var options = ApplyOptions()
+        var options = ToolEnvironment.applyOptions()
         options.format = format == "overlay" ? .overlay(.trusted) : .plain
-        options.applySELinuxLabels = selinuxLabels
+        options.xattrPolicy.carriesSELinuxLabels = selinuxLabels
 
         var inputs = [LayerInput]()
         var extractedArchive: String? = nil

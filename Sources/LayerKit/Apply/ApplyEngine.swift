@@ -7,22 +7,17 @@ import Glibc
 
 /// Writes the entries of one tar stream onto a target directory.
 ///
-/// Every path is resolved as if the target were the root: parents are opened with
-/// `openat2(RESOLVE_IN_ROOT)`, and every change is an fd-relative `*at` call on the final
-/// component, never following a symlink there. So `..`, absolute names and symlinks pointing
-/// anywhere can only reach inside the target.
+/// Parents are opened through a `ConfinedResolver` (the target is the root for every name and
+/// link), and every change is an fd-relative `*at` call on the final component, never following
+/// a symlink there. So `..`, absolute names and symlinks pointing anywhere can only reach inside
+/// the target. Existing entries are unlinked and recreated, never written through (a file
+/// hardlinked from elsewhere is never changed).
 final class ApplyEngine {
-    private let rootFD: Int32
+    private let resolver: ConfinedResolver
     private let options: ApplyOptions
-    private let overlay: ApplyOptions.OverlayXattrNamespace?
+    private let overlay: OverlayXattrNamespace?
+    private let lowers: LowerLayers
     private let umask: mode_t
-    private let euid: uid_t
-
-    /// Open dirs by path (a small cache: tar streams are mostly grouped by dir).
-    private var dirCache: [EntryPath: Int32] = [:]
-    private static let dirCacheLimit = 128
-    /// Fds dropped from the cache while the current entry may still use them; closed before the next.
-    private var retiredDirs: [Int32] = []
 
     /// What this layer has written, for whiteout/opaque semantics: a whiteout or opaque marker
     /// hides what lower layers put there, never what this layer wrote, whatever the order.
@@ -41,35 +36,22 @@ final class ApplyEngine {
     private(set) var entryCount = 0
 
     init(rootFD: Int32, options: ApplyOptions) {
-        self.rootFD = rootFD
+        self.resolver = ConfinedResolver(rootFD: rootFD)
         self.options = options
         if case .overlay(let ns) = options.format { overlay = ns } else { overlay = nil }
-        self.umask = ApplyEngine.currentUmask()
-        self.euid = geteuid()
+        self.lowers = LowerLayers(directories: options.lowerDirs)
+        self.umask = FileSystem.currentUmask()
     }
 
-    deinit { closeCachedDirs() }
+    private var rootFD: Int32 { resolver.rootFD }
 
     // MARK: - Entries
 
     /// Applies one entry whose header was just read from `archive`; its data is read here.
     func apply(_ entry: OpaquePointer, from archive: OpaquePointer) throws(LayerError) {
         entryCount += 1
-        if !retiredDirs.isEmpty {
-            for fd in retiredDirs { close(fd) }
-            retiredDirs.removeAll(keepingCapacity: true)
-        }
-        guard let rawName = archive_entry_pathname(entry) else {
-            throw LayerError(.invalidEntry, "entry without a name")
-        }
-        let nameLength = strlen(rawName)
-        let cleaned = rawName.withMemoryRebound(to: UInt8.self, capacity: nameLength) {
-            EntryPath.clean(UnsafeBufferPointer(start: $0, count: nameLength))
-        }
-        let display = String(decoding: UnsafeRawBufferPointer(start: rawName, count: nameLength), as: UTF8.self)
-        guard let path = cleaned else {
-            throw LayerError(.pathEscapes, entry: display, "path escapes the target")
-        }
+        resolver.endEntry()
+        let (path, display) = try EntryValidator.path(of: entry)
         do throws(LayerError) {
             try applyEntry(entry, path: path, archive: archive)
         } catch var error {
@@ -79,33 +61,32 @@ final class ApplyEngine {
     }
 
     private func applyEntry(_ entry: OpaquePointer, path: EntryPath, archive: OpaquePointer) throws(LayerError) {
-        let name = path.name
-        // Whiteouts and opaque markers.
-        if name.starts(with: Self.whiteoutPrefix) {
-            try applyWhiteout(path, entry: entry)
-            return
+        switch LayerFormat.marker(path.name) {
+        case .none: break
+        case .opaque: return try applyOpaqueMarker(in: path.parent)
+        case .whiteout(let hidden): return try applyWhiteout(path.parent, hidden, entry: entry)
+        case .aufsMetadata: return   // aufs bookkeeping (`.wh..wh.plnk`, `.wh..wh.aufs`): not content
+        case .invalidWhiteout: throw LayerError(.invalidEntry, "invalid whiteout name")
         }
         if let target = archive_entry_hardlink(entry) {
-            try applyHardlink(path, target: target)
+            try applyHardlink(path, target: try EntryValidator.hardlinkTarget(target))
             noteWritten(path)
             return
         }
         let type = archive_entry_filetype(entry)
         let perm = mode_t(archive_entry_perm(entry)) & 0o7777
+        try EntryValidator.checkRoot(path, type: type)
         if path.isRoot {
-            guard type == UInt32(LK_S_IFDIR) else {
-                throw LayerError(.invalidEntry, "the root of the target can only be a directory")
-            }
             try applyDirMetadata(fd: rootFD, path: path, entry: entry, perm: perm)
             return
         }
-        let parentFD = try openDir(path.parent, create: true)
+        let parentFD = try resolver.directory(path.parent, create: true)
         noteTouch(path.parent, parentFD)
         switch type {
         case UInt32(LK_S_IFREG):
             try writeFile(parentFD, path, entry: entry, archive: archive, perm: perm)
         case UInt32(LK_S_IFDIR):
-            try makeDir(parentFD, path, entry: entry, perm: perm)
+            try makeDirectory(parentFD, path, entry: entry, perm: perm)
         case UInt32(LK_S_IFLNK):
             let target = archive_entry_symlink(entry) ?? UnsafePointer(strdup(""))!
             try makeSymlink(parentFD, path, target: target, entry: entry)
@@ -134,39 +115,6 @@ final class ApplyEngine {
         written.contains(path) || writtenAncestors.contains(path)
     }
 
-    /// Checks an entry without touching the file system: what `apply` would reject from the
-    /// archive alone (escaping names and link targets, bad whiteouts, out-of-range devices).
-    static func preflight(_ entry: OpaquePointer) throws(LayerError) {
-        guard let rawName = archive_entry_pathname(entry) else { throw LayerError(.invalidEntry, "entry without a name") }
-        let display = String(cString: rawName)
-        guard let path = EntryPath.clean(display) else {
-            throw LayerError(.pathEscapes, entry: display, "path escapes the target")
-        }
-        let name = path.name
-        if name.starts(with: whiteoutPrefix) && !name.starts(with: metaPrefix) {
-            let hidden = name.dropFirst(whiteoutPrefix.count)
-            if hidden.isEmpty || hidden.elementsEqual([UInt8(ascii: ".")]) || hidden.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) {
-                throw LayerError(.invalidEntry, entry: display, "invalid whiteout name")
-            }
-        }
-        if let target = archive_entry_hardlink(entry) {
-            let text = String(cString: target)
-            guard let t = EntryPath.clean(text), !t.isRoot else {
-                throw LayerError(.pathEscapes, entry: display, "hardlink target \"\(text)\" escapes the target")
-            }
-            return
-        }
-        let type = archive_entry_filetype(entry)
-        if path.isRoot && type != UInt32(LK_S_IFDIR) {
-            throw LayerError(.invalidEntry, entry: display, "the root of the target can only be a directory")
-        }
-        if type == UInt32(LK_S_IFCHR) || type == UInt32(LK_S_IFBLK) {
-            if UInt64(archive_entry_rdevmajor(entry)) > UInt64(UInt32.max) || UInt64(archive_entry_rdevminor(entry)) > UInt64(UInt32.max) {
-                throw LayerError(.invalidEntry, entry: display, "device number is out of range")
-            }
-        }
-    }
-
     // MARK: - Regular files
 
     private func writeFile(_ parentFD: Int32, _ path: EntryPath, entry: OpaquePointer, archive: OpaquePointer, perm: mode_t) throws(LayerError) {
@@ -174,7 +122,7 @@ final class ApplyEngine {
         let createMode = perm & 0o777
         var fd = withCString(name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, createMode) }
         if fd < 0 && errno == EEXIST {
-            try removeTree(parentFD, path.name)
+            try removeExisting(parentFD, name)
             fd = withCString(name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, createMode) }
         }
         guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot create file") }
@@ -190,17 +138,11 @@ final class ApplyEngine {
             let rc = archive_read_data_block(archive, &block, &blockSize, &offset)
             if rc == ARCHIVE_EOF { break }
             if rc < ARCHIVE_WARN {
-                throw LayerError(.corruptArchive, TarStream.errorString(archive))
+                throw LayerError(.corruptArchive, TarReader.errorString(archive))
             }
             if blockSize == 0 { continue }
-            var done = 0
-            while done < blockSize {
-                let n = pwrite(fd, block! + done, blockSize - done, off_t(offset) + off_t(done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw .system(Errno(rawValue: errno), entry: nil, "cannot write file")
-                }
-                done += n
+            do throws(Errno) { try DataCopy.writeAll(fd, block!, blockSize, at: off_t(offset)) } catch {
+                throw .system(error, entry: nil, "cannot write file")
             }
             end = Int64(offset) + Int64(blockSize)
         }
@@ -215,32 +157,31 @@ final class ApplyEngine {
             if fchmod(fd, perm) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chmod") }
         }
         applyXattrs(entry, path: path) { name, value, size in fsetxattr(fd, name, value, size, 0) }
-        let times = entryTimes(entry)
-        if withTimes(times, { futimens(fd, $0) }) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
+        if withTimes(entryTimes(entry), { futimens(fd, $0) }) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
     }
 
     // MARK: - Directories
 
-    private func makeDir(_ parentFD: Int32, _ path: EntryPath, entry: OpaquePointer, perm: mode_t) throws(LayerError) {
+    private func makeDirectory(_ parentFD: Int32, _ path: EntryPath, entry: OpaquePointer, perm: mode_t) throws(LayerError) {
         let name = path.name
         var replacedWhiteout = false
         var merged = false
         var rc = withCString(name) { mkdirat(parentFD, $0, 0o700) }
         if rc != 0 && errno == EEXIST {
-            let existing = lstatAt(parentFD, name)
-            if let existing, existing.st_mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFDIR) {
+            let existing = FileSystem.lstat(parentFD, name)
+            if let existing, FileSystem.isDirectory(existing) {
                 rc = 0  // dir over dir: merge, keep the contents
                 merged = true
             } else {
-                if let existing, overlay != nil, isOverlayWhiteout(existing) { replacedWhiteout = true }
-                try removeTree(parentFD, path.name)
+                if let existing, overlay != nil, LayerFormat.isWhiteoutDevice(existing) { replacedWhiteout = true }
+                try removeExisting(parentFD, name)
                 rc = withCString(name) { mkdirat(parentFD, $0, 0o700) }
             }
         }
         guard rc == 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot create directory") }
         let fd = withCString(name) { openat(parentFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot open directory") }
-        cacheDir(path, fd)
+        resolver.remember(path, fd)
         if merged { dropStaleXattrs(fd: fd, parentFD: parentFD, name: name, entry: entry) }
         try applyDirMetadata(fd: fd, path: path, entry: entry, perm: perm)
         if replacedWhiteout { try setOpaque(fd, path) }
@@ -250,7 +191,7 @@ final class ApplyEngine {
     /// entry does not carry go, among those an archive may set (host-only ones such as
     /// `trusted.*` or an SELinux label the archive does not manage are left alone).
     private func dropStaleXattrs(fd: Int32, parentFD: Int32, name: ArraySlice<UInt8>, entry: OpaquePointer) {
-        let current = ChangeSet.allXattrs(parentFD, name)
+        let current = Xattrs.all(fd: fd)
         guard !current.isEmpty else { return }
         var carried = Set<String>()
         if archive_entry_xattr_reset(entry) > 0 {
@@ -261,8 +202,8 @@ final class ApplyEngine {
                 if let namePtr { carried.insert(String(cString: namePtr)) }
             }
         }
-        for (key, _) in current where options.appliesXattr(key) && !carried.contains(key) {
-            fremovexattr(fd, key)
+        for attribute in current where options.xattrPolicy.carries(attribute.name) && !carried.contains(attribute.name) {
+            fremovexattr(fd, attribute.name)
         }
     }
 
@@ -280,7 +221,7 @@ final class ApplyEngine {
         let name = path.name
         var rc = withCString(name) { symlinkat(target, parentFD, $0) }
         if rc != 0 && errno == EEXIST {
-            try removeTree(parentFD, path.name)
+            try removeExisting(parentFD, name)
             rc = withCString(name) { symlinkat(target, parentFD, $0) }
         }
         guard rc == 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot create symlink") }
@@ -288,25 +229,17 @@ final class ApplyEngine {
     }
 
     private func makeNode(_ parentFD: Int32, _ path: EntryPath, type: UInt32, entry: OpaquePointer, perm: mode_t) throws(LayerError) {
-        var device: UInt64 = 0
-        if type != UInt32(LK_S_IFIFO) {
-            let major = UInt64(archive_entry_rdevmajor(entry))
-            let minor = UInt64(archive_entry_rdevminor(entry))
-            guard major <= UInt64(UInt32.max), minor <= UInt64(UInt32.max) else {
-                throw LayerError(.invalidEntry, "device number \(major):\(minor) is out of range")
-            }
-            device = lk_makedev(UInt32(major), UInt32(minor))
-        }
+        let device = type == UInt32(LK_S_IFIFO) ? 0 : try EntryValidator.deviceNumber(of: entry)
         let mode = mode_t(type) | (perm & 0o777)
         let name = path.name
-        var rc = withCString(name) { mknodat(parentFD, $0, mode, dev_t(device)) }
+        var rc = withCString(name) { mknodat(parentFD, $0, mode, device) }
         if rc != 0 && errno == EEXIST {
-            try removeTree(parentFD, path.name)
-            rc = withCString(name) { mknodat(parentFD, $0, mode, dev_t(device)) }
+            try removeExisting(parentFD, name)
+            rc = withCString(name) { mknodat(parentFD, $0, mode, device) }
         }
         if rc != 0 {
             let err = errno
-            if err == EPERM && euid != 0 && type != UInt32(LK_S_IFIFO) {
+            if err == EPERM && geteuid() != 0 && type != UInt32(LK_S_IFIFO) {
                 warn("entry \"\(path)\": device node skipped (creating devices needs privilege)")
                 return
             }
@@ -339,28 +272,21 @@ final class ApplyEngine {
         if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
     }
 
-    private func applyHardlink(_ path: EntryPath, target rawTarget: UnsafePointer<CChar>) throws(LayerError) {
-        let length = strlen(rawTarget)
-        let cleaned = rawTarget.withMemoryRebound(to: UInt8.self, capacity: length) {
-            EntryPath.clean(UnsafeBufferPointer(start: $0, count: length))
-        }
-        let targetText = String(cString: rawTarget)
-        guard let target = cleaned, !target.isRoot else {
-            throw LayerError(.pathEscapes, "hardlink target \"\(targetText)\" escapes the target")
-        }
+    private func applyHardlink(_ path: EntryPath, target: EntryPath) throws(LayerError) {
+        let targetText = target.description
         guard !path.isRoot else { throw LayerError(.invalidEntry, "the root of the target can only be a directory") }
+        let canCopyUp = overlay != nil && !lowers.isEmpty
         let targetParent: Int32
         do throws(LayerError) {
-            targetParent = try openDir(target.parent, create: false)
+            targetParent = try resolver.directory(target.parent, create: false)
         } catch {
-            if case .system(let e) = error.kind, e == .noSuchFileOrDirectory, overlay != nil, !options.lowerDirs.isEmpty {
-                try copyUpFromLower(target)
-                targetParent = try openDir(target.parent, create: false)
-            } else {
+            guard error.errno == .noSuchFileOrDirectory, canCopyUp else {
                 throw LayerError(.invalidEntry, "hardlink target \"\(targetText)\" not found")
             }
+            try lowers.copyUp(target, into: resolver)
+            targetParent = try resolver.directory(target.parent, create: false)
         }
-        let parentFD = try openDir(path.parent, create: true)
+        let parentFD = try resolver.directory(path.parent, create: true)
         noteTouch(path.parent, parentFD)
         let name = path.name
         let targetName = target.name
@@ -368,17 +294,16 @@ final class ApplyEngine {
             withCString(targetName) { t in withCString(name) { n in linkat(targetParent, t, parentFD, n, 0) } }
         }
         var rc = link()
-        if rc != 0 && errno == ENOENT && overlay != nil && !options.lowerDirs.isEmpty {
-            try copyUpFromLower(target)
+        if rc != 0 && errno == ENOENT && canCopyUp {
+            try lowers.copyUp(target, into: resolver)
             rc = link()
         }
         if rc != 0 && errno == EEXIST {
             // Linking a name to itself (or to another name of the same inode) changes nothing.
-            if let a = lstatAt(parentFD, name), let b = lstatAt(targetParent, targetName),
-               a.st_ino == b.st_ino, a.st_dev == b.st_dev {
+            if let a = FileSystem.lstat(parentFD, name), let b = FileSystem.lstat(targetParent, targetName), FileSystem.sameInode(a, b) {
                 return
             }
-            try removeTree(parentFD, path.name)
+            try removeExisting(parentFD, name)
             rc = link()
         }
         if rc != 0 {
@@ -386,7 +311,7 @@ final class ApplyEngine {
             if err == .noSuchFileOrDirectory {
                 throw LayerError(.invalidEntry, "hardlink target \"\(targetText)\" not found")
             }
-            if err == .notPermitted, let st = lstatAt(targetParent, targetName), st.st_mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFDIR) {
+            if err == .notPermitted, let st = FileSystem.lstat(targetParent, targetName), FileSystem.isDirectory(st) {
                 throw LayerError(.invalidEntry, "hardlink target \"\(targetText)\" is a directory")
             }
             throw .system(err, entry: nil, "cannot create hardlink to \"\(targetText)\"")
@@ -395,47 +320,32 @@ final class ApplyEngine {
 
     // MARK: - Whiteouts
 
-    static let whiteoutPrefix: [UInt8] = Array(".wh.".utf8)
-    static let opaqueMarker: [UInt8] = Array(".wh..wh..opq".utf8)
-    static let metaPrefix: [UInt8] = Array(".wh..wh.".utf8)
+    /// `DIR/.wh..wh..opq`: in overlay format the dir is marked opaque; in plain format what lower
+    /// layers put in it goes.
+    private func applyOpaqueMarker(in dir: EntryPath) throws(LayerError) {
+        if overlay != nil {
+            try setOpaque(try resolver.directory(dir, create: true), dir)
+        } else {
+            try pruneLower(dir)
+        }
+    }
 
-    private func applyWhiteout(_ path: EntryPath, entry: OpaquePointer) throws(LayerError) {
-        let name = path.name
-        let dir = path.parent
-        if name.elementsEqual(Self.opaqueMarker) {
-            if let ns = overlay {
-                _ = ns
-                let fd = try openDir(dir, create: true)
-                try setOpaque(fd, dir)
-            } else {
-                try pruneLower(dir)
-            }
-            return
-        }
-        if name.starts(with: Self.metaPrefix) {
-            // Other `.wh..wh.` names are aufs bookkeeping (`.wh..wh.plnk`, `.wh..wh.aufs`): not content.
-            return
-        }
-        let hidden = name.dropFirst(Self.whiteoutPrefix.count)
-        if hidden.isEmpty || hidden.elementsEqual([UInt8(ascii: ".")]) || hidden.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) {
-            throw LayerError(.invalidEntry, "invalid whiteout name")
-        }
+    /// `DIR/.wh.NAME`: in overlay format a whiteout device at NAME; in plain format NAME goes.
+    private func applyWhiteout(_ dir: EntryPath, _ hidden: [UInt8], entry: OpaquePointer) throws(LayerError) {
         let victim = dir.appending(hidden)
-        if let ns = overlay {
-            _ = ns
-            let parentFD = try openDir(dir, create: true)
+        if overlay != nil {
+            let parentFD = try resolver.directory(dir, create: true)
             if wasWritten(victim) {
                 // This layer's own entry stays; as a dir it now hides what lower layers have there.
-                if let st = lstatAt(parentFD, hidden), st.st_mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFDIR) {
-                    let fd = try openDir(victim, create: false)
-                    try setOpaque(fd, victim)
+                if let st = FileSystem.lstat(parentFD, hidden), FileSystem.isDirectory(st) {
+                    try setOpaque(try resolver.directory(victim, create: false), victim)
                 }
                 return
             }
-            var rc = withCString(hidden) { mknodat(parentFD, $0, mode_t(LK_S_IFCHR), 0) }
+            var rc = withCString(hidden) { mknodat(parentFD, $0, LayerFormat.whiteoutDeviceMode, 0) }
             if rc != 0 && errno == EEXIST {
-                try removeTree(parentFD, hidden)
-                rc = withCString(hidden) { mknodat(parentFD, $0, mode_t(LK_S_IFCHR), 0) }
+                try removeExisting(parentFD, hidden)
+                rc = withCString(hidden) { mknodat(parentFD, $0, LayerFormat.whiteoutDeviceMode, 0) }
             }
             if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot create whiteout device") }
             // The marker's times, so the same layer always gives the same tree.
@@ -445,82 +355,51 @@ final class ApplyEngine {
         }
         // Plain format: remove what lower layers have there (nothing if missing, or a non-dir parent).
         let parentFD: Int32
-        do throws(LayerError) { parentFD = try openDir(dir, create: false) } catch {
-            if case .system(let e) = error.kind, e == .noSuchFileOrDirectory || e == .notDirectory { return }
+        do throws(LayerError) { parentFD = try resolver.directory(dir, create: false) } catch {
+            if error.errno == .noSuchFileOrDirectory || error.errno == .notDirectory { return }
             throw error
         }
         if wasWritten(victim) {
-            if let st = lstatAt(parentFD, hidden), st.st_mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFDIR) {
+            if let st = FileSystem.lstat(parentFD, hidden), FileSystem.isDirectory(st) {
                 try pruneLower(victim)
             }
             return
         }
         noteTouch(dir, parentFD)
-        try removeTree(parentFD, hidden)
+        try removeExisting(parentFD, hidden)
     }
 
     /// Plain format, opaque dir: removes everything below `dir` that this layer did not write.
-    private func pruneLower(_ dir: EntryPath) throws(LayerError) {
-        let fd: Int32
-        do throws(LayerError) { fd = try openDir(dir, create: false) } catch {
-            if case .system(let e) = error.kind, e == .noSuchFileOrDirectory { return }
-            throw error
-        }
-        noteTouch(dir, fd)
-        for child in try listDir(fd) {
-            let childPath = dir.appending(child)
-            if wasWritten(childPath) {
-                if let st = lstatAt(fd, child[...]), st.st_mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFDIR) {
-                    try pruneLower(childPath)
+    /// Iterative: the dirs of this layer inside `dir` are visited from a work list.
+    private func pruneLower(_ top: EntryPath) throws(LayerError) {
+        var work = [top]
+        while let dir = work.popLast() {
+            let fd: Int32
+            do throws(LayerError) { fd = try resolver.directory(dir, create: false) } catch {
+                if error.errno == .noSuchFileOrDirectory { continue }
+                throw error
+            }
+            noteTouch(dir, fd)
+            let names: [[UInt8]]
+            do throws(Errno) { names = try FileSystem.names(of: fd) } catch { throw .system(error, entry: dir.description, "cannot read directory") }
+            for child in names {
+                let childPath = dir.appending(child)
+                if wasWritten(childPath) {
+                    if let st = FileSystem.lstat(fd, child), FileSystem.isDirectory(st) { work.append(childPath) }
+                } else {
+                    try removeExisting(fd, child)
                 }
-            } else {
-                try removeTree(fd, child[...])
             }
         }
     }
 
     private func setOpaque(_ fd: Int32, _ path: EntryPath) throws(LayerError) {
         guard let ns = overlay else { return }
-        let rc = fsetxattr(fd, ns.opaqueName, "y", 1, 0)
+        let value = OverlayXattrNamespace.opaqueValue
+        let rc = value.withUnsafeBytes { fsetxattr(fd, ns.opaque, $0.baseAddress, $0.count, 0) }
         if rc != 0 {
-            throw .system(Errno(rawValue: errno), entry: nil, "cannot mark \"\(path)\" opaque (\(ns.opaqueName))")
+            throw .system(Errno(rawValue: errno), entry: nil, "cannot mark \"\(path)\" opaque (\(ns.opaque))")
         }
-    }
-
-    private func isOverlayWhiteout(_ st: stat) -> Bool {
-        st.st_mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFCHR) && st.st_rdev == 0
-    }
-
-    // MARK: - Copy-up for overlay-format layers
-
-    /// Copies `path` (a regular file) from the topmost lower layer that has it into this layer,
-    /// creating its parents with their lower metadata, so a hardlink can point at it.
-    private func copyUpFromLower(_ path: EntryPath) throws(LayerError) {
-        for lower in options.lowerDirs {
-            let lowerRoot = open(lower, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            guard lowerRoot >= 0 else { continue }
-            defer { close(lowerRoot) }
-            let src = path.withCString { lk_openat2(lowerRoot, $0, UInt64(O_RDONLY | O_NOFOLLOW | O_CLOEXEC), 0, UInt64(LK_RESOLVE_IN_ROOT)) }
-            guard src >= 0 else { continue }
-            defer { close(src) }
-            var st = stat()
-            guard fstat(src, &st) == 0, st.st_mode & mode_t(LK_S_IFMT) == mode_t(LK_S_IFREG) else { continue }
-            let parentFD = try openDir(path.parent, create: true)
-            let dst = withCString(path.name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
-            guard dst >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot copy up from lower layer") }
-            defer { close(dst) }
-            var remaining = Int(st.st_size)
-            while remaining > 0 {
-                let n = lk_copy_file_range(src, dst, remaining)
-                if n <= 0 { throw .system(Errno(rawValue: errno), entry: path.description, "cannot copy up from lower layer") }
-                remaining -= n
-            }
-            _ = fchown(dst, st.st_uid, st.st_gid)
-            _ = fchmod(dst, st.st_mode & 0o7777)
-            _ = withTimes((st.st_atim, st.st_mtim)) { futimens(dst, $0) }
-            return
-        }
-        throw LayerError(.invalidEntry, entry: path.description, "hardlink target not found in this layer or below")
     }
 
     // MARK: - Metadata helpers
@@ -542,8 +421,7 @@ final class ApplyEngine {
     }
 
     private func entryTimes(_ entry: OpaquePointer) -> (timespec, timespec) {
-        let omit = lk_utime_omit()
-        var mtime = timespec(tv_sec: 0, tv_nsec: omit)
+        var mtime = timespec(tv_sec: 0, tv_nsec: lk_utime_omit())
         if archive_entry_mtime_is_set(entry) != 0 {
             mtime = timespec(tv_sec: archive_entry_mtime(entry), tv_nsec: archive_entry_mtime_nsec(entry))
         }
@@ -562,14 +440,17 @@ final class ApplyEngine {
         while archive_entry_xattr_next(entry, &namePtr, &value, &size) == ARCHIVE_OK {
             guard let namePtr else { continue }
             let name = String(cString: namePtr)
-            guard options.appliesXattr(name) else { continue }
+            guard options.xattrPolicy.carries(name) else { continue }
             if set(namePtr, value, size) != 0 {
                 warn("entry \"\(path)\": xattr \(name) not applied: \(Errno(rawValue: errno).description)")
             }
         }
     }
 
-    private func warn(_ message: String) { warnings.append(message) }
+    private func warn(_ message: String) {
+        warnings.append(message)
+        options.logger.warning("\(message)")
+    }
 
     // MARK: - Finishing
 
@@ -577,8 +458,7 @@ final class ApplyEngine {
         if dir == lastTouched { return }
         lastTouched = dir
         if touchedDirs[dir] != nil { return }
-        var st = stat()
-        if fstat(fd, &st) == 0 { touchedDirs[dir] = (st.st_atim, st.st_mtim) }
+        if let st = FileSystem.attributes(of: fd) { touchedDirs[dir] = (st.st_atim, st.st_mtim) }
     }
 
     /// Sets the times of every dir this layer named, now that their contents are final, and
@@ -586,186 +466,35 @@ final class ApplyEngine {
     func finish() throws(LayerError) {
         let named = Set(dirTimes.map(\.0))
         for (path, times) in touchedDirs where !named.contains(path) {
-            let fd = path.isRoot ? rootFD : path.withCString {
-                lk_openat2(rootFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), 0, UInt64(LK_RESOLVE_IN_ROOT))
-            }
+            let fd = resolver.openUncached(path)
             guard fd >= 0 else { continue }
             _ = withTimes(times) { futimens(fd, $0) }
-            if fd != rootFD { close(fd) }
+            close(fd)
         }
         touchedDirs.removeAll()
         var seen = Set<EntryPath>()
         for (path, atime, mtime) in dirTimes.reversed() where seen.insert(path).inserted {
-            let times = (atime, mtime)
-            if path.isRoot {
-                _ = withTimes(times) { futimens(rootFD, $0) }
-                continue
-            }
-            let fd = path.withCString {
-                lk_openat2(rootFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), 0, UInt64(LK_RESOLVE_IN_ROOT))
-            }
+            let fd = resolver.openUncached(path)
             guard fd >= 0 else { continue }  // removed or replaced later in the layer
-            _ = withTimes(times) { futimens(fd, $0) }
+            _ = withTimes((atime, mtime)) { futimens(fd, $0) }
             close(fd)
         }
         dirTimes.removeAll()
-        closeCachedDirs()
-    }
-
-    // MARK: - Resolution (confined to the target)
-
-    /// An fd for the directory at `path`, resolved with the target as root. With `create`,
-    /// missing dirs are made (0755, owned by the caller), through symlinks that point inside.
-    private func openDir(_ path: EntryPath, create: Bool, depth: Int = 0) throws(LayerError) -> Int32 {
-        if path.isRoot { return rootFD }
-        if let fd = dirCache[path] { return fd }
-        guard depth < 40 else { throw LayerError(.system(.tooManySymbolicLinkLevels), "too many levels of symbolic links resolving \"\(path)\"") }
-        let fd = path.withCString {
-            lk_openat2(rootFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0, UInt64(LK_RESOLVE_IN_ROOT | LK_RESOLVE_NO_MAGICLINKS))
-        }
-        if fd >= 0 {
-            cacheDir(path, fd)
-            return fd
-        }
-        let err = Errno(rawValue: errno)
-        switch err {
-        case .noSuchFileOrDirectory where create:
-            try makeDirs(path.bytes, depth: depth)
-            return try openDir(path, create: false, depth: depth)
-        case .notDirectory:
-            throw LayerError(.system(err), "a parent of the entry is not a directory (\"\(path)\")")
-        default:
-            throw .system(err, entry: nil, "cannot open parent directory \"\(path)\"")
-        }
-    }
-
-    /// Makes the directory `raw` (a path the kernel resolves inside the root) and any missing
-    /// parents, 0755. A dangling symlink on the way is followed the way the kernel would follow it:
-    /// its target is made, relative to where the link really is (absolute targets from the root).
-    private func makeDirs(_ raw: [UInt8], depth: Int) throws(LayerError) {
-        guard depth < 40 else {
-            throw LayerError(.system(.tooManySymbolicLinkLevels), "too many levels of symbolic links creating \"\(String(decoding: raw, as: UTF8.self))\"")
-        }
-        let display = String(decoding: raw, as: UTF8.self)
-        let fd = Self.openInRoot(rootFD, raw)
-        if fd >= 0 { close(fd); return }
-        guard errno == ENOENT else {
-            let e = Errno(rawValue: errno)
-            if e == .notDirectory { throw LayerError(.system(e), "a parent of the entry is not a directory (\"\(display)\")") }
-            throw .system(e, entry: nil, "cannot open parent directory \"\(display)\"")
-        }
-        var trimmed = raw[...]
-        while trimmed.count > 1, trimmed.last == UInt8(ascii: "/") { trimmed = trimmed.dropLast() }
-        let parent: [UInt8]
-        let last: ArraySlice<UInt8>
-        if let slash = trimmed.lastIndex(of: UInt8(ascii: "/")) {
-            parent = slash == trimmed.startIndex ? [UInt8(ascii: "/")] : Array(trimmed[..<slash])
-            last = trimmed[(slash + 1)...]
-        } else {
-            parent = [UInt8(ascii: ".")]
-            last = trimmed
-        }
-        try makeDirs(parent, depth: depth)
-        if last.isEmpty || last.elementsEqual([UInt8(ascii: ".")]) || last.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) {
-            return
-        }
-        let parentFD = Self.openInRoot(rootFD, parent)
-        guard parentFD >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot open parent directory \"\(display)\"") }
-        defer { close(parentFD) }
-        if withCString(last, { mkdirat(parentFD, $0, 0o755) }) == 0 || errno != EEXIST { return }
-        guard let st = lstatAt(parentFD, last), FS.fileType(st) == mode_t(LK_S_IFLNK) else { return }
-        var buffer = [UInt8](repeating: 0, count: 4097)
-        let n = withCString(last) { readlinkat(parentFD, $0, &buffer, 4096) }
-        guard n > 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot read symlink in \"\(display)\"") }
-        let target = Array(buffer[..<n])
-        if target.first == UInt8(ascii: "/") {
-            try makeDirs(target, depth: depth + 1)
-        } else {
-            try makeDirs(try realPathInRoot(parentFD) + [UInt8(ascii: "/")] + target, depth: depth + 1)
-        }
-    }
-
-    static func openInRoot(_ rootFD: Int32, _ raw: [UInt8]) -> Int32 {
-        withCString(raw.isEmpty ? [UInt8(ascii: ".")] : raw) {
-            lk_openat2(rootFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0, UInt64(LK_RESOLVE_IN_ROOT | LK_RESOLVE_NO_MAGICLINKS))
-        }
-    }
-
-    private lazy var rootRealPath: [UInt8] = Self.fdPath(rootFD)
-
-    /// Where an open dir really is, as a path from the root ("/" for the root itself).
-    private func realPathInRoot(_ fd: Int32) throws(LayerError) -> [UInt8] {
-        let real = Self.fdPath(fd)
-        let root = rootRealPath
-        guard real.starts(with: root) else { throw LayerError(.pathEscapes, "a directory resolved outside the target") }
-        let rest = Array(real[root.count...])
-        return rest.isEmpty ? [UInt8(ascii: "/")] : (rest.first == UInt8(ascii: "/") ? rest : [UInt8(ascii: "/")] + rest)
-    }
-
-    static func fdPath(_ fd: Int32) -> [UInt8] {
-        var buffer = [UInt8](repeating: 0, count: 4097)
-        let n = readlink("/proc/self/fd/\(fd)", &buffer, 4096)
-        guard n > 0 else { return [] }
-        var path = Array(buffer[..<n])
-        if path == [UInt8(ascii: "/")] { path = [] }
-        return path
-    }
-
-    private func cacheDir(_ path: EntryPath, _ fd: Int32) {
-        if dirCache.count >= Self.dirCacheLimit { invalidateDirCache() }
-        if let old = dirCache.updateValue(fd, forKey: path) { retiredDirs.append(old) }
-    }
-
-    /// Forgets every cached dir; the fds stay open until the current entry is done.
-    private func invalidateDirCache() {
-        retiredDirs.append(contentsOf: dirCache.values)
-        dirCache.removeAll(keepingCapacity: true)
-    }
-
-    private func closeCachedDirs() {
-        invalidateDirCache()
-        for fd in retiredDirs { close(fd) }
-        retiredDirs.removeAll()
+        resolver.closeAll()
     }
 
     // MARK: - Removal (never follows symlinks)
 
-    /// Removes whatever is at `name` so a new entry can take its place. A dir over a dir is kept
-    /// when `keepingDir`. Cached dir fds are dropped when a dir or symlink goes, since paths
-    /// through it now resolve elsewhere.
-    private func removeTree(_ parentFD: Int32, _ name: ArraySlice<UInt8>) throws(LayerError) {
-        guard let st = FS.lstat(parentFD, name) else { return }
-        let type = FS.fileType(st)
-        if type == mode_t(LK_S_IFDIR) || type == mode_t(LK_S_IFLNK) { invalidateDirCache() }
-        try FS.removeTree(parentFD, name)
-    }
-
-    private func listDir(_ fd: Int32) throws(LayerError) -> [[UInt8]] { try FS.listDir(fd) }
-
-    private func lstatAt(_ dirFD: Int32, _ name: ArraySlice<UInt8>) -> stat? { FS.lstat(dirFD, name) }
-
-    static func currentUmask() -> mode_t {
-        // Reading the umask without changing it: /proc/self/status has it since Linux 4.7.
-        if let f = fopen("/proc/self/status", "r") {
-            defer { fclose(f) }
-            var line = [CChar](repeating: 0, count: 256)
-            while fgets(&line, 256, f) != nil {
-                let s = String(cString: line)
-                if s.hasPrefix("Umask:") {
-                    let v = s.dropFirst(6).trimmingCharacters(in: " \t\n")
-                    return mode_t(v, radix: 8) ?? 0o022
-                }
+    /// Removes whatever is at `name` so a new entry can take its place. Cached dir fds are dropped
+    /// when a dir or symlink goes, since paths through it now resolve elsewhere.
+    private func removeExisting<Name: Collection>(_ parentFD: Int32, _ name: Name) throws(LayerError) where Name.Element == UInt8 {
+        guard let st = FileSystem.lstat(parentFD, name) else { return }
+        if FileSystem.isDirectory(st) || FileSystem.isSymlink(st) { resolver.invalidate() }
+        do throws(Errno) { try FileSystem.removeTree(parentFD, name) } catch {
+            if error == .resourceBusy {
+                throw LayerError(.system(error), "\(String(decoding: Array(name), as: UTF8.self)) is a mount point: not removing what is mounted there")
             }
+            throw .system(error, entry: nil, "cannot remove existing entry")
         }
-        return 0o022
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingCharacters(in set: String) -> String {
-        var s = self[...]
-        while let c = s.first, set.contains(c) { s = s.dropFirst() }
-        while let c = s.last, set.contains(c) { s = s.dropLast() }
-        return String(s)
     }
 }

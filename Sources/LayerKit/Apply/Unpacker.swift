@@ -35,7 +35,7 @@ public struct Unpacker: Sendable {
     public func unpack(_ layers: [LayerInput], to destination: String, progress: Progress? = nil) throws(LayerError) -> [LayerSummary] {
         var st = stat()
         let exists = lstat(destination, &st) == 0
-        if exists && !FS.isDir(st) {
+        if exists && !FileSystem.isDirectory(st) {
             throw LayerError(.input, layer: destination, "the destination exists and is not a directory")
         }
         let empty = try exists ? isEmptyDir(destination) : true
@@ -46,14 +46,14 @@ public struct Unpacker: Sendable {
     }
 
     private func unpackStaged(_ layers: [LayerInput], to destination: String, existing: stat?, progress: Progress?) throws(LayerError) -> [LayerSummary] {
-        let (dir, base) = FS.split(destination)
+        let (dir, base) = FileSystem.split(destination)
         var template = Array("\(dir)/.\(base).layertool-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else {
             throw LayerError.system(Errno(rawValue: errno), entry: nil, "cannot create a staging directory in \(dir)").inLayer(destination)
         }
         let staging = String(cString: made)
         var committed = false
-        defer { if !committed { try? FS.removeTree(atPath: staging) } }
+        defer { if !committed { try? FileSystem.removeTree(atPath: staging) } }
 
         // The staging dir becomes the destination: give it the mode and owner the destination has
         // (or would get from mkdir), unless a layer names the root itself.
@@ -61,7 +61,7 @@ public struct Unpacker: Sendable {
             chmod(staging, existing.st_mode & 0o7777)
             chown(staging, existing.st_uid, existing.st_gid)
         } else {
-            chmod(staging, 0o755 & ~ApplyEngine.currentUmask())
+            chmod(staging, 0o755 & ~FileSystem.currentUmask())
         }
         let summaries = try applyAll(layers, to: staging, progress: progress)
         // rename(2) replaces an empty dir atomically.
@@ -83,7 +83,7 @@ public struct Unpacker: Sendable {
                 spooled.append(file)
                 inputs[i].source = .path(file)
             }
-            _ = try LayerApplier.inspect(inputs[i].source, name: inputs[i].name, validate: true, expecting: inputs[i].expecting)
+            _ = try LayerApplier(options: options).inspect(inputs[i].source, name: inputs[i].name, validate: true, expecting: inputs[i].expecting)
         }
         return try applyAll(inputs, to: destination, progress: progress)
     }
@@ -127,7 +127,9 @@ public struct Unpacker: Sendable {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw LayerError.system(Errno(rawValue: errno), entry: nil, "cannot open \(path)") }
         defer { close(fd) }
-        return try FS.listDir(fd).isEmpty
+        do throws(Errno) { return try FileSystem.names(of: fd).isEmpty } catch {
+            throw LayerError.system(error, entry: nil, "cannot read \(path)")
+        }
     }
 
     private func isMountPoint(_ path: String) -> Bool {

@@ -26,7 +26,7 @@ public enum LayerRecompressor {
             if !done { unlink(destination) }
         }
         let pipe = ChunkPipe(chunkSize: 1 << 20, capacity: 8)
-        let producer = BlobProducer(fd: input, pipe: pipe)
+        let producer = BlobDecoder(fd: input, pipe: pipe)
         producer.start()
         let sink = BlobSink(fd: output)
         let options = DiffOptions(compression: compression, level: level)

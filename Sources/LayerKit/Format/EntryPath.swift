@@ -70,21 +70,6 @@ struct EntryPath: Hashable, Sendable, CustomStringConvertible {
     var description: String { String(decoding: bytes, as: UTF8.self) }
 }
 
-/// Runs `body` with a NUL-terminated copy of `bytes` (on the stack for short names).
-@inline(__always)
-func withCString<C: Collection, R>(_ bytes: C, _ body: (UnsafePointer<CChar>) throws -> R) rethrows -> R where C.Element == UInt8 {
-    let count = bytes.count
-    return try withUnsafeTemporaryAllocation(of: CChar.self, capacity: count + 1) { buffer in
-        var i = 0
-        for b in bytes {
-            buffer[i] = CChar(bitPattern: b)
-            i += 1
-        }
-        buffer[count] = 0
-        return try body(UnsafePointer(buffer.baseAddress!))
-    }
-}
-
 extension EntryPath {
     /// The path as a C string relative to the root ("." for the root itself).
     @inline(__always)

@@ -15,7 +15,7 @@ public enum DockerArchive {
     /// Whether `path` is a regular file (a tarball) rather than a layout dir.
     public static func isArchive(_ path: String) -> Bool {
         var st = stat()
-        return stat(path, &st) == 0 && FS.fileType(st) == mode_t(S_IFREG)
+        return stat(path, &st) == 0 && FileSystem.fileType(st) == mode_t(S_IFREG)
     }
 
     /// Extracts the archive into `directory` (created; it must not exist or be empty) with the
@@ -90,7 +90,7 @@ public enum DockerArchive {
         }
         let source = MountTable.resolve(directory + "/" + path.description)
         var st = stat()
-        guard lstat(source, &st) == 0, FS.fileType(st) == mode_t(S_IFREG) else {
+        guard lstat(source, &st) == 0, FileSystem.fileType(st) == mode_t(S_IFREG) else {
             throw LayerError(.invalidEntry, entry: name, layer: archive, "manifest.json names a file the archive does not have")
         }
         guard let data = FileManager.default.contents(atPath: source) else {

@@ -142,7 +142,7 @@ extension LayerStore {
         }
         let mountpoint = MountTable.resolve(target ?? mergedDir(of: record.id))
         var st = stat()
-        guard stat(mountpoint, &st) == 0, FS.isDir(st) else {
+        guard stat(mountpoint, &st) == 0, FileSystem.isDirectory(st) else {
             throw StoreError(.notFound, path: mountpoint, "the mount target must be an existing directory")
         }
         if let other = try container(mountpoint), other.id != record.id, other.isMounted {

@@ -25,7 +25,7 @@ public final class LayerStore {
     public let paths: StorePaths
     /// The xattr namespace of the overlay markers in this store's layers (`trusted` when the
     /// store was created by root, `user` otherwise); fixed when the store is created.
-    public let overlayNamespace: ApplyOptions.OverlayXattrNamespace
+    public let overlayNamespace: OverlayXattrNamespace
     /// What opening the store cleaned up.
     public private(set) var openingCleanup: StoreCleanup
 
@@ -41,7 +41,7 @@ public final class LayerStore {
     /// - Parameter overlayNamespace: for a new store, the namespace of overlay xattrs; defaults to
     ///   `trusted` for root and `user` otherwise. Ignored for an existing store.
     public init(root: String = StorePaths.defaultRoot(),
-                overlayNamespace: ApplyOptions.OverlayXattrNamespace? = nil) throws(StoreError) {
+                overlayNamespace: OverlayXattrNamespace? = nil) throws(StoreError) {
         // Absolute, so lower-dir lists and mount data built from it do not depend on the cwd.
         let absolute = StorePaths(root: root.hasPrefix("/") ? root : FileManager.default.currentDirectoryPath + "/" + root)
         try Self.createDirectories(absolute)
@@ -65,7 +65,7 @@ public final class LayerStore {
                 try row.string(0)
             }.first ?? wanted.rawValue
         }
-        guard let namespace = ApplyOptions.OverlayXattrNamespace(rawValue: stored) else {
+        guard let namespace = OverlayXattrNamespace(rawValue: stored) else {
             throw StoreError(.incompatible, path: paths.database, "unknown overlay xattr namespace \"\(stored)\"")
         }
         self.overlayNamespace = namespace
@@ -211,10 +211,10 @@ public final class LayerStore {
     private static func createDirectories(_ paths: StorePaths) throws(StoreError) {
         var st = stat()
         if lstat(paths.root, &st) == 0 {
-            guard FS.isDir(st) else { throw StoreError(.incompatible, path: paths.root, "the store root exists and is not a directory") }
+            guard FileSystem.isDirectory(st) else { throw StoreError(.incompatible, path: paths.root, "the store root exists and is not a directory") }
         } else {
             do {
-                let parent = FS.split(paths.root).dir
+                let parent = FileSystem.split(paths.root).dir
                 try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
             } catch {
                 throw StoreError(.system(.noSuchFileOrDirectory), path: paths.root, "cannot create the store's parent directory: \(error.localizedDescription)")

@@ -109,14 +109,15 @@ extension LayerStore {
         let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw .lastErrno(path: dir, "cannot open directory") }
         defer { close(fd) }
-        do { return try FS.listDir(fd).map { String(decoding: $0, as: UTF8.self) }.sorted() } catch {
-            throw StoreError(.system(error.errno ?? .ioError), path: dir, error.reason)
+        do throws(Errno) { return try FileSystem.names(of: fd).map { String(decoding: $0, as: UTF8.self) }.sorted() } catch {
+            throw .system(error, path: dir, "cannot read directory")
         }
     }
 
     static func removeTree(_ path: String) throws(StoreError) {
-        do { try FS.removeTree(atPath: path) } catch {
-            throw StoreError(.system(error.errno ?? .ioError), path: path, "cannot remove: \(error.reason)")
+        do throws(Errno) { try FileSystem.removeTree(atPath: path) } catch {
+            if error == .resourceBusy { throw .system(error, path: path, "cannot remove: something is mounted below it") }
+            throw .system(error, path: path, "cannot remove")
         }
     }
 
@@ -129,14 +130,6 @@ extension LayerStore {
 
     static func isDirectory(_ path: String) -> Bool {
         var st = stat()
-        return lstat(path, &st) == 0 && FS.isDir(st)
-    }
-}
-
-extension LayerError {
-    /// The errno of a `.system` error.
-    var errno: Errno? {
-        if case .system(let e) = kind { return e }
-        return nil
+        return lstat(path, &st) == 0 && FileSystem.isDirectory(st)
     }
 }

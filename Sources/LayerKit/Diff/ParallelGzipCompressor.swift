@@ -1,91 +1,9 @@
 import CIsal
-import CZstd
 import Foundation
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Where compressed output goes: hashed (the blob digest), counted, written to a file descriptor.
-final class BlobSink {
-    let fd: Int32
-    let hashing: Bool
-    private(set) var hasher = SHA256Hasher()
-    private(set) var size: Int64 = 0
-
-    init(fd: Int32, hashing: Bool = true) {
-        self.fd = fd
-        self.hashing = hashing
-    }
-
-    func write(_ bytes: [UInt8]) throws(LayerError) {
-        try withBytes(bytes) { (b) throws(LayerError) in try write(b) }
-    }
-
-    func write(_ bytes: UnsafeRawBufferPointer) throws(LayerError) {
-        guard !bytes.isEmpty else { return }
-        if hashing { hasher.update(bytes) }
-        size += Int64(bytes.count)
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw LayerError(.system(Errno(rawValue: errno)), "cannot write the layer: \(Errno(rawValue: errno).description)")
-            }
-            done += n
-        }
-    }
-}
-
-/// Turns the tar stream into the stored blob.
-protocol BlobCompressor {
-    func feed(_ bytes: UnsafeRawBufferPointer, into sink: BlobSink) throws(LayerError)
-    func finish(into sink: BlobSink) throws(LayerError)
-}
-
-struct StoreCompressor: BlobCompressor {
-    func feed(_ bytes: UnsafeRawBufferPointer, into sink: BlobSink) throws(LayerError) { try sink.write(bytes) }
-    func finish(into sink: BlobSink) throws(LayerError) {}
-}
-
-/// zstd through libzstd's streaming API, with its own worker threads.
-final class ZstdCompressor: BlobCompressor {
-    private let context: OpaquePointer
-    private let out: UnsafeMutableRawPointer
-    private let outSize = ZSTD_CStreamOutSize()
-
-    init(level: Int32, workers: Int32) throws(LayerError) {
-        context = ZSTD_createCCtx()
-        out = .allocate(byteCount: outSize, alignment: 16)
-        ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
-        ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1)
-        if workers > 1 { _ = ZSTD_CCtx_setParameter(context, ZSTD_c_nbWorkers, workers) }
-    }
-
-    deinit {
-        ZSTD_freeCCtx(context)
-        out.deallocate()
-    }
-
-    private func run(_ bytes: UnsafeRawBufferPointer, _ mode: ZSTD_EndDirective, _ sink: BlobSink) throws(LayerError) {
-        var input = ZSTD_inBuffer(src: bytes.baseAddress, size: bytes.count, pos: 0)
-        while true {
-            var output = ZSTD_outBuffer(dst: out, size: outSize, pos: 0)
-            let remaining = ZSTD_compressStream2(context, &output, &input, mode)
-            if ZSTD_isError(remaining) != 0 {
-                throw LayerError(.input, "zstd: \(String(cString: ZSTD_getErrorName(remaining)))")
-            }
-            try sink.write(UnsafeRawBufferPointer(start: out, count: output.pos))
-            if mode == ZSTD_e_continue ? input.pos == input.size : remaining == 0 { break }
-        }
-    }
-
-    func feed(_ bytes: UnsafeRawBufferPointer, into sink: BlobSink) throws(LayerError) { try run(bytes, ZSTD_e_continue, sink) }
-    func finish(into sink: BlobSink) throws(LayerError) {
-        try run(UnsafeRawBufferPointer(start: nil, count: 0), ZSTD_e_end, sink)
-    }
-}
 
 /// Parallel gzip, pigz-style: each chunk is deflated on its own worker with the previous 32 KiB
 /// as dictionary and ends on a sync flush, so the pieces join into ONE standard deflate stream

@@ -54,3 +54,11 @@ public struct LayerError: Error, CustomStringConvertible, Sendable {
         LayerError(.system(errno), entry: entry, "\(what): \(errno.description)")
     }
 }
+
+extension LayerError {
+    /// The errno of a `.system` error.
+    public var errno: Errno? {
+        if case .system(let e) = kind { return e }
+        return nil
+    }
+}

@@ -19,6 +19,20 @@ enum ToolEnvironment {
         return options
     }
 
+    /// Overlay mount options as the environment asks.
+    static func mountOptions() -> OverlayMounter.Options {
+        OverlayMounter.Options(forceMountSyscall: variables["LAYERKIT_OVERLAY_MOUNT"] == "mount2")
+    }
+
+    /// The store's configuration as the environment asks; arms a crash point if one is named.
+    static func storeConfiguration() -> LayerStore.Configuration {
+        FaultInjection.arm(variables["LAYERKIT_STORE_CRASH"])
+        var configuration = LayerStore.Configuration()
+        configuration.mountOptions = mountOptions()
+        configuration.gzipDecoder = applyOptions().gzipDecoder
+        return configuration
+    }
+
     /// Diff options as the environment asks.
     static func diffOptions(compression: Compression) -> DiffOptions {
         var options = DiffOptions(compression: compression)

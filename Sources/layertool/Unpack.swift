@@ -102,8 +102,8 @@ struct Unpack: ParsableCommand {
                 }
                 let resolved = try layout.resolve(reference)
                 for layer in resolved.layers {
-                    inputs.append(LayerInput(source: .path(layer.blobPath), name: "\(layoutPath)@\(layer.descriptor.digest)",
-                                             expecting: LayerExpectation(blobDigest: layer.descriptor.digest, diffID: layer.diffID)))
+                    inputs.append(LayerInput(source: layer.source, name: "\(layoutPath)@\(layer.descriptor.digest)",
+                                             expecting: LayerExpectation(layer.descriptor, diffID: layer.diffID)))
                 }
             } else {
                 let layerPaths = paths.dropLast()
@@ -135,6 +135,9 @@ struct Unpack: ParsableCommand {
                 if let chain = ChainID.of(summaries.map(\.diffID)) { print("chainID \(chain)") }
             }
         } catch let error as LayerError {
+            Output.endProgress()
+            throw fail(error)
+        } catch let error as ImageError {
             Output.endProgress()
             throw fail(error)
         }

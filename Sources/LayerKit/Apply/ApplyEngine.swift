@@ -18,6 +18,7 @@ final class ApplyEngine {
     private let overlay: OverlayXattrNamespace?
     private let lowers: LowerLayers
     private let umask: mode_t
+    private let cancellation: CancellationFlag?
 
     /// What this layer has written, for whiteout/opaque semantics: a whiteout or opaque marker
     /// hides what lower layers put there, never what this layer wrote, whatever the order.
@@ -35,7 +36,8 @@ final class ApplyEngine {
     private(set) var warnings: [String] = []
     private(set) var entryCount = 0
 
-    init(rootFD: Int32, options: ApplyOptions) {
+    init(rootFD: Int32, options: ApplyOptions, cancellation: CancellationFlag? = nil) {
+        self.cancellation = cancellation
         self.resolver = ConfinedResolver(rootFD: rootFD)
         self.options = options
         if case .overlay(let ns) = options.format { overlay = ns } else { overlay = nil }
@@ -51,6 +53,7 @@ final class ApplyEngine {
     func apply(_ entry: OpaquePointer, from archive: OpaquePointer) throws(LayerError) {
         entryCount += 1
         resolver.endEntry()
+        try cancellation?.check()
         let (path, display) = try EntryValidator.path(of: entry)
         do throws(LayerError) {
             try applyEntry(entry, path: path, archive: archive)

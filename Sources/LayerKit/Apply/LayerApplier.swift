@@ -39,9 +39,32 @@ public struct LayerApplier: Sendable {
     /// Applies `source` onto the directory open at `rootFD`.
     public func apply(_ source: LayerSource, rootFD: Int32, name: String,
                       expecting: LayerExpectation = LayerExpectation()) throws(LayerError) -> LayerSummary {
+        try apply(source, rootFD: rootFD, name: name, expecting: expecting, copyingBlobTo: nil, cancellation: nil)
+    }
+
+    /// Applies `source` onto the directory `target`, off the caller's thread; cancelling the
+    /// calling Task stops it between chunks and entries with `.cancelled`.
+    public func apply(_ source: LayerSource, to target: String, name: String? = nil,
+                      expecting: LayerExpectation = LayerExpectation()) async throws(LayerError) -> LayerSummary {
+        let layerName = name ?? source.displayName
+        return try await BlockingWork.run("layerkit-apply") { (cancellation) throws(LayerError) -> LayerSummary in
+            let rootFD = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard rootFD >= 0 else {
+                throw LayerError.system(Errno(rawValue: errno), entry: nil, "cannot open target directory \(target)").inLayer(layerName)
+            }
+            defer { close(rootFD) }
+            return try apply(source, rootFD: rootFD, name: layerName, expecting: expecting, copyingBlobTo: nil, cancellation: cancellation)
+        }
+    }
+
+    /// The apply, with the blob's bytes also written to `copyFD` as they are read (the store keeps
+    /// exactly the bytes it verified) and a flag checked between chunks and entries.
+    func apply(_ source: LayerSource, rootFD: Int32, name: String, expecting: LayerExpectation,
+               copyingBlobTo copyFD: Int32?, cancellation: CancellationFlag?) throws(LayerError) -> LayerSummary {
         do throws(LayerError) {
-            let engine = ApplyEngine(rootFD: rootFD, options: options)
-            var summary = try LayerPipeline.read(source, expectedBlobDigest: expecting.blobDigest, gzip: options.gzipDecoder) { (stream, entry) throws(LayerError) in
+            let engine = ApplyEngine(rootFD: rootFD, options: options, cancellation: cancellation)
+            let settings = LayerPipeline.Settings(expecting: expecting, gzip: options.gzipDecoder, copyFD: copyFD, cancellation: cancellation)
+            var summary = try LayerPipeline.read(source, settings) { (stream, entry) throws(LayerError) in
                 while try stream.next(entry) {
                     try engine.apply(entry, from: stream.archive)
                 }
@@ -63,7 +86,7 @@ public struct LayerApplier: Sendable {
                         expecting: LayerExpectation = LayerExpectation()) throws(LayerError) -> LayerSummary {
         do throws(LayerError) {
             var count = 0
-            var summary = try LayerPipeline.read(source, expectedBlobDigest: expecting.blobDigest, gzip: options.gzipDecoder) { (stream, entry) throws(LayerError) in
+            var summary = try LayerPipeline.read(source, LayerPipeline.Settings(expecting: expecting, gzip: options.gzipDecoder)) { (stream, entry) throws(LayerError) in
                 while try stream.next(entry) {
                     count += 1
                     if validate { try EntryValidator.preflight(entry) }
@@ -81,10 +104,10 @@ public struct LayerApplier: Sendable {
 
     static func check(_ summary: LayerSummary, _ expecting: LayerExpectation) throws(LayerError) {
         if let want = expecting.blobDigest, want != summary.blobDigest {
-            throw LayerError(.digestMismatch, "digest mismatch: expected \(want), got \(summary.blobDigest)")
+            throw LayerError(.digestMismatch, "digest mismatch: the blob does not match \(want)")
         }
         if let want = expecting.diffID, want != summary.diffID {
-            throw LayerError(.digestMismatch, "diffID mismatch: expected \(want), got \(summary.diffID)")
+            throw LayerError(.digestMismatch, "diffID mismatch: the uncompressed layer does not match \(want)")
         }
     }
 }

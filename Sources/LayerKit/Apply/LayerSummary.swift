@@ -16,12 +16,23 @@ public struct LayerSummary: Sendable, Codable, Equatable {
     public var warnings: [String]
 }
 
-/// Digests a layer is expected to have; a mismatch fails the apply.
+/// What a layer is expected to be; a mismatch fails the apply.
 public struct LayerExpectation: Sendable, Equatable {
+    /// The blob's digest.
     public var blobDigest: Digest?
+    /// The digest of the uncompressed tar.
     public var diffID: Digest?
-    public init(blobDigest: Digest? = nil, diffID: Digest? = nil) {
+    /// The blob's size: no byte beyond it is read, and a shorter blob fails.
+    public var blobSize: Int64?
+
+    public init(blobDigest: Digest? = nil, diffID: Digest? = nil, blobSize: Int64? = nil) {
         self.blobDigest = blobDigest
         self.diffID = diffID
+        self.blobSize = blobSize
+    }
+
+    /// What the blob of `descriptor` must be.
+    public init(_ descriptor: Descriptor, diffID: Digest? = nil) {
+        self.init(blobDigest: descriptor.digest, diffID: diffID, blobSize: descriptor.size)
     }
 }

@@ -32,7 +32,10 @@ final class EntryEmitter {
         return fd
     }
 
-    init(sink: TarSink, rootFD: Int32, rootPath: [UInt8], options: DiffOptions) {
+    let cancellation: CancellationFlag?
+
+    init(sink: TarSink, rootFD: Int32, rootPath: [UInt8], options: DiffOptions, cancellation: CancellationFlag? = nil) {
+        self.cancellation = cancellation
         self.sink = sink
         self.rootFD = rootFD
         self.rootPath = rootPath
@@ -40,6 +43,7 @@ final class EntryEmitter {
     }
 
     func emit(_ item: DiffItem) throws(LayerError) {
+        try cancellation?.check()
         switch item.kind {
         case .whiteout:
             let name = item.path.parent.appending(LayerFormat.whiteoutName(for: item.path.name))

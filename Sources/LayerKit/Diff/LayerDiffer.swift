@@ -15,7 +15,19 @@ public struct LayerDiffer: Sendable {
     /// Writes the layer to `path` (through a temporary name beside it, renamed at the end: on
     /// failure no partial file is left). `-` writes to standard output.
     public func write(_ source: ChangeSource, toFile path: String) throws(LayerError) -> DiffResult {
-        if path == "-" { return try write(source, to: 1) }
+        try write(source, toFile: path, cancellation: nil)
+    }
+
+    /// Writes the layer to `path` off the caller's thread; cancelling the calling Task stops the
+    /// walk and the writing, and no partial file is left.
+    public func write(_ source: ChangeSource, toFile path: String) async throws(LayerError) -> DiffResult {
+        try await BlockingWork.run("layerkit-diff") { (cancellation) throws(LayerError) -> DiffResult in
+            try write(source, toFile: path, cancellation: cancellation)
+        }
+    }
+
+    func write(_ source: ChangeSource, toFile path: String, cancellation: CancellationFlag?) throws(LayerError) -> DiffResult {
+        if path == "-" { return try write(source, to: 1, cancellation: cancellation) }
         var existing = stat()
         if stat(path, &existing) == 0 && FileSystem.fileType(existing) != mode_t(LK_S_IFREG) {
             // A device, fifo or socket (`-o /dev/null`, a pipe): write into it, never rename over it.
@@ -24,7 +36,7 @@ public struct LayerDiffer: Sendable {
                 throw LayerError(.system(Errno(rawValue: errno)), layer: path, "cannot open the output: \(Errno(rawValue: errno).description)")
             }
             defer { close(fd) }
-            do throws(LayerError) { return try write(source, to: fd) } catch { throw error.inLayer(path) }
+            do throws(LayerError) { return try write(source, to: fd, cancellation: cancellation) } catch { throw error.inLayer(path) }
         }
         let (dir, base) = FileSystem.split(path)
         var template = Array("\(dir)/.\(base).tmp-XXXXXX".utf8CString)
@@ -41,7 +53,7 @@ public struct LayerDiffer: Sendable {
         fchmod(fd, 0o644 & ~FileSystem.currentUmask())
         var result: DiffResult
         do throws(LayerError) {
-            result = try write(source, to: fd)
+            result = try write(source, to: fd, cancellation: cancellation)
             if options.syncOutput && fsync(fd) != 0 { throw LayerError(.system(Errno(rawValue: errno)), "cannot sync the output: \(Errno(rawValue: errno).description)") }
             if rename(temp, path) != 0 { throw LayerError(.system(Errno(rawValue: errno)), "cannot rename the output into place: \(Errno(rawValue: errno).description)") }
         } catch {
@@ -53,6 +65,11 @@ public struct LayerDiffer: Sendable {
 
     /// Writes the layer to an open file descriptor.
     public func write(_ source: ChangeSource, to outputFD: Int32) throws(LayerError) -> DiffResult {
+        try write(source, to: outputFD, cancellation: nil)
+    }
+
+    /// Writes the layer to an open file descriptor, checking `cancellation` between entries.
+    func write(_ source: ChangeSource, to outputFD: Int32, cancellation: CancellationFlag?) throws(LayerError) -> DiffResult {
         let newPath: String
         var oldPath: String? = nil
         switch source {
@@ -110,7 +127,7 @@ public struct LayerDiffer: Sendable {
         var failure: LayerError?
         do throws(LayerError) {
             let sink = TarSink(pipe: pipe)
-            let emitter = EntryEmitter(sink: sink, rootFD: newFD, rootPath: changes.newRootPath, options: options)
+            let emitter = EntryEmitter(sink: sink, rootFD: newFD, rootPath: changes.newRootPath, options: options, cancellation: cancellation)
             if streaming {
                 if let root = changes.rootItem {
                     try emitter.emit(root)

@@ -27,12 +27,24 @@ final class BlobDecoder: @unchecked Sendable {
     /// When set, a blob that fails to decode is read to its end anyway: if it does not hash to
     /// this, the error reported is the digest mismatch (it was damaged or swapped), not the decoder's.
     let expectedBlobDigest: Digest?
+    /// When set, the blob must be exactly this long: no byte beyond it is read, and a shorter
+    /// blob fails at its end.
+    let expectedSize: Int64?
+    /// Where every byte read is also written (the store's copy of the blob: the bytes hashed are
+    /// the bytes kept).
+    let copyFD: Int32?
+    /// Checked before each read: a cancelled unpack stops within a chunk.
+    let cancellation: CancellationFlag?
 
-    init(fd: Int32, pipe: ChunkPipe, gzip: GzipDecoderKind = .isal, expectedBlobDigest: Digest? = nil) {
+    init(fd: Int32, pipe: ChunkPipe, gzip: GzipDecoderKind = .isal, expectedBlobDigest: Digest? = nil,
+         expectedSize: Int64? = nil, copyFD: Int32? = nil, cancellation: CancellationFlag? = nil) {
         self.fd = fd
         self.pipe = pipe
         self.gzip = gzip
         self.expectedBlobDigest = expectedBlobDigest
+        self.expectedSize = expectedSize
+        self.copyFD = copyFD
+        self.cancellation = cancellation
     }
 
     func start() {
@@ -56,7 +68,7 @@ final class BlobDecoder: @unchecked Sendable {
         } catch {
             var reported = error
             if error.kind == .corruptArchive, let expected = expectedBlobDigest, let actual = try? hashRest(), actual != expected {
-                reported = LayerError(.digestMismatch, "digest mismatch: expected \(expected), got \(actual) (and the data does not decode: \(error.reason))")
+                reported = LayerError(.digestMismatch, "digest mismatch: the blob does not match \(expected) (and the data does not decode: \(error.reason))")
             }
             self.error = reported
             pipe.finish(reported)
@@ -68,19 +80,19 @@ final class BlobDecoder: @unchecked Sendable {
         let size = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
         defer { buffer.deallocate() }
-        while true {
-            let n = try readFully(buffer, size)
-            if n == 0 { break }
-            blobHasher.update(UnsafeRawBufferPointer(start: buffer, count: n))
-        }
+        while try readBlob(buffer, size) > 0 {}
         return blobHasher.finalize()
     }
 
-    /// Reads up to `count` bytes, retrying short reads until EOF. Returns the number read.
-    private func readFully(_ buffer: UnsafeMutableRawPointer, _ count: Int) throws(LayerError) -> Int {
+    /// Reads up to `count` bytes of the blob, retrying short reads until its end (or the expected
+    /// size), and hashes, counts and copies them. Returns the number read; 0 at the end.
+    private func readBlob(_ buffer: UnsafeMutableRawPointer, _ count: Int) throws(LayerError) -> Int {
+        if cancellation?.isCancelled == true { throw LayerError(.cancelled, "cancelled") }
+        var want = count
+        if let expectedSize { want = Int(min(Int64(count), expectedSize - blobSize)) }
         var total = 0
-        while total < count {
-            let n = read(fd, buffer + total, count - total)
+        while total < want {
+            let n = read(fd, buffer + total, want - total)
             if n < 0 {
                 if errno == EINTR { continue }
                 throw LayerError(.input, "read error: \(Errno(rawValue: errno).description)")
@@ -88,14 +100,32 @@ final class BlobDecoder: @unchecked Sendable {
             if n == 0 { break }
             total += n
         }
+        if let expectedSize, total < want {
+            throw LayerError(.digestMismatch, "size mismatch: the blob ends after \(blobSize + Int64(total)) bytes, its descriptor says \(expectedSize)")
+        }
+        if let expectedSize, total == 0, count > 0 {
+            // At the expected size: the blob must end here.
+            var extra: UInt8 = 0
+            var n: Int
+            repeat { n = read(fd, &extra, 1) } while n < 0 && errno == EINTR
+            if n > 0 { throw LayerError(.digestMismatch, "size mismatch: the blob is larger than its descriptor's \(expectedSize) bytes") }
+        }
+        if total > 0 {
+            let bytes = UnsafeRawBufferPointer(start: buffer, count: total)
+            blobHasher.update(bytes)
+            blobSize += Int64(total)
+            if let copyFD {
+                do throws(Errno) { try DataCopy.writeAll(copyFD, buffer, total, at: nil) } catch {
+                    throw LayerError(.system(error), "cannot write the copy of the blob: \(error.description)")
+                }
+            }
+        }
         return total
     }
 
     private func produce() throws(LayerError) {
         guard let first = pipe.acquire() else { return }
-        let firstCount = try readFully(first, pipe.chunkSize)
-        blobSize = Int64(firstCount)
-        blobHasher.update(UnsafeRawBufferPointer(start: first, count: firstCount))
+        let firstCount = try readBlob(first, pipe.chunkSize)
         guard let detected = Compression.detect(UnsafeRawBufferPointer(start: first, count: min(firstCount, Compression.magicLength))) else {
             pipe.giveBack(first)
             throw LayerError(.corruptArchive, "not a layer: the data is neither gzip, zstd nor tar")
@@ -111,9 +141,7 @@ final class BlobDecoder: @unchecked Sendable {
                 guard pipe.push(chunk, count: count) else { return }
                 guard let next = pipe.acquire() else { return }
                 chunk = next
-                count = try readFully(chunk, pipe.chunkSize)
-                blobSize += Int64(count)
-                blobHasher.update(UnsafeRawBufferPointer(start: chunk, count: count))
+                count = try readBlob(chunk, pipe.chunkSize)
             }
             pipe.giveBack(chunk)
             let digest = blobHasher.finalize()
@@ -164,9 +192,7 @@ final class BlobDecoder: @unchecked Sendable {
                     break
                 }
             }
-            inputCount = try readFully(input, inputCapacity)
-            blobSize += Int64(inputCount)
-            blobHasher.update(UnsafeRawBufferPointer(start: input, count: inputCount))
+            inputCount = try readBlob(input, inputCapacity)
         }
         // Flush what the decoder still holds (zstd may keep output back until asked again).
         while true {

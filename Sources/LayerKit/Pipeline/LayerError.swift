@@ -12,12 +12,16 @@ public struct LayerError: Error, CustomStringConvertible, Sendable {
         case invalidEntry
         /// The blob is not gzip, zstd or tar, or is truncated or corrupt.
         case corruptArchive
-        /// The blob's digest or diffID differs from the expected one.
+        /// The blob's digest, size or diffID differs from the expected one.
         case digestMismatch
         /// A file system call failed.
         case system(Errno)
         /// The input could not be opened or read.
         case input
+        /// Compressing a layer failed (an encoder's error).
+        case compression
+        /// The operation was cancelled (`CancellationFlag`, or the calling Task).
+        case cancelled
     }
 
     public let kind: Kind

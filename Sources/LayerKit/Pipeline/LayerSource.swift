@@ -12,6 +12,9 @@ public enum LayerSource: Sendable {
     case path(String)
     /// An open file descriptor (for example 0 for standard input); it is read to its end, not closed.
     case fileDescriptor(Int32)
+    /// A blob of an OCI image layout, opened inside the layout (a symlink cannot lead out of it)
+    /// and read up to its descriptor's size, no further.
+    case layoutBlob(OCIImageLayout, Descriptor)
 }
 
 extension LayerSource {
@@ -20,6 +23,7 @@ extension LayerSource {
         case .path(let p): return p
         case .fileDescriptor(0): return "-"
         case .fileDescriptor(let fd): return "fd \(fd)"
+        case .layoutBlob(let layout, let descriptor): return "\(layout.path)@\(descriptor.digest)"
         }
     }
 }

@@ -9,8 +9,9 @@ extension LayerStore {
     /// Cleans up if no other process is using the store (the store lock is free); otherwise
     /// does nothing and says so (`ran == false`): what looks unfinished may be in progress.
     func cleanUpIfIdle() throws(StoreError) -> StoreCleanup {
-        guard try storeLock.tryLock(.exclusive) else { return StoreCleanup(ran: false) }
-        defer { storeLock.unlock() }
+        let lock = try FileLock(path: paths.storeLock)
+        guard try lock.tryLock(.exclusive) else { return StoreCleanup(ran: false) }
+        defer { lock.unlock() }
         return try cleanUp()
     }
 
@@ -68,8 +69,10 @@ extension LayerStore {
     /// link files and `l/` links that do not match their record, and anything SQLite's own
     /// integrity and foreign key checks report. Waits for imports and gc in progress to finish.
     public func verify() throws(StoreError) -> [StoreProblem] {
-        try storeLock.lock(.exclusive)
-        defer { storeLock.unlock() }
+        try withStoreLock(.exclusive) { () throws(StoreError) -> [StoreProblem] in try findProblems() }
+    }
+
+    private func findProblems() throws(StoreError) -> [StoreProblem] {
         var problems = [StoreProblem]()
         func report(_ path: String, _ problem: String) { problems.append(StoreProblem(path: path, problem: problem)) }
 

@@ -115,9 +115,10 @@ enum FileSystem {
 
     /// `openat2(RESOLVE_IN_ROOT)`: `path` resolved as if `rootFD` were `/` (`..`, absolute names and
     /// symlinks cannot leave it). Returns the fd, or -1 with `errno` set.
-    static func openInRoot<Path: Collection>(_ rootFD: Int32, _ path: Path, flags: Int32 = O_RDONLY | O_DIRECTORY) -> Int32 where Path.Element == UInt8 {
+    static func openInRoot<Path: Collection>(_ rootFD: Int32, _ path: Path, flags: Int32 = O_RDONLY | O_DIRECTORY,
+                                             mode: mode_t = 0) -> Int32 where Path.Element == UInt8 {
         withCString(path.isEmpty ? dot : Array(path)) {
-            lk_openat2(rootFD, $0, UInt64(flags | O_CLOEXEC), 0, UInt64(LK_RESOLVE_IN_ROOT | LK_RESOLVE_NO_MAGICLINKS))
+            lk_openat2(rootFD, $0, UInt64(flags | O_CLOEXEC), UInt64(mode), UInt64(LK_RESOLVE_IN_ROOT | LK_RESOLVE_NO_MAGICLINKS))
         }
     }
 

@@ -10,7 +10,7 @@ hyperfine times every run (its --prepare runs the untimed reset, its JSON is kep
 alternates the commands round by round, keeps the scratch file system, and renders the
 BENCHMARKS.md tables. Python 3.11+ standard library only. See README.md.
 """
-import argparse, datetime, fcntl, filecmp, gzip, hashlib, io, json, os, re, shutil, signal, stat
+import argparse, datetime, fcntl, filecmp, gzip, hashlib, io, json, os, re, shutil, signal, socket, stat
 import statistics, subprocess, sys, tarfile, tempfile, time, tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,7 +83,7 @@ def runs_for(bench, case):
 def command_fields(bench, command, values):
     """A command's fields, bench defaults filled in, placeholders expanded."""
     values = {**values, **bench.get("vars", {}), **command.get("vars", {}), "id": command["id"]}
-    fields = {k: command.get(k, bench.get(k, "")) for k in ("run", "prepare", "check", "size", "cleanup")}
+    fields = {k: command.get(k, bench.get(k, "")) for k in ("run", "prepare", "check", "size")}
     out = {k: expand(v, values) for k, v in fields.items()}
     missing = [n for n in (expand(n, values) for n in command.get("needs", []))
                if not (os.path.exists(n) if "/" in n else shutil.which(n))]
@@ -193,6 +193,7 @@ def run_case(bench, case, values, warmup, runs):
     if rc != 0:
         result["error"] = f"setup failed (exit {rc}): {output[-600:]}"
         log(f"{bench['key']} [{case['name']}]: {result['error']}")
+        sh(expand(bench.get("teardown", "true"), values), cwd=w)
         return result
     if "vars_file" in bench:
         with open(expand(bench["vars_file"], values)) as f:
@@ -242,9 +243,6 @@ def run_case(bench, case, values, warmup, runs):
                         entry["check"], entry["check_ok"] = output[-600:] or f"exit {code}", code == 0
                         if code != 0:
                             log(f"{bench['key']} [{case['name']}] {c['id']}: check: {entry['check']}")
-    for c in commands:
-        if c["cleanup"]:
-            sh(c["cleanup"], cwd=w)
     sh(expand(bench.get("teardown", "true"), values), cwd=w)
     return result
 
@@ -349,9 +347,10 @@ def render_commands(bench):
             lines.append(f"- {key} (untimed): `{cell_text(bench[key].strip())}`")
     for name, value in bench.get("vars", {}).items():
         lines.append(f"- `{{{name}}}` = `{cell_text(value)}`")
-    for c in bench["commands"]:
-        lines.append(f"- {cell_text(c.get('label', c['id']))}: `{cell_text(c.get('run', bench.get('run', '')))}`"
-                     + (f"; prepare: `{cell_text(c['prepare'])}`" if c.get("prepare") else ""))
+    for c in bench["commands"]:   # with the command's own variables filled in
+        own = lambda key: cell_text(expand(c.get(key, bench.get(key, "")), c.get("vars", {})))
+        lines.append(f"- {cell_text(c.get('label', c['id']))}: `{own('run')}`"
+                     + (f"; prepare: `{own('prepare')}`" if c.get("prepare") or (c.get("vars") and bench.get("prepare")) else ""))
     return "\n".join(lines + [""])
 
 
@@ -477,7 +476,10 @@ def main():
     scratch = Scratch(args)
     try:
         meta["scratch"] = scratch.state
-        base = {"lt": copy, "data": meta["data"], "peer": args.peer or os.path.join(meta["data"], "containerd-peer"),
+        with socket.socket() as probe:   # a free port on 127.0.0.1 for a bench that serves something
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        base = {"lt": copy, "port": port, "data": meta["data"], "peer": args.peer or os.path.join(meta["data"], "containerd-peer"),
                 "tool": f"{sys.executable} {os.path.abspath(__file__)} tool", **spec.get("vars", {})}
         for bench in selected:
             w = os.path.join(scratch.work, bench["key"].replace("/", "-"))
@@ -600,6 +602,7 @@ def tool_store_vars(store, import_json):
 
 
 def tool_merged_check(target, count):
+    """TARGET N: the merged tree holds N files in layers/ and the top layer's top.txt; prints the fs type."""
     names = [n for n in os.listdir(os.path.join(target, "layers")) if n.endswith(".txt")]
     top = open(os.path.join(target, "top.txt")).read().strip()
     fstype = sh(f"findmnt -n -o FSTYPE --mountpoint '{target}'")[1] or "not a mount point"
@@ -651,6 +654,7 @@ def layer_names(layer):
 
 
 def tool_entries(tree, layer):
+    """TREE LAYER: as many entries unpacked under TREE as the layer lists."""
     count, expected = len(walk_entries(tree)), len(layer_names(layer))
     print(f"{count} entries unpacked, the layer has {expected}")
     return 0 if count == expected else 1

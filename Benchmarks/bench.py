@@ -10,7 +10,7 @@ hyperfine times every run (its --prepare runs the untimed reset, its JSON is kep
 alternates the commands round by round, keeps the scratch file system, and renders the
 BENCHMARKS.md tables. Python 3.11+ standard library only. See README.md.
 """
-import argparse, datetime, fcntl, filecmp, gzip, hashlib, io, json, os, re, shutil, signal, socket, stat
+import argparse, datetime, fcntl, filecmp, gzip, hashlib, io, json, os, re, shlex, shutil, signal, socket, stat
 import statistics, subprocess, sys, tarfile, tempfile, time, tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -93,12 +93,13 @@ def command_fields(bench, command, values):
 
 # ---------------------------------------------------------------------------------- the machine
 def journal_state(path):
-    rc, line = sh(f"findmnt -n -o SOURCE,FSTYPE,TARGET -T '{path}'")
+    rc, line = sh(f"findmnt -n -o SOURCE,FSTYPE,TARGET -T {shlex.quote(path)}")
     source, fstype, target = (line.split() + ["?"] * 3)[:3]
     journal = "n/a (" + fstype + ")"
     if fstype in ("ext4", "ext3"):
         dev = os.path.basename(os.path.realpath(source))
-        journal = "yes" if any(n.startswith(dev + "-") for n in os.listdir("/proc/fs/jbd2")) else "no"
+        journals = os.listdir("/proc/fs/jbd2") if os.path.isdir("/proc/fs/jbd2") else []
+        journal = "yes" if any(n.startswith(dev + "-") for n in journals) else "no"
     return {"source": source, "fstype": fstype, "target": target, "journal": journal}
 
 
@@ -163,9 +164,9 @@ def binary_facts(path):
     repo = os.path.dirname(path)
     while repo != "/" and not os.path.exists(os.path.join(repo, ".git")):
         repo = os.path.dirname(repo)
-    rc, head = sh(f"git -C '{repo}' rev-parse --short=12 HEAD")
+    rc, head = sh(f"git -C {shlex.quote(repo)} rev-parse --short=12 HEAD")
     if rc == 0:
-        rc, dirty = sh(f"git -C '{repo}' status --porcelain --untracked-files=no -- Sources Package.swift")
+        rc, dirty = sh(f"git -C {shlex.quote(repo)} status --porcelain --untracked-files=no -- Sources Package.swift")
         facts["commit"] = head + (" + uncommitted changes under Sources/" if dirty else "")
     return facts
 
@@ -471,8 +472,8 @@ def main():
 
     def on_signal(number, frame):
         raise SystemExit(128 + number)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):   # even where a shell ignores them
+        signal.signal(number, on_signal)
     scratch = Scratch(args)
     try:
         meta["scratch"] = scratch.state
@@ -605,7 +606,7 @@ def tool_merged_check(target, count):
     """TARGET N: the merged tree holds N files in layers/ and the top layer's top.txt; prints the fs type."""
     names = [n for n in os.listdir(os.path.join(target, "layers")) if n.endswith(".txt")]
     top = open(os.path.join(target, "top.txt")).read().strip()
-    fstype = sh(f"findmnt -n -o FSTYPE --mountpoint '{target}'")[1] or "not a mount point"
+    fstype = sh(f"findmnt -n -o FSTYPE --mountpoint {shlex.quote(target)}")[1] or "not a mount point"
     print(f"{fstype}: {len(names)} files in layers/, top.txt = \"{top}\"")
     return 0 if len(names) == int(count) and top == f"layer {count}" else 1
 

@@ -406,6 +406,11 @@ def render(results_dir):
 
 
 # ---------------------------------------------------------------------------------- main
+def write_meta(results, meta):
+    with open(os.path.join(results, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
 def list_benches(benches, spec):
     for bench in benches.values():
         state = "" if bench.get("runnable", True) else f"  NOT YET RUNNABLE: {bench.get('reason', '')}"
@@ -463,12 +468,11 @@ def main():
     copy = os.path.join(results, f"layertool-{binary['sha256']}")   # what runs: a rebuild changes nothing
     shutil.copy2(args.layertool, copy)
     meta = {"started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "load_start": open("/proc/loadavg").read().split()[:3], "invocation": os.environ["LKBENCH_INVOCATION"],
+            "load_start": " ".join(open("/proc/loadavg").read().split()[:3]), "invocation": os.environ["LKBENCH_INVOCATION"],
             "machine": f"{os.cpu_count()} cores, Linux {os.uname().release}", "layertool": dict(binary, path=copy),
             "data": os.path.realpath(args.data), "hyperfine": sh("hyperfine --version")[1],
             "versions": {name: (sh(command)[1] or "not installed").splitlines()[0]
                          for name, command in spec.get("versions", {}).items()}}
-    meta["load_start"] = " ".join(meta["load_start"])
 
     def on_signal(number, frame):
         raise SystemExit(128 + number)
@@ -477,14 +481,13 @@ def main():
     scratch = Scratch(args)
     try:
         meta["scratch"] = scratch.state
+        write_meta(results, meta)   # so that `render` works on what an interrupted run saved
         with socket.socket() as probe:   # a free port on 127.0.0.1 for a bench that serves something
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         base = {"lt": copy, "port": port, "data": meta["data"], "peer": args.peer or os.path.join(meta["data"], "containerd-peer"),
                 "tool": f"{sys.executable} {os.path.abspath(__file__)} tool", **spec.get("vars", {})}
         for bench in selected:
-            w = os.path.join(scratch.work, bench["key"].replace("/", "-"))
-            os.makedirs(w)
             cases = bench["cases"]
             if args.quick:
                 quick = bench.get("quick", [cases[0]["name"]])
@@ -492,6 +495,11 @@ def main():
             if args.cases:
                 wanted = args.cases.split(",")
                 cases = [c for c in cases if c["name"] in wanted or c.get("set") in wanted]
+            if not cases:
+                log(f"{bench['key']}: none of its cases is in --cases, skipped")
+                continue
+            w = os.path.join(scratch.work, bench["key"].replace("/", "-"))
+            os.makedirs(w)
             record = {"bench": bench["key"], "runs_option": args.runs or (1 if args.quick else None), "cases": []}
             for case in cases:
                 runs = args.runs or (1 if args.quick else runs_for(bench, case))
@@ -506,8 +514,7 @@ def main():
         scratch.close()
     meta["finished"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     meta["load_end"] = " ".join(open("/proc/loadavg").read().split()[:3])
-    with open(os.path.join(results, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=1)
+    write_meta(results, meta)
     print(render(results))
     log(f"report: {results}/REPORT.md")
     return 0

@@ -489,7 +489,7 @@ def main():
                 "tool": f"{sys.executable} {os.path.abspath(__file__)} tool", **spec.get("vars", {})}
         for bench in selected:
             cases = bench["cases"]
-            if args.quick:
+            if args.quick and not args.cases:
                 quick = bench.get("quick", [cases[0]["name"]])
                 cases = [c for c in cases if c["name"] in quick] or [{"name": n, "set": n} for n in quick]
             if args.cases:

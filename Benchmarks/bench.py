@@ -158,7 +158,7 @@ class Scratch:
 
 def binary_facts(path):
     """sha256, build time and the git commit of the tree the binary was built in."""
-    facts = {"path": path, "sha256": hashlib.sha256(open(path, "rb").read()).hexdigest()[:12],
+    facts = {"path": path, "sha256": sha256_of(open(path, "rb"))[:12],
              "built": datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
              "commit": "unknown (not built in a git work tree)"}
     repo = os.path.dirname(path)
@@ -668,6 +668,13 @@ def tool_entries(tree, layer):
     return 0 if count == expected else 1
 
 
+def sha256_of(stream):
+    digest = hashlib.sha256()
+    while chunk := stream.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def tool_layer_check(layer, *printed):
     """The layer listed by GNU tar; its blob digest and diffID recomputed and, when the tool printed
     digests (files or words given after it), found among them."""
@@ -677,8 +684,9 @@ def tool_layer_check(layer, *printed):
         return 1
     head = open(layer, "rb").read(4)
     decoder = ["gzip", "-dc"] if head[:2] == b"\x1f\x8b" else ["zstd", "-dcq"] if head == b"\x28\xb5\x2f\xfd" else ["cat"]
-    blob = hashlib.sha256(open(layer, "rb").read()).hexdigest()
-    diff_id = hashlib.sha256(subprocess.run(decoder + [layer], stdout=subprocess.PIPE, check=True).stdout).hexdigest()
+    blob = sha256_of(open(layer, "rb"))
+    with subprocess.Popen(decoder + [layer], stdout=subprocess.PIPE) as decoded:
+        diff_id = sha256_of(decoded.stdout)
     text = "".join(open(p, errors="replace").read() if os.path.isfile(p) else p + " " for p in printed)
     result = f"tar -t OK, {len(listing.stdout.splitlines())} entries"
     if not printed:

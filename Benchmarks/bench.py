@@ -461,25 +461,24 @@ def main():
     if not os.path.isdir(os.path.join(args.data or "", "layers")):
         die(f"no data sets in {args.data} (run /work/shared/bench/make-fixtures.sh {args.data}, see README.md)")
 
-    results = args.results or os.path.join(settings.get("results_root", "/var/tmp/lkbench/results"),
-                                           datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(results, exist_ok=True)
-    binary = binary_facts(os.path.realpath(args.layertool))
-    copy = os.path.join(results, f"layertool-{binary['sha256']}")   # what runs: a rebuild changes nothing
-    shutil.copy2(args.layertool, copy)
-    meta = {"started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "load_start": " ".join(open("/proc/loadavg").read().split()[:3]), "invocation": os.environ["LKBENCH_INVOCATION"],
-            "machine": f"{os.cpu_count()} cores, Linux {os.uname().release}", "layertool": dict(binary, path=copy),
-            "data": os.path.realpath(args.data), "hyperfine": sh("hyperfine --version")[1],
-            "versions": {name: (sh(command)[1] or "not installed").splitlines()[0]
-                         for name, command in spec.get("versions", {}).items()}}
-
     def on_signal(number, frame):
         raise SystemExit(128 + number)
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):   # even where a shell ignores them
         signal.signal(number, on_signal)
-    scratch = Scratch(args)
+    scratch = Scratch(args)   # first: a refused scratch leaves nothing behind
     try:
+        results = args.results or os.path.join(settings.get("results_root", "/var/tmp/lkbench/results"),
+                                               datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S"))
+        os.makedirs(results, exist_ok=True)
+        binary = binary_facts(os.path.realpath(args.layertool))
+        copy = os.path.join(results, f"layertool-{binary['sha256']}")   # what runs: a rebuild changes nothing
+        shutil.copy2(args.layertool, copy)
+        meta = {"started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                "load_start": " ".join(open("/proc/loadavg").read().split()[:3]), "invocation": os.environ["LKBENCH_INVOCATION"],
+                "machine": f"{os.cpu_count()} cores, Linux {os.uname().release}", "layertool": dict(binary, path=copy),
+                "data": os.path.realpath(args.data), "hyperfine": sh("hyperfine --version")[1],
+                "versions": {name: (sh(command)[1] or "not installed").splitlines()[0]
+                             for name, command in spec.get("versions", {}).items()}}
         meta["scratch"] = scratch.state
         write_meta(results, meta)   # so that `render` works on what an interrupted run saved
         with socket.socket() as probe:   # a free port on 127.0.0.1 for a bench that serves something

@@ -121,15 +121,37 @@ final class ApplyEngine {
     // MARK: - Regular files
 
     private func writeFile(_ parentFD: Int32, _ path: EntryPath, entry: OpaquePointer, archive: OpaquePointer, perm: mode_t) throws(LayerError) {
-        let name = path.name
         let createMode = perm & 0o777
+        // Atomic mode: the file is made under a temporary name and renamed over the real one once
+        // complete; otherwise under its name (the whole target is a staging dir).
+        let temporary: [UInt8]? = options.writesFilesAtomically ? Array(".layertool-partial-\(UInt64.random(in: 0...UInt64.max))".utf8) : nil
+        let name = temporary.map { $0[...] } ?? path.name
         var fd = withCString(name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, createMode) }
-        if fd < 0 && errno == EEXIST {
+        if fd < 0 && errno == EEXIST && temporary == nil {
             try removeExisting(parentFD, name)
             fd = withCString(name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, createMode) }
         }
         guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot create file") }
-        defer { close(fd) }
+        var installed = temporary == nil
+        defer {
+            close(fd)
+            if !installed, let temporary { withCString(temporary) { _ = unlinkat(parentFD, $0, 0) } }
+        }
+        try writeFileContents(fd, entry: entry, archive: archive, perm: perm, createMode: createMode, path: path)
+        if let temporary {
+            // A dir cannot be renamed over; anything else is replaced in one step.
+            if let existing = FileSystem.lstat(parentFD, path.name) {
+                if FileSystem.isDirectory(existing) { try removeExisting(parentFD, path.name) }
+                if FileSystem.isSymlink(existing) { resolver.invalidate() }
+            }
+            let rc = withCString(temporary) { t in withCString(path.name) { renameat(parentFD, t, parentFD, $0) } }
+            guard rc == 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot rename the file into place") }
+            installed = true
+        }
+    }
+
+    private func writeFileContents(_ fd: Int32, entry: OpaquePointer, archive: OpaquePointer, perm: mode_t, createMode: mode_t,
+                                   path: EntryPath) throws(LayerError) {
 
         // Data, zero-copy from libarchive's buffers; gaps between blocks stay holes.
         let size = archive_entry_size(entry)

@@ -26,6 +26,9 @@ public struct ApplyOptions: Sendable {
     public var lowerDirs: [String]
     /// The gzip decoder (ISA-L unless comparing with zlib).
     public var gzipDecoder: GzipDecoderKind
+    /// Write each file under a temporary name and rename it into place, so a failure never leaves
+    /// a partial file under a real name (an unpack onto a dir that already has content).
+    var writesFilesAtomically = false
     /// Where warnings go (xattrs the file system refused, skipped sockets and devices); they are
     /// also returned in each `LayerSummary`. Discards by default.
     public var logger: Logger

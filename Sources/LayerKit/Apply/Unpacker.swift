@@ -1,4 +1,3 @@
-import Foundation
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -29,10 +28,26 @@ public struct Unpacker: Sendable {
 
     public init(options: ApplyOptions = ApplyOptions()) { self.options = options }
 
-    /// Called after each layer with its index and summary.
-    public typealias Progress = (_ index: Int, _ summary: LayerSummary) -> Void
+    /// Called after each layer with its index and summary (from the thread doing the work).
+    public typealias Progress = @Sendable (_ index: Int, _ summary: LayerSummary) -> Void
 
+    /// Unpacks `layers` onto `destination`, all or nothing (see the type's description).
     public func unpack(_ layers: [LayerInput], to destination: String, progress: Progress? = nil) throws(LayerError) -> [LayerSummary] {
+        try unpack(layers, to: destination, progress: progress, cancellation: nil)
+    }
+
+    /// Unpacks off the caller's thread. Cancelling the calling Task stops the unpack between
+    /// chunks and entries with `.cancelled`, and the destination is left as it was (a missing or
+    /// empty one), or with only the layers already applied (one that had content).
+    public func unpack(_ layers: [LayerInput], to destination: String, progress: Progress? = nil) async throws(LayerError) -> [LayerSummary] {
+        try await BlockingWork.run("layerkit-unpack") { (cancellation) throws(LayerError) -> [LayerSummary] in
+            try self.unpack(layers, to: destination, progress: progress, cancellation: cancellation)
+        }
+    }
+
+    func unpack(_ layers: [LayerInput], to destination: String, progress: Progress?,
+                cancellation: CancellationFlag?) throws(LayerError) -> [LayerSummary] {
+        StagingDirectory.removeLeftovers(beside: destination)
         var st = stat()
         let exists = lstat(destination, &st) == 0
         if exists && !FileSystem.isDirectory(st) {
@@ -40,87 +55,74 @@ public struct Unpacker: Sendable {
         }
         let empty = try exists ? isEmptyDir(destination) : true
         if !exists || (empty && !isMountPoint(destination)) {
-            return try unpackStaged(layers, to: destination, existing: exists ? st : nil, progress: progress)
+            return try unpackStaged(layers, to: destination, existing: exists ? st : nil, progress: progress, cancellation: cancellation)
         }
-        return try unpackInPlace(layers, to: destination, progress: progress)
+        return try unpackInPlace(layers, to: destination, progress: progress, cancellation: cancellation)
     }
 
-    private func unpackStaged(_ layers: [LayerInput], to destination: String, existing: stat?, progress: Progress?) throws(LayerError) -> [LayerSummary] {
-        let (dir, base) = FileSystem.split(destination)
-        var template = Array("\(dir)/.\(base).layertool-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else {
-            throw LayerError.system(Errno(rawValue: errno), entry: nil, "cannot create a staging directory in \(dir)").inLayer(destination)
-        }
-        let staging = String(cString: made)
-        var committed = false
-        defer { if !committed { try? FileSystem.removeTree(atPath: staging) } }
-
+    private func unpackStaged(_ layers: [LayerInput], to destination: String, existing: stat?, progress: Progress?,
+                              cancellation: CancellationFlag?) throws(LayerError) -> [LayerSummary] {
+        let staging = try StagingDirectory(beside: destination)
         // The staging dir becomes the destination: give it the mode and owner the destination has
         // (or would get from mkdir), unless a layer names the root itself.
         if let existing {
-            chmod(staging, existing.st_mode & 0o7777)
-            chown(staging, existing.st_uid, existing.st_gid)
+            chmod(staging.path, existing.st_mode & 0o7777)
+            chown(staging.path, existing.st_uid, existing.st_gid)
         } else {
-            chmod(staging, 0o755 & ~FileSystem.currentUmask())
+            chmod(staging.path, 0o755 & ~FileSystem.currentUmask())
         }
-        let summaries = try applyAll(layers, to: staging, progress: progress)
-        // rename(2) replaces an empty dir atomically.
-        if rename(staging, destination) != 0 {
-            throw LayerError.system(Errno(rawValue: errno), entry: nil, "cannot move the unpacked tree into place").inLayer(destination)
-        }
-        committed = true
+        let summaries = try applyAll(layers, to: staging.path, options: options, progress: progress, cancellation: cancellation)
+        try staging.commit(to: destination)
         return summaries
     }
 
-    private func unpackInPlace(_ layers: [LayerInput], to destination: String, progress: Progress?) throws(LayerError) -> [LayerSummary] {
+    private func unpackInPlace(_ layers: [LayerInput], to destination: String, progress: Progress?,
+                               cancellation: CancellationFlag?) throws(LayerError) -> [LayerSummary] {
         // First pass: read everything, check digests and entries. Nothing is written yet.
-        var spooled = [String]()
-        defer { for f in spooled { unlink(f) } }
+        // Standard input (read once) is kept beside the destination for the second pass.
+        var spool: StagingDirectory? = nil
         var inputs = layers
         for i in inputs.indices {
             if case .fileDescriptor(let fd) = inputs[i].source {
-                let file = try spool(fd, name: inputs[i].name)
-                spooled.append(file)
+                if spool == nil { spool = try StagingDirectory(beside: destination, kind: "stdin-") }
+                let file = spool!.path + "/\(i)"
+                try Self.copy(fd, to: file, name: inputs[i].name)
                 inputs[i].source = .path(file)
             }
+            try cancellation?.check()
             _ = try LayerApplier(options: options).inspect(inputs[i].source, name: inputs[i].name, validate: true, expecting: inputs[i].expecting)
         }
-        return try applyAll(inputs, to: destination, progress: progress)
+        // Files are written under temporary names and renamed into place: an error (a full
+        // disk) never leaves a partial file under a real name among the existing content.
+        var inPlace = options
+        inPlace.writesFilesAtomically = true
+        return try applyAll(inputs, to: destination, options: inPlace, progress: progress, cancellation: cancellation)
     }
 
-    private func applyAll(_ layers: [LayerInput], to directory: String, progress: Progress?) throws(LayerError) -> [LayerSummary] {
+    private func applyAll(_ layers: [LayerInput], to directory: String, options: ApplyOptions, progress: Progress?,
+                          cancellation: CancellationFlag?) throws(LayerError) -> [LayerSummary] {
         let applier = LayerApplier(options: options)
+        let rootFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard rootFD >= 0 else { throw LayerError.system(Errno(rawValue: errno), entry: nil, "cannot open target directory \(directory)") }
+        defer { close(rootFD) }
         var summaries = [LayerSummary]()
         for (i, layer) in layers.enumerated() {
-            let summary = try applier.apply(layer.source, to: directory, name: layer.name, expecting: layer.expecting)
+            let summary = try applier.apply(layer.source, rootFD: rootFD, name: layer.name, expecting: layer.expecting,
+                                            copyingBlobTo: nil, cancellation: cancellation)
             summaries.append(summary)
             progress?(i, summary)
         }
         return summaries
     }
 
-    private func spool(_ fd: Int32, name: String) throws(LayerError) -> String {
-        let tmp = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
-        var template = Array("\(tmp)/layertool-stdin-XXXXXX".utf8CString)
-        let out = mkstemp(&template)
+    /// Copies everything `fd` gives into a new file.
+    private static func copy(_ fd: Int32, to path: String, name: String) throws(LayerError) {
+        let out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard out >= 0 else { throw LayerError.system(Errno(rawValue: errno), entry: nil, "cannot create a temporary file").inLayer(name) }
         defer { close(out) }
-        let path = String(cString: template)
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let n = read(fd, buffer, 1 << 20)
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { unlink(path); throw LayerError(.input, layer: name, "read error: \(Errno(rawValue: errno).description)") }
-            if n == 0 { break }
-            var done = 0
-            while done < n {
-                let w = write(out, buffer + done, n - done)
-                if w < 0 { unlink(path); throw LayerError.system(Errno(rawValue: errno), entry: nil, "cannot spool standard input").inLayer(name) }
-                done += w
-            }
+        do throws(Errno) { try DataCopy.copyAll(from: fd, to: out) } catch {
+            throw LayerError(.input, layer: name, "cannot read: \(error.description)")
         }
-        return path
     }
 
     private func isEmptyDir(_ path: String) throws(LayerError) -> Bool {
@@ -136,5 +138,52 @@ public struct Unpacker: Sendable {
         var a = stat(), b = stat()
         guard stat(path, &a) == 0, stat(path + "/..", &b) == 0 else { return false }
         return a.st_dev != b.st_dev || a.st_ino == b.st_ino
+    }
+}
+
+extension Unpacker {
+    /// Flattens an image onto `destination`, all or nothing like `unpack`: the image `reference`
+    /// (nil: the only one, or `latest`) of an OCI layout dir or of a `docker save` tarball (an
+    /// archive is extracted beside the destination for the unpack and removed after). Every blob
+    /// is checked against its digest, size and diffID.
+    public func unpackImage(at path: String, reference: String? = nil, to destination: String,
+                            progress: Progress? = nil) throws(ImageError) -> [LayerSummary] {
+        try unpackImage(at: path, reference: reference, to: destination, progress: progress, cancellation: nil)
+    }
+
+    /// `unpackImage` off the caller's thread, cancellable like `unpack`.
+    public func unpackImage(at path: String, reference: String? = nil, to destination: String,
+                            progress: Progress? = nil) async throws(ImageError) -> [LayerSummary] {
+        try await BlockingWork.run("layerkit-unpack") { (cancellation) throws(ImageError) -> [LayerSummary] in
+            try self.unpackImage(at: path, reference: reference, to: destination, progress: progress, cancellation: cancellation)
+        }
+    }
+
+    /// The layers `unpackImage` would unpack, named `PATH@DIGEST`.
+    public static func inputs(of image: ResolvedImage, at path: String) -> [LayerInput] {
+        image.layers.map { LayerInput(source: $0.source, name: "\(path)@\($0.descriptor.digest)", expecting: LayerExpectation($0.descriptor, diffID: $0.diffID)) }
+    }
+
+    func unpackImage(at path: String, reference: String?, to destination: String, progress: Progress?,
+                     cancellation: CancellationFlag?) throws(ImageError) -> [LayerSummary] {
+        var layout = OCIImageLayout(path: path)
+        var reference = reference
+        var extraction: StagingDirectory? = nil
+        defer { withExtendedLifetime(extraction) {} }
+        if DockerArchive.isArchive(path) {
+            StagingDirectory.removeLeftovers(beside: destination)
+            do throws(LayerError) { extraction = try StagingDirectory(beside: destination, kind: "archive-") } catch {
+                throw ImageError(source: path, error)
+            }
+            let extracted = try DockerArchive.extract(path, into: extraction!.path + "/image", reference: reference)
+            layout = extracted.layout
+            reference = extracted.reference
+        }
+        let resolved = try layout.resolve(reference)
+        do throws(LayerError) {
+            return try unpack(Self.inputs(of: resolved, at: path), to: destination, progress: progress, cancellation: cancellation)
+        } catch {
+            throw ImageError(source: path, error)
+        }
     }
 }

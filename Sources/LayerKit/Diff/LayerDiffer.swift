@@ -44,7 +44,7 @@ public struct LayerDiffer: Sendable {
         guard fd >= 0 else {
             throw LayerError(.system(Errno(rawValue: errno)), layer: path, "cannot create the output file: \(Errno(rawValue: errno).description)")
         }
-        let temp = String(cString: template)
+        let temp = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         var done = false
         defer {
             close(fd)

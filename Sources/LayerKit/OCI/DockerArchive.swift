@@ -51,7 +51,7 @@ public enum DockerArchive {
         if mkdir(directory, 0o700) != 0 && errno != EEXIST { throw fail(.system(Errno(rawValue: errno)), "cannot create \(directory)") }
         let contents = directory + "/archive"
         do throws(LayerError) { _ = try Unpacker().unpack([LayerInput(source: .path(archive))], to: contents) } catch {
-            throw ImageError(archive: archive, error)
+            throw ImageError(source: archive, error)
         }
         let rootFD = open(contents, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard rootFD >= 0 else { throw fail(.system(Errno(rawValue: errno)), "cannot open the extracted archive") }

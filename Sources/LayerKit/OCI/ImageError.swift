@@ -21,8 +21,9 @@ public struct ImageError: Error, CustomStringConvertible, Sendable {
         case pathEscapes
         /// A file system call failed.
         case system(Errno)
-        /// Extracting a `docker save` archive failed (see `layerError`).
-        case archive(LayerError.Kind)
+        /// Unpacking a layer of the image (or extracting a `docker save` archive, itself a tar)
+        /// failed (see `layerError`).
+        case layer(LayerError.Kind)
     }
 
     public let kind: Kind
@@ -39,16 +40,16 @@ public struct ImageError: Error, CustomStringConvertible, Sendable {
         self.reason = reason
     }
 
-    /// Wraps the error of extracting an archive (its description already names the archive).
-    init(archive: String, _ error: LayerError) {
-        self.kind = .archive(error.kind)
-        self.source = archive
+    /// Wraps the error of unpacking a layer or an archive (its description already names it).
+    init(source: String, _ error: LayerError) {
+        self.kind = .layer(error.kind)
+        self.source = source
         self.reason = error.description
         self.layerError = error
     }
 
     public var description: String {
-        if case .archive = kind { return reason }
+        if case .layer = kind { return reason }
         return "\(source): \(reason)"
     }
 }

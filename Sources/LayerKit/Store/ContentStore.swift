@@ -19,7 +19,7 @@ final class PendingBlob {
         guard fd >= 0 else { throw .lastErrno(path: blobsDir, "cannot create blob") }
         fchmod(fd, 0o644)
         self.fd = fd
-        self.temporaryPath = String(cString: template)
+        self.temporaryPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         self.blobsDir = blobsDir
     }
 

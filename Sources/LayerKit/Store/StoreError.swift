@@ -56,7 +56,7 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
 
     /// Wraps an image error (its description names the layout or archive).
     public init(_ error: ImageError) {
-        if case .archive = error.kind, let layerError = error.layerError {
+        if case .layer = error.kind, let layerError = error.layerError {
             self.init(layerError)
         } else {
             self.init(.image(error.kind), error.description)

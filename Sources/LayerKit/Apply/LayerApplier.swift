@@ -21,6 +21,8 @@ public struct LayerApplier: Sendable {
     /// Applies `source` onto the directory `target` (which must exist).
     ///
     /// - Parameters:
+    ///   - source: the blob.
+    ///   - target: the directory to write into.
     ///   - name: how the layer is named in errors (defaults to the path, or `-`).
     ///   - expecting: digests to check; a mismatch throws `.digestMismatch`. The changes are then
     ///     already made: callers that must leave the target untouched apply into a staging dir

@@ -163,6 +163,7 @@ public struct LayerDiffer: Sendable {
         // Every chunk has been taken (the output stage is done): the shared digest is complete.
         diffID = pipe.sharedDigest()
         let blobDigest = options.compression == .none ? diffID! : output.sink.hasher.finalize()
+        for warning in warnings { options.logger.warning("\(warning)", metadata: ["layer": "\(newPath)"]) }
         let descriptor = Descriptor(mediaType: options.mediaType, digest: blobDigest, size: output.sink.size)
         return DiffResult(descriptor: descriptor, diffID: diffID!, tarSize: tarSize, entryCount: entries, warnings: warnings)
     }

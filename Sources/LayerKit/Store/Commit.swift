@@ -65,7 +65,7 @@ extension LayerStore {
         // digest once known; a crash leaves a temporary file gc removes).
         let blob = try PendingBlob(in: paths.blobsDir, for: nil)
         var options = DiffOptions(compression: compression, level: level)
-        options.xattrPolicy = XattrPolicy()
+        options.logger = configuration.logger
         let diff: DiffResult
         do throws(LayerError) {
             diff = try LayerDiffer(options: options).write(.upper(upperDir(of: container.id)), to: blob.fd, cancellation: cancellation)

@@ -64,7 +64,7 @@ public struct LayerApplier: Sendable {
     func apply(_ source: LayerSource, rootFD: Int32, name: String, expecting: LayerExpectation,
                copyingBlobTo copyFD: Int32?, cancellation: CancellationFlag?) throws(LayerError) -> LayerSummary {
         do throws(LayerError) {
-            let engine = ApplyEngine(rootFD: rootFD, options: options, cancellation: cancellation)
+            let engine = try ApplyEngine(rootFD: rootFD, options: options, cancellation: cancellation)
             let settings = LayerPipeline.Settings(expecting: expecting, gzip: options.gzipDecoder, copyFD: copyFD, cancellation: cancellation)
             var summary = try LayerPipeline.read(source, settings) { (stream, entry) throws(LayerError) in
                 while try stream.next(entry) {

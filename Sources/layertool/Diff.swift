@@ -61,6 +61,7 @@ struct Diff: ParsableCommand {
         if let compression, Compression(rawValue: compression) == nil {
             throw ValidationError("--compression is none, gzip or zstd")
         }
+        try CompressionLevel.validate(level, for: resolvedCompression)
     }
 
     var resolvedCompression: Compression {

@@ -149,6 +149,9 @@ extension LayerStore {
         if record.isMounted, let at = record.mountpoint {
             throw StoreError(.invalidArgument, path: at, "container \(record.id) is already mounted here")
         }
+        if let target {
+            do throws(MountError) { try OverlayMounter.checkTarget(target) } catch { throw StoreError(error) }
+        }
         let mountpoint = MountTable.resolve(target ?? mergedDir(of: record.id))
         var st = stat()
         guard stat(mountpoint, &st) == 0, FileSystem.isDirectory(st) else {

@@ -17,7 +17,9 @@ final class ChunkPipe: @unchecked Sendable {
     private var ready: [Chunk] = []
     private var readyHead = 0
     private var spare: [UnsafeMutableRawPointer] = []
-    private var allocated = 0
+    /// Every buffer this pipe allocated: freed with the pipe, wherever they are then (a side that
+    /// stopped on an error may still hold one it never pushed or recycled).
+    private var buffers: [UnsafeMutableRawPointer] = []
     private var finished = false
     private var failure: LayerError?
     private var closed = false
@@ -51,8 +53,7 @@ final class ChunkPipe: @unchecked Sendable {
     }
 
     deinit {
-        for chunk in ready[readyHead...] { chunk.base.deallocate() }
-        for p in spare { p.deallocate() }
+        for p in buffers { p.deallocate() }
     }
 
     // MARK: producer side
@@ -62,11 +63,12 @@ final class ChunkPipe: @unchecked Sendable {
     func acquire() -> UnsafeMutableRawPointer? {
         lock.lock()
         defer { lock.unlock() }
-        while !closed && spare.isEmpty && allocated >= capacity { lock.wait() }
+        while !closed && spare.isEmpty && buffers.count >= capacity { lock.wait() }
         if closed { return nil }
         if let p = spare.popLast() { return p }
-        allocated += 1
-        return UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 64)
+        let p = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 64)
+        buffers.append(p)
+        return p
     }
 
     /// Hands a filled buffer to the consumer. Returns false when the consumer has closed the pipe

@@ -1,0 +1,17 @@
+/// What a request needs access to, in the token scope grammar: `repository:NAME:pull` or
+/// `repository:NAME:pull,push`, possibly several (a cross-repository mount also needs `pull` on
+/// the source).
+public struct AuthScope: Sendable, Hashable, CustomStringConvertible {
+    /// The scope strings, sorted.
+    public let scopes: [String]
+
+    public init(_ scopes: [String]) { self.scopes = Array(Set(scopes)).sorted() }
+
+    public static func pull(_ repository: String) -> AuthScope { AuthScope(["repository:\(repository):pull"]) }
+    public static func push(_ repository: String) -> AuthScope { AuthScope(["repository:\(repository):pull,push"]) }
+
+    /// This scope plus pull access to `repository`.
+    public func addingPull(_ repository: String) -> AuthScope { AuthScope(scopes + ["repository:\(repository):pull"]) }
+
+    public var description: String { scopes.joined(separator: " ") }
+}

@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(
             name: "LayerKitTests",
             dependencies: [
-                "LayerKit", "LayerKitFUSE", "CArchive", "CLayerSys", "layertool",
+                "LayerKit", "LayerKitFUSE", "LayerKitRegistry", "CArchive", "CLayerSys", "layertool",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

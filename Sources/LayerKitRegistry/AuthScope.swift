@@ -14,4 +14,18 @@ public struct AuthScope: Sendable, Hashable, CustomStringConvertible {
     public func addingPull(_ repository: String) -> AuthScope { AuthScope(scopes + ["repository:\(repository):pull"]) }
 
     public var description: String { scopes.joined(separator: " ") }
+
+    /// Whether `scope` (`type:name:actions`) asks for nothing these scopes do not already have.
+    func covers(_ scope: String) -> Bool {
+        let (resource, actions) = Self.split(scope)
+        return scopes.contains { mine in
+            let (myResource, myActions) = Self.split(mine)
+            return myResource == resource && actions.isSubset(of: myActions)
+        }
+    }
+
+    private static func split(_ scope: String) -> (String, Set<Substring>) {
+        guard let colon = scope.lastIndex(of: ":") else { return (scope, []) }
+        return (String(scope[..<colon]), Set(scope[scope.index(after: colon)...].split(separator: ",")))
+    }
 }

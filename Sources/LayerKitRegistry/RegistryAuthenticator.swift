@@ -25,6 +25,7 @@ actor RegistryAuthenticator {
     private let requestToken: @Sendable (HTTPClientRequest) async throws(RegistryError) -> (status: Int, body: [UInt8])
     private var method = Method.anonymous
     private var tokens = [AuthScope: CachedToken]()
+    private var fetching = [AuthScope: Task<String, any Error>]()
 
     init(credentials: RegistryCredentials?, redactor: SecretRedactor, registryHost: String, registryIsPlainHTTP: Bool,
          requestToken: @escaping @Sendable (HTTPClientRequest) async throws(RegistryError) -> (status: Int, body: [UInt8])) {
@@ -58,16 +59,17 @@ actor RegistryAuthenticator {
                 throw RegistryError(.protocolViolation, reference: reference, status: 401, "a Bearer challenge without a realm")
             }
             method = .bearer(realm: realm, service: bearer.parameters["service"])
+            // Requests that failed together share one new token: fetch only when the token
+            // this request sent is still the cached one (or there is none).
+            if let cached = tokens[scope], cached.expires > .now, "Bearer " + cached.token != sent { return }
             tokens[scope] = nil
             var wanted = scope
             if let extra = bearer.parameters["scope"], !extra.isEmpty {
-                wanted = AuthScope(scope.scopes + extra.split(separator: " ").map(String.init))
+                let missing = extra.split(separator: " ").map(String.init).filter { !scope.covers($0) }
+                if !missing.isEmpty { wanted = AuthScope(scope.scopes + missing) }
             }
-            let token = try await fetchToken(realm: realm, service: bearer.parameters["service"], scope: wanted)
-            if let cached = tokens[wanted] { tokens[scope] = cached }
-            if "Bearer " + token == sent {
-                throw RegistryError(.unauthorized, reference: reference, status: 401, "the registry refused the token it asked for")
-            }
+            _ = try await fetchToken(realm: realm, service: bearer.parameters["service"], scope: wanted)
+            if wanted != scope, let cached = tokens[wanted] { tokens[scope] = cached }
             return
         }
         if challenges.contains(where: { $0.scheme == .basic }) {
@@ -97,6 +99,20 @@ actor RegistryAuthenticator {
     /// GET realm?service=...&scope=... (with Basic credentials when there are some), as Docker's
     /// token protocol says; caches the token for `scope`.
     private func fetchToken(realm: String, service: String?, scope: AuthScope) async throws(RegistryError) -> String {
+        if let running = fetching[scope] {
+            do { return try await running.value } catch {
+                throw error as? RegistryError ?? RegistryError(.cancelled, reference: registryHost, "cancelled")
+            }
+        }
+        let task = Task { () async throws -> String in try await self.requestNewToken(realm: realm, service: service, scope: scope) }
+        fetching[scope] = task
+        defer { fetching[scope] = nil }
+        do { return try await task.value } catch {
+            throw error as? RegistryError ?? RegistryError(.cancelled, reference: registryHost, "cancelled")
+        }
+    }
+
+    private func requestNewToken(realm: String, service: String?, scope: AuthScope) async throws(RegistryError) -> String {
         guard var components = URLComponents(string: realm), let scheme = components.scheme?.lowercased(),
               scheme == "https" || scheme == "http", components.host != nil else {
             throw RegistryError(.protocolViolation, reference: registryHost, "the token realm \"\(RegistryErrorResponse.sanitize(realm, limit: 200))\" is not an http(s) URL")

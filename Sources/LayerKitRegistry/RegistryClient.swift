@@ -45,6 +45,9 @@ public final class RegistryClient: Sendable {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .disabled
+        // Connection failures come back at once; `send` retries them by its own policy (and
+        // never a failed TLS handshake: an untrusted certificate does not become trusted).
+        configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout = HTTPClient.Configuration.Timeout(connect: TimeAmount(options.connectTimeout),
                                                                  read: TimeAmount(options.readTimeout))
         http = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: configuration)
@@ -104,7 +107,7 @@ public final class RegistryClient: Sendable {
         var method = request.method
         var body = request.body
         var attempt = 1
-        var answeredChallenge = false
+        var challengesAnswered = 0
         var redirects = 0
         while true {
             try checkCancellation(request.reference)
@@ -147,8 +150,11 @@ public final class RegistryClient: Sendable {
             let status = Int(response.status.code)
             logger.debug("registry request", metadata: ["method": "\(method.rawValue)", "url": "\(Self.redactedURL(url))", "status": "\(status)"])
 
-            if status == 401 && toRegistry && !answeredChallenge {
-                answeredChallenge = true
+            // A 401 is answered twice at most: once for a missing or stale token, once more for
+            // a token the registry refused (expired, revoked); the authenticator throws the
+            // reason when asking again cannot help (Basic credentials refused).
+            if status == 401 && toRegistry && challengesAnswered < 2 {
+                challengesAnswered += 1
                 _ = try? await Self.collect(response.body, limit: RegistryErrorResponse.maximumBodySize)
                 let challenges = AuthChallenge.parse(response.headers["WWW-Authenticate"])
                 do {

@@ -69,6 +69,7 @@ let package = Package(
             dependencies: [
                 "LayerKit", "LayerKitFUSE", "LayerKitRegistry", "CArchive", "CLayerSys", "layertool",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ],

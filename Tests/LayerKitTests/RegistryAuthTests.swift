@@ -1,6 +1,7 @@
 import Foundation
 import LayerKit
 import LayerKitRegistry
+import Logging
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -89,6 +90,26 @@ struct RegistryBasicAuthTests {
         expectRefused(r, dest: tmp.sub("rootfs"), mentioning: [tmp.sub("broken.json"), "not valid JSON"], secrets: [password])
     }
 
+    @Test func redirectToAnotherHostDropsTheAuthorization() throws {
+        let proxy = RegistryEnvironment.current!.proxy!
+        proxy.reset()
+        defer { proxy.reset() }
+        let tmp = TempDir("basic-redirect")
+        let layer = "sha256:b4b440e5186b23932c70e5a0df2931d32cce16fe7923573c960f6fc52284829d"
+        let blob = Array(try Data(contentsOf: URL(fileURLWithPath: RegistryTools.busyboxLayout + "/blobs/sha256/" + layer.dropFirst(7))))
+        // The layer's GET is sent on to "another host" (the proxy under its other name), as
+        // registries send blobs to object stores; that host serves the blob without asking for auth.
+        proxy.add("GET", "/v2/busybox/blobs/" + layer, .respond(307, headers: [("Location", "http://localhost:\(proxy.port)/object-store/\(layer)")], body: []))
+        proxy.add("GET", "/object-store/", .respond(200, headers: [("Content-Type", "application/octet-stream")], body: blob))
+        let r = try RegistryTools.layertool(["pull", "--plain-http", "--creds", "\(user):\(password)", "\(proxy.host)/busybox:latest", tmp.sub("rootfs")])
+        try #require(r.status == 0, "pull: \(r.stderr)")
+        let requests = proxy.requests
+        let redirected = requests.filter { $0.target.hasPrefix("/object-store/") }
+        #expect(redirected.count == 1 && redirected.allSatisfy { !$0.authorization }, "\(redirected)")
+        #expect(requests.contains { $0.target.hasSuffix("/manifests/latest") && $0.authorization }, "the registry itself gets the credentials")
+        #expect(FileManager.default.fileExists(atPath: tmp.sub("rootfs/bin/busybox")))
+    }
+
     @Test func pushWithCredentials() throws {
         let tmp = TempDir("basic-push")
         var r = try RegistryTools.layertool(["unpack", "--image", RegistryTools.busyboxLayout + ":latest", "--name", "busybox", "--root", tmp.sub("store")])
@@ -137,6 +158,30 @@ struct RegistryTokenAuthTests {
         await client.shutdown()
         // The first token had expired: the registry answered 401 and a second one was fetched.
         #expect(tokens.requests.count == 2, "\(tokens.requests)")
+    }
+
+    @Test func noSecretInTheLog() async throws {
+        tokens.reset()
+        tokens.expireNextToken = true
+        let tmp = TempDir("token-log")
+        let captured = CapturedLog()
+        var logger = Logger(label: "test", factory: { _ in CapturingLogHandler(log: captured) })
+        logger.logLevel = .trace
+        let reference = try ImageReference(parsing: "\(registry)/busybox:latest")
+        for credentials in [RegistryCredentials(username: user, password: password), RegistryCredentials(username: user, password: wrong)] {
+            let client = try RegistryClient(registry: reference.registry, options: RegistryClientOptions(
+                credentials: credentials, plainHTTP: true, logger: logger))
+            var failure: RegistryError? = nil
+            do { _ = try await ImagePuller(client: client).pull(reference, to: tmp.sub("rootfs-" + credentials.password)) } catch { failure = error }
+            await client.shutdown()
+            #expect((failure == nil) == (credentials.password == password), "\(String(describing: failure))")
+            if let failure { #expect(!failure.description.contains(wrong)) }
+        }
+        let lines = captured.lines
+        #expect(lines.contains { $0.contains("/v2/busybox/manifests/latest") }, "the requests are logged: \(lines)")
+        for secret in [password, wrong] + tokens.tokens {
+            #expect(!lines.contains { $0.contains(secret) }, "a secret in the log")
+        }
     }
 
     @Test func pushAsksForPushScope() throws {
@@ -227,5 +272,36 @@ struct RegistryTLSTests {
         try FileManager.default.copyItem(atPath: environment.clientCertDir! + "/client.key", toPath: dir + "/client.key")
         let r = try RegistryTools.layertool(["pull", "--cert-dir", dir, "\(registry)/busybox:latest", tmp.sub("rootfs")])
         expectRefused(r, dest: tmp.sub("rootfs"), mentioning: ["client.key", "without its certificate"])
+    }
+}
+
+/// Log lines captured from the client's `Logger`.
+final class CapturedLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var captured = [String]()
+    func append(_ line: String) {
+        lock.lock()
+        captured.append(line)
+        lock.unlock()
+    }
+    var lines: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return captured
+    }
+}
+
+struct CapturingLogHandler: LogHandler {
+    let log: CapturedLog
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        log.append("\(event.level) \(event.message) \(metadata.merging(event.metadata ?? [:]) { $1 }) \(event.error.map { "\($0)" } ?? "")")
     }
 }

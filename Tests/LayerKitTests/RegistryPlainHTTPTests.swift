@@ -175,7 +175,10 @@ struct RegistryPlainHTTPTests {
         try #require(r.status == 0, "pull: \(r.stderr)")
         let blobGets = proxy.requests.filter { $0.method == "GET" && $0.target.contains(Self.busyboxLayer1) }
         #expect(blobGets.count == 2, "\(blobGets)")
-        #expect(blobGets.last?.range == "bytes=300000-")
+        // Resumed from the bytes that reached the client: at most the 300,000 the proxy sent
+        // (AsyncHTTPClient drops what it had buffered but not delivered when the connection ends).
+        let offset = blobGets.last?.range.flatMap { Int($0.dropFirst("bytes=".count).dropLast()) } ?? 0
+        #expect(blobGets.last?.range?.hasPrefix("bytes=") == true && offset > 0 && offset <= 300_000, "\(String(describing: blobGets.last?.range))")
         try localUnpack(RegistryTools.busyboxLayout, into: tmp.sub("local"))
         RegistryTools.expectSameTree(tmp.sub("local"), "layertool unpack of the layout", tmp.sub("rootfs"))
     }
@@ -197,10 +200,10 @@ struct RegistryPlainHTTPTests {
         await client.shutdown()
         #expect(access(tmp.sub("rootfs"), F_OK) != 0)
         #expect(RegistryEnvironment.leftovers(in: tmp.path).isEmpty)
-        // The first GET and three resumes, each from where the last one stopped (the kernel may
-        // deliver less than the proxy wrote before the close, so only the first offset is exact).
+        // The first GET and three resumes, each from where the last one stopped (what reached
+        // the client: AsyncHTTPClient drops what it had buffered but not delivered at the drop).
         let ranges = proxy.requests.filter { $0.method == "GET" && $0.target.contains(Self.busyboxLayer1) }.map(\.range)
-        #expect(ranges.count == 4 && ranges[0] == nil && ranges[1] == "bytes=200000-", "\(ranges)")
+        #expect(ranges.count == 4 && ranges[0] == nil, "\(ranges)")
         let offsets = ranges.dropFirst().compactMap { $0.flatMap { Int($0.dropFirst("bytes=".count).dropLast()) } }
         #expect(offsets.count == 3 && offsets == offsets.sorted() && Set(offsets).count == 3 && offsets.allSatisfy { $0 < Self.busyboxLayer1Size }, "\(ranges)")
     }

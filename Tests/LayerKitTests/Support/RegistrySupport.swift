@@ -665,6 +665,7 @@ final class RegistryEnvironment: @unchecked Sendable {
             let r = try run(which("htpasswd")!, ["-B", "-b", "-c", file, Self.user, Self.password])
             try #require(r.status == 0, "htpasswd: \(r.stderr)")
             registry = try RegistryServer(auth: .htpasswd(file: file))
+            proxy = try FaultProxy(upstreamPort: registry.port)
         case .tokenAuth:
             let tokens = try TokenServer(directory: dir.mkdir("token"), users: [Self.user: Self.password])
             tokenServer = tokens

@@ -70,6 +70,7 @@ let package = Package(
                 "LayerKit", "LayerKitFUSE", "LayerKitRegistry", "CArchive", "CLayerSys", "layertool",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
     ],

@@ -183,6 +183,30 @@ struct RegistryPlainHTTPTests {
         RegistryTools.expectSameTree(tmp.sub("local"), "layertool unpack of the layout", tmp.sub("rootfs"))
     }
 
+    @Test func aResumeAnsweredWithTheWholeBlobSkipsWhatWasReceived() throws {
+        proxy.reset()
+        defer { proxy.reset() }
+        let tmp = TempDir("registry-no-range")
+        proxy.add("GET", "/blobs/" + Self.busyboxLayer1, .dropAfter(250_000))
+        proxy.add("GET", "/blobs/" + Self.busyboxLayer1, .ignoreRange)
+        let r = try RegistryTools.layertool(["pull", "--plain-http", "\(proxy.host)/busybox:latest", tmp.sub("rootfs")])
+        try #require(r.status == 0, "pull: \(r.stderr)")
+        #expect(proxy.requests.filter { $0.target.contains(Self.busyboxLayer1) }.count == 2)
+        try localUnpack(RegistryTools.busyboxLayout, into: tmp.sub("local"))
+        RegistryTools.expectSameTree(tmp.sub("local"), "layertool unpack of the layout", tmp.sub("rootfs"))
+    }
+
+    @Test func aBlobLongerThanItsDescriptorIsRefused() throws {
+        proxy.reset()
+        defer { proxy.reset() }
+        let tmp = TempDir("registry-long-blob")
+        let blob = Array(try Data(contentsOf: URL(fileURLWithPath: RegistryTools.busyboxLayout + "/blobs/sha256/" + Self.busyboxLayer1.dropFirst(7))))
+        let headers = [("Content-Type", "application/octet-stream")]
+        proxy.add("GET", "/blobs/" + Self.busyboxLayer1, .respond(200, headers: headers, body: blob + Array(repeating: 0, count: 4096)))
+        let r = try RegistryTools.layertool(["pull", "--plain-http", "\(proxy.host)/busybox:latest", tmp.sub("rootfs")])
+        expectCleanFailure(r, dest: tmp.sub("rootfs"), mentioning: [Self.busyboxLayer1, "\(blob.count + 4096) bytes for a blob of \(blob.count)"])
+    }
+
     @Test func connectionThatKeepsDroppingCommitsNothing() async throws {
         proxy.reset()
         defer { proxy.reset() }

@@ -355,6 +355,8 @@ final class FaultProxy: @unchecked Sendable {
         /// Forward the head and this many body bytes, then send nothing more (until the client
         /// goes away, or 30 s).
         case stallAfter(Int)
+        /// Forward without the request's Range header (a server that ignores Range).
+        case ignoreRange
     }
     struct Rule: Sendable {
         var method: String
@@ -451,7 +453,9 @@ final class FaultProxy: @unchecked Sendable {
             return
         }
         var head = "\(request.method) \(request.target) HTTP/1.1\r\n"
-        for (k, v) in request.headers where k.lowercased() != "connection" { head += "\(k): \(v)\r\n" }
+        var dropped: Set<String> = ["connection"]
+        if case .ignoreRange = fault { dropped.insert("range") }
+        for (k, v) in request.headers where !dropped.contains(k.lowercased()) { head += "\(k): \(v)\r\n" }
         head += "Connection: close\r\n\r\n"
         LoopbackServer.sendAll(upstream, Array(head.utf8) + request.body)
         guard let (responseHead, firstBody) = LoopbackServer.readHead(upstream) else { return }

@@ -140,7 +140,7 @@ public final class RegistryClient: Sendable {
                 let deadline: NIODeadline = request.deadline.map { .now() + TimeAmount($0) } ?? .distantFuture
                 response = try await http.execute(outgoing, deadline: deadline, logger: nil)
             } catch {
-                let failure = redactor.clean(Self.transportError(error, reference: request.reference))
+                let failure = redactor.clean(Self.transportError(error, reference: request.reference, host: Self.hostPort(components)))
                 if failure.kind == .cancelled || failure.kind == .tls || attempt >= options.retry.maximumAttempts { throw failure }
                 logger.info("registry request failed, retrying", metadata: ["method": "\(method.rawValue)", "url": "\(Self.redactedURL(url))", "error": "\(failure.message)"])
                 try await pause(options.retry.delay(after: attempt, retryAfter: nil), reference: request.reference)
@@ -266,7 +266,7 @@ public final class RegistryClient: Sendable {
     }
 
     /// A connection-level failure as a registry error, in a few words.
-    static func transportError(_ error: any Error, reference: String?) -> RegistryError {
+    static func transportError(_ error: any Error, reference: String?, host: String? = nil) -> RegistryError {
         if error is CancellationError { return RegistryError(.cancelled, reference: reference, "cancelled") }
         if let error = error as? RegistryError { return error }
         if let error = error as? HTTPClientError {
@@ -281,6 +281,10 @@ public final class RegistryClient: Sendable {
         }
         if let error = error as? NIOSSLError {
             return RegistryError(.tls, reference: reference, "TLS: " + RegistryErrorResponse.sanitize(String(describing: error), limit: 300))
+        }
+        if let error = error as? IOError {
+            let reason = String(cString: strerror(error.errnoCode))
+            return RegistryError(.transport, reference: reference, host.map { "cannot reach \($0): \(reason)" } ?? reason)
         }
         if let error = error as? NIOConnectionError {
             let reasons = error.connectionErrors.map { RegistryErrorResponse.sanitize(String(describing: $0.error), limit: 100) }

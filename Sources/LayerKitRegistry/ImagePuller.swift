@@ -7,7 +7,7 @@ import Glibc
 /// What a pull does besides the reference and the destination.
 public struct PullOptions: Sendable {
     /// Which manifest of an index to pull.
-    public var platform: PlatformSelector
+    public var platform: Platform
     /// Layers downloaded at once (the first is unpacked as it arrives, the others spooled until
     /// their turn).
     public var maximumConcurrentDownloads: Int
@@ -17,7 +17,7 @@ public struct PullOptions: Sendable {
     /// default the destination's parent dir.
     public var spoolDirectory: String?
 
-    public init(platform: PlatformSelector = .host, maximumConcurrentDownloads: Int = 3,
+    public init(platform: Platform = .host, maximumConcurrentDownloads: Int = 3,
                 apply: ApplyOptions = ApplyOptions(), spoolDirectory: String? = nil) {
         self.platform = platform
         self.maximumConcurrentDownloads = max(1, maximumConcurrentDownloads)
@@ -81,13 +81,26 @@ public struct ImagePuller: Sendable {
 
         async let downloads: Void = download(image, into: spools, concurrency: options.maximumConcurrentDownloads,
                                              failures: failures, progress: progress)
-        let unpacked = await withTaskCancellationHandler {
-            await Self.unpack(inputs, to: destination, options: options.apply, progress: progress)
-        } onCancel: {
-            for spool in spools { spool.fail(RegistryError(.cancelled, reference: name, "cancelled")) }
+        // The unpack runs on a thread of its own (LayerKit's async unpack); a cancelled pull
+        // stops it between chunks, and failing the spools ends any read it is blocked in.
+        let unpacked: Result<[LayerSummary], LayerError>
+        do {
+            let summaries = try await withTaskCancellationHandler {
+                try await Unpacker(options: options.apply).unpack(inputs, to: destination) { index, summary in
+                    progress?(.applied(layer: index, summary))
+                }
+            } onCancel: {
+                for spool in spools { spool.fail(RegistryError(.cancelled, reference: name, "cancelled")) }
+            }
+            unpacked = .success(summaries)
+        } catch let error as LayerError {
+            unpacked = .failure(error)
+        } catch {
+            unpacked = .failure(LayerError(.input, "\(error)"))
         }
         if case .failure(let error) = unpacked {
-            failures.record(RegistryError(.unpack(error.kind), error.description))
+            failures.record(error.kind == .cancelled ? RegistryError(.cancelled, reference: name, "cancelled")
+                                                     : RegistryError(.unpack(error.kind), error.description))
         }
         feeder.stop()
         await downloads
@@ -136,26 +149,6 @@ public struct ImagePuller: Sendable {
                 if !succeeded { group.cancelAll(); continue }
                 if next < spools.count && !Task.isCancelled { start() }
             }
-        }
-    }
-
-    /// Runs the (blocking) unpack on its own thread, off the concurrency pool.
-    private static func unpack(_ inputs: [LayerInput], to destination: String, options: ApplyOptions,
-                               progress: (@Sendable (PullEvent) -> Void)?) async -> Result<[LayerSummary], LayerError> {
-        await withCheckedContinuation { continuation in
-            let thread = Thread {
-                do throws(LayerError) {
-                    let summaries = try Unpacker(options: options).unpack(inputs, to: destination) { index, summary in
-                        progress?(.applied(layer: index, summary))
-                    }
-                    continuation.resume(returning: .success(summaries))
-                } catch {
-                    continuation.resume(returning: .failure(error))
-                }
-            }
-            thread.name = "layerkit-registry-unpack"
-            thread.stackSize = 8 << 20
-            thread.start()
         }
     }
 

@@ -44,8 +44,8 @@ public struct ImageUpload: Sendable {
         do { manifest = try JSONDecoder().decode(ImageManifest.self, from: Data(manifestBytes)) } catch {
             throw RegistryError(.configuration, reference: name, "the stored manifest \(record.manifestDigest) is not an image manifest")
         }
-        let mediaType = manifest.mediaType ?? ManifestMediaType.ociManifest
-        guard ManifestMediaType.isManifest(mediaType) else {
+        let mediaType = manifest.mediaType ?? MediaType.ociManifest
+        guard MediaType.isManifest(mediaType) else {
             throw RegistryError(.unsupported, reference: name, "the stored manifest has media type \(mediaType)")
         }
         var blobs = [Blob]()

@@ -18,7 +18,7 @@ extension RegistryClient {
     public func fetchManifest(_ reference: ImageReference, scope: AuthScope? = nil) async throws(RegistryError) -> FetchedManifest {
         let name = reference.description
         var request = Request(method: .GET, url: manifestPath(reference), scope: scope ?? .pull(reference.repository), reference: name)
-        request.headers.add(name: "Accept", value: ManifestMediaType.accepted.joined(separator: ", "))
+        request.headers.add(name: "Accept", value: ManifestAcceptance.accepted.joined(separator: ", "))
         let response = try await send(request)
         guard response.status == .ok else {
             throw await error(from: response, reference: name, notFound: "manifest unknown")
@@ -54,12 +54,12 @@ extension RegistryClient {
     public func headManifest(_ reference: ImageReference, scope: AuthScope? = nil) async throws(RegistryError) -> Descriptor? {
         let name = reference.description
         var request = Request(method: .HEAD, url: manifestPath(reference), scope: scope ?? .pull(reference.repository), reference: name)
-        request.headers.add(name: "Accept", value: ManifestMediaType.accepted.joined(separator: ", "))
+        request.headers.add(name: "Accept", value: ManifestAcceptance.accepted.joined(separator: ", "))
         let response = try await send(request)
         if response.status == .notFound { return nil }
         guard response.status == .ok else { throw await error(from: response, reference: name, notFound: "manifest unknown") }
         let mediaType = Self.baseMediaType(response.headers.first(name: "Content-Type") ?? "")
-        if ManifestMediaType.isSchema1(mediaType) { throw Self.schema1Error(name) }
+        if ManifestAcceptance.isSchema1(mediaType) { throw Self.schema1Error(name) }
         guard let header = response.headers.first(name: "Docker-Content-Digest"), let digest = try? Digest(parsing: header) else {
             if let wanted = reference.digest, let size = response.headers.first(name: "Content-Length").flatMap(Int64.init) {
                 return Descriptor(mediaType: mediaType, digest: wanted, size: size)
@@ -116,13 +116,13 @@ extension RegistryClient {
         let probe = try? JSONDecoder().decode(MediaTypeProbe.self, from: Data(bytes))
         guard let probe else { throw RegistryError(.protocolViolation, reference: reference, "the manifest is not JSON") }
         var mediaType = baseMediaType(contentType ?? "")
-        if ManifestMediaType.isSchema1(mediaType) || probe.schemaVersion == 1 { throw schema1Error(reference) }
-        if !ManifestMediaType.accepted.contains(mediaType) {
+        if ManifestAcceptance.isSchema1(mediaType) || probe.schemaVersion == 1 { throw schema1Error(reference) }
+        if !ManifestAcceptance.accepted.contains(mediaType) {
             if let declared = probe.mediaType { mediaType = declared }
-            else if probe.manifests != nil { mediaType = ManifestMediaType.ociIndex }
-            else { mediaType = ManifestMediaType.ociManifest }
+            else if probe.manifests != nil { mediaType = MediaType.ociIndex }
+            else { mediaType = MediaType.ociManifest }
         }
-        guard ManifestMediaType.accepted.contains(mediaType) else {
+        guard ManifestAcceptance.accepted.contains(mediaType) else {
             throw RegistryError(.unsupported, reference: reference, "unsupported manifest media type \(RegistryErrorResponse.sanitize(mediaType, limit: 100))")
         }
         if let declared = probe.mediaType, declared != mediaType {

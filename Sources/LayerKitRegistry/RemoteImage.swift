@@ -33,13 +33,13 @@ public struct RemoteImage: Sendable {
 extension RegistryClient {
     /// Reads `reference`'s manifest, follows an index to the manifest for `platform`, and reads
     /// the config: everything an unpack needs before the first layer.
-    public func resolveImage(_ reference: ImageReference, platform: PlatformSelector = .host) async throws(RegistryError) -> RemoteImage {
+    public func resolveImage(_ reference: ImageReference, platform: Platform = .host) async throws(RegistryError) -> RemoteImage {
         let name = reference.description
         var fetched = try await fetchManifest(reference)
         var index: FetchedManifest? = nil
         var chosen: Platform? = nil
         var depth = 0
-        while ManifestMediaType.isIndex(fetched.descriptor.mediaType) {
+        while MediaType.isIndex(fetched.descriptor.mediaType) {
             depth += 1
             guard depth <= 4 else { throw RegistryError(.unsupported, reference: name, "indexes nested more than 4 deep") }
             let parsed: ImageIndex
@@ -66,7 +66,7 @@ extension RegistryClient {
             throw RegistryError(.protocolViolation, reference: name, "the manifest \(fetched.descriptor.digest) is not a valid image manifest")
         }
         let configType = manifest.config.mediaType
-        guard configType == ManifestMediaType.ociConfig || configType == ManifestMediaType.dockerConfig else {
+        guard configType == MediaType.ociConfig || configType == MediaType.dockerConfig else {
             throw RegistryError(.unsupported, reference: name, "not a container image: config media type \(RegistryErrorResponse.sanitize(configType, limit: 100))")
         }
         let configBytes = try await fetchBlobBytes(manifest.config, from: reference.repository)
@@ -77,13 +77,13 @@ extension RegistryClient {
         guard config.rootfs.type == "layers" else {
             throw RegistryError(.unsupported, reference: name, "config rootfs.type is \"\(RegistryErrorResponse.sanitize(config.rootfs.type, limit: 40))\", not \"layers\"")
         }
-        guard config.rootfs.diff_ids.count == manifest.layers.count else {
+        guard config.rootfs.diffIDs.count == manifest.layers.count else {
             throw RegistryError(.protocolViolation, reference: name,
-                                "the manifest lists \(manifest.layers.count) layers but the config has \(config.rootfs.diff_ids.count) diff_ids")
+                                "the manifest lists \(manifest.layers.count) layers but the config has \(config.rootfs.diffIDs.count) diff_ids")
         }
         var layers = [RemoteImage.Layer]()
-        for (layer, diffID) in zip(manifest.layers, config.rootfs.diff_ids) {
-            guard LayerMediaType.readable.contains(layer.mediaType) else {
+        for (layer, diffID) in zip(manifest.layers, config.rootfs.diffIDs) {
+            guard MediaType.readableLayers.contains(layer.mediaType) else {
                 throw RegistryError(.unsupported, reference: name, "layer \(layer.digest): unsupported media type \(RegistryErrorResponse.sanitize(layer.mediaType, limit: 100))")
             }
             guard layer.size >= 0 else { throw RegistryError(.protocolViolation, reference: name, "layer \(layer.digest): negative size") }

@@ -69,7 +69,7 @@ struct Pull: ParsableCommand {
         let meter = TransferMeter(verb: "pulling")
         let result = try runRegistryOperation { () throws(RegistryError) -> PullResult in
             let reference = try ImageReference(parsing: referenceText)
-            let selector = try platformText.map { (text) throws(RegistryError) in try PlatformSelector(parsing: text) } ?? .host
+            let selector = try platformText.map { (text) throws(RegistryError) in try Platform(parsing: text) } ?? .host
             let client = try RegistryClient(registry: reference.registry, options: try flags.clientOptions(for: reference))
             do throws(RegistryError) {
                 let result = try await ImagePuller(client: client).pull(

@@ -340,7 +340,7 @@ struct RegistryPlainHTTPTests {
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         // Bounded wait until the layer is half sent, then interrupt.
-        for _ in 0..<200 where !proxy.stalled { usleep(25_000) }
+        for _ in 0..<800 where !proxy.stalled { usleep(25_000) }
         #expect(proxy.stalled)
         usleep(100_000)
         kill(process.processIdentifier, SIGINT)

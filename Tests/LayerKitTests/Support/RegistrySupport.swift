@@ -186,7 +186,7 @@ final class RegistryServer: @unchecked Sendable {
         process.standardError = log
         try process.run()
         // Bounded wait for the listener (the registry starts in well under a second).
-        for _ in 0..<200 where !RegistryTools.isListening(port) {
+        for _ in 0..<400 where !RegistryTools.isListening(port) {
             guard process.isRunning else { break }
             usleep(50_000)
         }

@@ -3,9 +3,12 @@
 /// Its descriptions never show the secret, so printing or logging the value by mistake leaks
 /// nothing.
 public struct RegistryCredentials: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// The user name (shown in messages).
     public var username: String
+    /// The password or token (never shown).
     public var password: String
 
+    /// Credentials from their parts.
     public init(username: String, password: String) {
         self.username = username
         self.password = password

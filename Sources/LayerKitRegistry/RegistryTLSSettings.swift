@@ -20,8 +20,10 @@ public struct RegistryTLSSettings: Sendable, Equatable {
     /// Where `HOST[:PORT]` dirs are looked for.
     public var certificateRoots: [String]
 
+    /// podman's and Docker's per-registry certificate roots, in the order they are searched.
     public static let defaultCertificateRoots = ["/etc/containers/certs.d", "/etc/docker/certs.d"]
 
+    /// Defaults: verify, look up the registry's dir under the default roots.
     public init(verifyCertificates: Bool = true, certificateDirectory: String? = nil,
                 certificateRoots: [String] = RegistryTLSSettings.defaultCertificateRoots) {
         self.verifyCertificates = verifyCertificates

@@ -6,11 +6,14 @@ import Foundation
 public struct RetryPolicy: Sendable, Equatable {
     /// Attempts in all, the first included (1 means no retry).
     public var maximumAttempts: Int
+    /// The wait before the first retry; doubled for each next one.
     public var initialDelay: Duration
+    /// The longest wait between attempts when the server gives no `Retry-After`.
     public var maximumDelay: Duration
     /// The longest `Retry-After` honoured; a longer one is waited for this long.
     public var maximumRetryAfter: Duration
 
+    /// Defaults: 5 attempts, 250 ms doubling up to 10 s, `Retry-After` honoured up to 60 s.
     public init(maximumAttempts: Int = 5, initialDelay: Duration = .milliseconds(250),
                 maximumDelay: Duration = .seconds(10), maximumRetryAfter: Duration = .seconds(60)) {
         self.maximumAttempts = max(1, maximumAttempts)

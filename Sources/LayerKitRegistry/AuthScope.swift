@@ -5,9 +5,12 @@ public struct AuthScope: Sendable, Hashable, CustomStringConvertible {
     /// The scope strings, sorted.
     public let scopes: [String]
 
+    /// The given scope strings (duplicates dropped).
     public init(_ scopes: [String]) { self.scopes = Array(Set(scopes)).sorted() }
 
+    /// `repository:NAME:pull`.
     public static func pull(_ repository: String) -> AuthScope { AuthScope(["repository:\(repository):pull"]) }
+    /// `repository:NAME:pull,push`.
     public static func push(_ repository: String) -> AuthScope { AuthScope(["repository:\(repository):pull,push"]) }
 
     /// This scope plus pull access to `repository`.

@@ -17,6 +17,7 @@ public struct PullOptions: Sendable {
     /// default the destination's parent dir.
     public var spoolDirectory: String?
 
+    /// Defaults: this machine's platform, 3 downloads at once, a plain apply, spooling beside the destination.
     public init(platform: Platform = .host, maximumConcurrentDownloads: Int = 3,
                 apply: ApplyOptions = ApplyOptions(), spoolDirectory: String? = nil) {
         self.platform = platform
@@ -40,9 +41,11 @@ public enum PullEvent: Sendable {
 
 /// What a pull did.
 public struct PullResult: Sendable {
+    /// The image as resolved (manifest, config, layers).
     public var image: RemoteImage
     /// Per layer, bottom first, as the unpack saw it.
     public var summaries: [LayerSummary]
+    /// The chainID of the pulled stack; nil for an image without layers.
     public var chainID: Digest? { ChainID.of(summaries.map(\.diffID)) }
 }
 
@@ -54,10 +57,15 @@ public struct PullResult: Sendable {
 /// mismatch, a dropped connection that cannot be resumed, a failure of any kind or a cancellation
 /// leaves it as it was, and no staging or spool file behind.
 public struct ImagePuller: Sendable {
+    /// The client for the image's registry (which the caller shuts down).
     public let client: RegistryClient
 
+    /// A puller using `client`.
     public init(client: RegistryClient) { self.client = client }
 
+    /// Resolves `reference` (index, the manifest for `options.platform`, config) and pulls it
+    /// into `destination`, all or nothing. `progress` is called from the download tasks and the
+    /// unpack thread.
     public func pull(_ reference: ImageReference, to destination: String, options: PullOptions = PullOptions(),
                      progress: (@Sendable (PullEvent) -> Void)? = nil) async throws(RegistryError) -> PullResult {
         let image = try await client.resolveImage(reference, platform: options.platform)

@@ -22,6 +22,7 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
     public static let dockerHub = "docker.io"
     static let dockerHubAPIHost = "registry-1.docker.io"
 
+    /// A reference from its parts, as given (not checked: `init(parsing:)` checks).
     public init(registry: String, repository: String, tag: String? = nil, digest: Digest? = nil) {
         self.registry = registry
         self.repository = repository

@@ -9,6 +9,7 @@ import Glibc
 public struct ImageUpload: Sendable {
     /// A blob and the file that holds it.
     public struct Blob: Sendable {
+        /// What the blob is (its digest and size are checked by the registry), and its file.
         public var descriptor: Descriptor
         public var path: String
         public init(descriptor: Descriptor, path: String) {
@@ -17,6 +18,7 @@ public struct ImageUpload: Sendable {
         }
     }
 
+    /// The manifest, byte for byte (its digest is the image's in the registry).
     public var manifest: [UInt8]
     public var manifestMediaType: String
     /// The config first, then the layers, bottom first.
@@ -66,6 +68,7 @@ public struct ImageUpload: Sendable {
 
 /// What a push did.
 public struct PushResult: Sendable, Codable {
+    /// One blob and how it got there.
     public struct BlobResult: Sendable, Codable {
         public var digest: Digest
         public var size: Int64
@@ -75,6 +78,7 @@ public struct PushResult: Sendable, Codable {
     public var reference: String
     /// The manifest's digest (the image's immutable name in the registry).
     public var manifestDigest: Digest
+    /// Every blob (config first), once each.
     public var blobs: [BlobResult]
 }
 
@@ -82,10 +86,14 @@ public struct PushResult: Sendable, Codable {
 /// repository has, uploading the rest, several at once), the manifest last, so the tag never
 /// names an image with missing blobs.
 public struct ImagePusher: Sendable {
+    /// The client for the target registry (which the caller shuts down).
     public let client: RegistryClient
 
+    /// A pusher using `client`.
     public init(client: RegistryClient) { self.client = client }
 
+    /// Pushes `image` to `reference` (a tag): blobs first, up to `maximumConcurrentUploads` at
+    /// once, trying a mount from each of `mountFrom` before uploading; the manifest last.
     public func push(_ image: ImageUpload, to reference: ImageReference, mountFrom: [String] = [],
                      maximumConcurrentUploads: Int = 3) async throws(RegistryError) -> PushResult {
         let client = self.client

@@ -35,6 +35,8 @@ public final class RegistryClient: Sendable {
     /// Image configs larger than this are refused.
     public static let maximumConfigSize = 16 << 20
 
+    /// A client for `registry` (as references name it: `docker.io` goes to Docker Hub's API host).
+    /// Throws when the certificate files for the registry cannot be read.
     public init(registry: String, options: RegistryClientOptions = RegistryClientOptions()) throws(RegistryError) {
         self.registry = registry
         self.options = options

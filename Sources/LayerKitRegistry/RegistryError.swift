@@ -41,6 +41,7 @@ public struct RegistryError: Error, Sendable, CustomStringConvertible {
         case cancelled
     }
 
+    /// What kind of failure it is.
     public let kind: Kind
     /// The image, repository or URL the operation was about.
     public var reference: String?
@@ -51,6 +52,7 @@ public struct RegistryError: Error, Sendable, CustomStringConvertible {
     /// What went wrong, in a few words.
     public var message: String
 
+    /// An error; `message` must hold no secret.
     public init(_ kind: Kind, reference: String? = nil, code: String? = nil, status: Int? = nil, _ message: String) {
         self.kind = kind
         self.reference = reference

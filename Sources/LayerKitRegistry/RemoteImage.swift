@@ -7,6 +7,7 @@ import LayerKit
 public struct RemoteImage: Sendable {
     /// One layer: the blob to fetch and the diffID its uncompressed tar must have.
     public struct Layer: Sendable {
+        /// The layer blob (digest, size, media type) and the diffID of its uncompressed tar.
         public var descriptor: Descriptor
         public var diffID: Digest
     }
@@ -19,9 +20,11 @@ public struct RemoteImage: Sendable {
     public var platform: Platform?
     /// The image manifest, as received.
     public var manifest: FetchedManifest
+    /// The manifest, decoded.
     public var parsedManifest: ImageManifest
     /// The config, as received.
     public var configBytes: [UInt8]
+    /// The config, decoded.
     public var config: ImageConfig
     /// Bottom layer first.
     public var layers: [Layer]

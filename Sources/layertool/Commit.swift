@@ -39,7 +39,8 @@ struct Commit: ParsableCommand {
     var name: String
 
     func validate() throws {
-        guard Compression(rawValue: compression) != nil else { throw ValidationError("--compression is gzip, zstd or none") }
+        guard let chosen = Compression(rawValue: compression) else { throw ValidationError("--compression is gzip, zstd or none") }
+        try CompressionLevel.validate(level, for: chosen)
     }
 
     struct Record: Encodable {

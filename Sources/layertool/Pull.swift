@@ -4,7 +4,7 @@ import LayerKit
 import LayerKitRegistry
 
 /// `layertool pull REF DEST`: an image from a registry, flattened into DEST while it downloads.
-struct Pull: ParsableCommand {
+struct Pull: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Pull an image from a registry and flatten it into a directory, unpacking while downloading.",
         discussion: """
@@ -62,12 +62,12 @@ struct Pull: ParsableCommand {
         var layers: [Output.LayerRecord]
     }
 
-    func run() throws {
+    func run() async throws {
         let destination = self.destination!
         let referenceText = reference, platformText = platform, flags = registryFlags
         let concurrency = maxConcurrentDownloads
         let meter = TransferMeter(verb: "pulling")
-        let result = try runRegistryOperation { () throws(RegistryError) -> PullResult in
+        let result = try await runRegistryOperation { () throws(RegistryError) -> PullResult in
             let reference = try ImageReference(parsing: referenceText)
             let selector = try platformText.map { (text) throws(RegistryError) in try Platform(parsing: text) } ?? .host
             let client = try RegistryClient(registry: reference.registry, options: try flags.clientOptions(for: reference))

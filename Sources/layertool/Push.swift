@@ -4,7 +4,7 @@ import LayerKit
 import LayerKitRegistry
 
 /// `layertool push IMAGE REF`: an image of the layer store to a registry.
-struct Push: ParsableCommand {
+struct Push: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Push an image of the layer store to a registry; prints the manifest digest.",
         discussion: """
@@ -34,7 +34,7 @@ struct Push: ParsableCommand {
     @Argument(help: ArgumentHelp("Where to push it: [HOST[:PORT]/]PATH[:TAG].", valueName: "REF"))
     var reference: String
 
-    func run() throws {
+    func run() async throws {
         guard let layerStore = try store.openExisting() else {
             throw fail(LayerError(.input, layer: store.resolvedRoot, "no layer store here"))
         }
@@ -43,7 +43,7 @@ struct Push: ParsableCommand {
             throw fail(LayerError(.input, error.description))
         }
         let referenceText = reference, flags = registryFlags, mounts = mountFrom
-        let result = try runRegistryOperation { () throws(RegistryError) -> PushResult in
+        let result = try await runRegistryOperation { () throws(RegistryError) -> PushResult in
             let reference = try ImageReference(parsing: referenceText)
             guard reference.digest == nil else {
                 throw RegistryError(.invalidReference, reference: referenceText, "push to a tag, not a digest")

@@ -43,15 +43,12 @@ struct RegistryFlags: ParsableArguments {
     }
 }
 
-/// Runs an async registry operation from a synchronous command: Ctrl-C (SIGINT) or SIGTERM
-/// cancels it (the operation then removes whatever it had started), and its error becomes one
-/// line on stderr with exit status 1 (130 when interrupted).
-func runRegistryOperation<T: Sendable>(_ operation: @escaping @Sendable () async throws(RegistryError) -> T) throws -> T {
-    let outcome = OperationOutcome<T>()
-    let finished = DispatchSemaphore(value: 0)
-    let task = Task {
-        do throws(RegistryError) { outcome.result = .success(try await operation()) } catch { outcome.result = .failure(error) }
-        finished.signal()
+/// Runs a registry operation in a task that Ctrl-C (SIGINT) or SIGTERM cancels (the operation
+/// then removes whatever it had started); its error becomes one line on stderr with exit status 1
+/// (130 when interrupted).
+func runRegistryOperation<T: Sendable>(_ operation: @escaping @Sendable () async throws(RegistryError) -> T) async throws -> T {
+    let task = Task { () async -> Result<T, RegistryError> in
+        do throws(RegistryError) { return .success(try await operation()) } catch { return .failure(error) }
     }
     var sources = [DispatchSourceSignal]()
     for signalNumber in [SIGINT, SIGTERM] {
@@ -61,11 +58,11 @@ func runRegistryOperation<T: Sendable>(_ operation: @escaping @Sendable () async
         source.resume()
         sources.append(source)
     }
-    finished.wait()
+    let result = await task.value
     for source in sources { source.cancel() }
     signal(SIGINT, SIG_DFL)
     signal(SIGTERM, SIG_DFL)
-    switch outcome.result! {
+    switch result {
     case .success(let value):
         return value
     case .failure(let error):
@@ -73,11 +70,6 @@ func runRegistryOperation<T: Sendable>(_ operation: @escaping @Sendable () async
         FileHandle.standardError.write(Data("layertool: \(error.description)\n".utf8))
         throw ExitCode(error.kind == .cancelled ? 130 : 1)
     }
-}
-
-/// The result of an operation, handed from its task to the waiting thread.
-private final class OperationOutcome<T: Sendable>: @unchecked Sendable {
-    var result: Result<T, RegistryError>?
 }
 
 /// A progress line on stderr (only on a terminal), at most ten updates a second.

@@ -505,18 +505,30 @@ final class ApplyEngine {
         return (atime, mtime)
     }
 
+    /// Sets the entry's xattrs that the policy carries, then its POSIX ACLs given as ACL records
+    /// (unless it carries them as `system.posix_acl_*` xattrs already).
     private func applyXattrs(_ entry: OpaquePointer, path: EntryPath, _ set: (UnsafePointer<CChar>, UnsafeRawPointer?, Int) -> Int32) {
-        guard archive_entry_xattr_reset(entry) > 0 else { return }
-        var namePtr: UnsafePointer<CChar>? = nil
-        var value: UnsafeRawPointer? = nil
-        var size = 0
-        while archive_entry_xattr_next(entry, &namePtr, &value, &size) == ARCHIVE_OK {
-            guard let namePtr else { continue }
-            let name = String(cString: namePtr)
-            guard options.xattrPolicy.carries(name) else { continue }
-            if set(namePtr, value, size) != 0 {
-                warn("entry \"\(path)\": xattr \(name) not applied: \(Errno(rawValue: errno).description)")
+        var applied = Set<String>()
+        if archive_entry_xattr_reset(entry) > 0 {
+            var namePtr: UnsafePointer<CChar>? = nil
+            var value: UnsafeRawPointer? = nil
+            var size = 0
+            while archive_entry_xattr_next(entry, &namePtr, &value, &size) == ARCHIVE_OK {
+                guard let namePtr else { continue }
+                let name = String(cString: namePtr)
+                guard options.xattrPolicy.carries(name) else { continue }
+                applied.insert(name)
+                if set(namePtr, value, size) != 0 {
+                    warn("entry \"\(path)\": xattr \(name) not applied: \(Errno(rawValue: errno).description)")
+                }
             }
+        }
+        for isDefault in [false, true] {
+            let name = AccessControlList.xattrName(default: isDefault)
+            guard !applied.contains(name),
+                  let value = AccessControlList.xattrValue(entry, type: isDefault ? ARCHIVE_ENTRY_ACL_TYPE_DEFAULT : ARCHIVE_ENTRY_ACL_TYPE_ACCESS) else { continue }
+            let rc = value.withUnsafeBytes { bytes in name.withCString { set($0, bytes.baseAddress, bytes.count) } }
+            if rc != 0 { warn("entry \"\(path)\": ACL \(name) not applied: \(Errno(rawValue: errno).description)") }
         }
     }
 

@@ -68,7 +68,8 @@ extension LayerStore {
         options.logger = configuration.logger
         let diff: DiffResult
         do throws(LayerError) {
-            diff = try LayerDiffer(options: options).write(.upper(upperDir(of: container.id)), to: blob.fd, cancellation: cancellation)
+            diff = try LayerDiffer(options: options).write(.upper(upperDir(of: container.id), lowerRoot: chain.last.map(paths.diffDir)),
+                                                          to: blob.fd, cancellation: cancellation)
         } catch { throw StoreError(error) }
         try blob.commit(as: diff.descriptor.digest, sync: true)
         let chainID = ChainID.chain(baseLayers.map(\.diffID) + [diff.diffID]).last!

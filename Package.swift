@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "LayerKit", targets: ["LayerKit"]),
         .library(name: "LayerKitFUSE", targets: ["LayerKitFUSE"]),
+        .library(name: "LayerKitRegistry", targets: ["LayerKitRegistry"]),
         .executable(name: "layertool", targets: ["layertool"]),
     ],
     dependencies: [
@@ -16,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         // `swift package generate-documentation --target LayerKit` (the DocC catalog in Sources/LayerKit).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // C libraries, each behind a tiny module so the Swift code imports only what it uses.
@@ -40,18 +44,34 @@ let package = Package(
         // libfuse3's low-level API, for the userspace union's FUSE frontend.
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .target(name: "LayerKitFUSE", dependencies: ["LayerKit", "CFuse"]),
+        // The registry client (OCI distribution): its own module, so a runtime that only
+        // unpacks does not link an HTTP stack.
+        .target(
+            name: "LayerKitRegistry",
+            dependencies: [
+                "LayerKit",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "layertool",
             dependencies: [
-                "LayerKit", "LayerKitFUSE",
+                "LayerKit", "LayerKitFUSE", "LayerKitRegistry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "LayerKitTests",
             dependencies: [
-                "LayerKit", "LayerKitFUSE", "CArchive", "CLayerSys", "layertool",
+                "LayerKit", "LayerKitFUSE", "LayerKitRegistry", "CArchive", "CLayerSys", "layertool",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
     ],

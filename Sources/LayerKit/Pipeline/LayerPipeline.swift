@@ -112,15 +112,19 @@ enum LayerPipeline {
         }
 
         var failure: LayerError?
+        var reader: TarReader?
         do throws(LayerError) {
             let stream = try TarReader(pipe: pipe)
+            reader = stream
             guard let entry = archive_entry_new() else { throw LayerError(.input, "libarchive: out of memory") }
             defer { archive_entry_free(entry) }
             try consume(stream, entry)
             try stream.drain()
         } catch {
-            failure = error
+            // What cut libarchive off (the tar validator) explains the error libarchive gave.
+            failure = reader?.context.upstreamError ?? error
         }
+        reader = nil
         if let failure {
             if expectedBlobDigest != nil, failure.kind == .corruptArchive || failure.kind == .pathEscapes || failure.kind == .invalidEntry {
                 // Read on to the end: a blob that is not the expected one is reported as such.

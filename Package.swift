@@ -7,12 +7,18 @@ let package = Package(
     products: [
         .library(name: "LayerKit", targets: ["LayerKit"]),
         .library(name: "LayerKitFUSE", targets: ["LayerKitFUSE"]),
+        .library(name: "LayerKitSnapshotter", targets: ["LayerKitSnapshotter"]),
         .executable(name: "layertool", targets: ["layertool"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        // containerd's snapshots service over gRPC (LayerKitSnapshotter).
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // C libraries, each behind a tiny module so the Swift code imports only what it uses.
@@ -36,17 +42,31 @@ let package = Package(
         // libfuse3's low-level API, for the userspace union's FUSE frontend.
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .target(name: "LayerKitFUSE", dependencies: ["LayerKit", "CFuse"]),
+        // containerd's snapshots service (a proxy snapshotter plugin) on the layer store. The
+        // .proto files it was generated from, and the script that regenerates the Swift code
+        // (scripts/generate-snapshotter-protos.sh), are kept beside the code but not compiled.
+        .target(
+            name: "LayerKitSnapshotter",
+            dependencies: [
+                "LayerKit",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["Protos"]
+        ),
         .executableTarget(
             name: "layertool",
             dependencies: [
-                "LayerKit", "LayerKitFUSE",
+                "LayerKit", "LayerKitFUSE", "LayerKitSnapshotter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "LayerKitTests",
             dependencies: [
-                "LayerKit", "LayerKitFUSE", "CArchive", "CLayerSys", "layertool",
+                "LayerKit", "LayerKitFUSE", "LayerKitSnapshotter", "CArchive", "CLayerSys", "layertool",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

@@ -55,32 +55,50 @@ import Glibc
 }
 
 @Suite struct SnapshotStoreTests {
-    /// A chain deep enough to need `lower/` links: after containerd's rewrite of `lowerdir`
-    /// (relative to the common parent, as mount(2) gets it), the data fits one page even at
-    /// overlayfs's 500 layers; the full paths would not have.
-    @Test func deepChainsFitContainerdsMountData() throws {
+    /// A chain deep enough to need `lower/` links (real snapshots, committed one on another):
+    /// after containerd's rewrite of `lowerdir` (relative to the common parent, as mount(2) gets
+    /// it) the data fits one page, and each lower resolves to the chain's layer, top first.
+    @Test func deepChainsGetLowerLinks() throws {
         let tmp = TempDir("snapshot-depth")
         let store = try LayerStore(root: tmp.sub("store"))
         var parent = ""
-        for depth in 1...LayerStore.maximumSnapshotDepth {
+        var chain = [Digest]()
+        for depth in 1...60 {
             let active = try store.createSnapshot(key: "a\(depth)", parent: parent, kind: .active, labels: [:])
-            _ = try store.commitSnapshot(key: active.name, as: "c\(depth)", labels: [:])
+            let committed = try store.commitSnapshot(key: active.name, as: "c\(depth)", labels: [:])
+            chain.insert(try #require(committed.chainID), at: 0)
             parent = "c\(depth)"
-            guard [1, 2, 40, 60, 128, 500].contains(depth) else { continue }
-            let probe = try store.createSnapshot(key: "probe\(depth)", parent: parent, kind: .active, labels: [:])
-            let mounts = try store.snapshotMounts(probe)
-            try #require(mounts.count == 1 && mounts[0].type == "overlay")
-            let data = Self.containerdMountData(mounts[0].options)
-            #expect(data.utf8.count <= 4096, "depth \(depth): \(data.utf8.count) bytes of mount data")
-            let lowers = mounts[0].options.first { $0.hasPrefix("lowerdir=") }!.dropFirst(9).split(separator: ":")
-            #expect(lowers.count == depth)
-            // Each lower (a link or a diff dir) resolves to the chain's layer, top first.
-            let top = try #require(try store.snapshot(named: parent)?.chainID)
-            #expect(MountTable.resolve(String(lowers[0])) == store.paths.diffDir(top))
-            try store.removeSnapshot(probe.name)
+            guard [1, 2, 60].contains(depth) else { continue }
+            for kind in [SnapshotKind.active, .view] {
+                let probe = try store.createSnapshot(key: "probe\(depth)", parent: parent, kind: kind, labels: [:])
+                let mounts = try store.snapshotMounts(probe)
+                try #require(mounts.count == 1)
+                #expect(mounts[0].type == (kind == .view && depth == 1 ? "bind" : "overlay"))
+                let data = Self.containerdMountData(mounts[0].options)
+                #expect(data.utf8.count <= 4096, "depth \(depth): \(data.utf8.count) bytes of mount data")
+                let lowers = mounts[0].type == "bind" ? [mounts[0].source]
+                    : mounts[0].options.first { $0.hasPrefix("lowerdir=") }!.dropFirst(9).split(separator: ":").map(String.init)
+                #expect(lowers.map { realpath($0, nil).map { String(cString: $0) } } == chain.map { Optional(store.paths.diffDir($0)) })
+                #expect(lowers.allSatisfy { $0.contains("/lower/") } == (depth == 60), "links only where full paths do not fit")
+                try store.removeSnapshot(probe.name)
+            }
         }
-        #expect(throws: SnapshotError.self) { try store.createSnapshot(key: "too-deep", parent: parent, kind: .active, labels: [:]) }
         #expect(try store.verify() == [])
+    }
+
+    /// At overlayfs's maximum of 500 layers the `lower/` links still fit containerd's mount data;
+    /// full diff paths would not have fitted at 60.
+    @Test func fiveHundredLayersFitContainerdsMountData() throws {
+        let paths = StorePaths(root: "/var/lib/layertool")
+        let chain = (0..<LayerStore.maximumSnapshotDepth).map { Digest.sha256(of: Array("layer \($0)".utf8)) }
+        for kind in [SnapshotKind.active, .view] {
+            let mounts = LayerStore.plannedSnapshotMounts(paths: paths, id: 123456, chain: chain, kind: kind, userXattr: false)
+            let data = Self.containerdMountData(mounts[0].options)
+            #expect(data.utf8.count <= 4096, "\(data.utf8.count) bytes")
+            #expect(data.contains("lowerdir=0:1:2:") && data.hasSuffix(":499"))
+            let full = mounts[0].options.map { $0.hasPrefix("lowerdir=") ? "lowerdir=" + chain.prefix(60).map(paths.diffDir).joined(separator: ":") : $0 }
+            #expect(Self.containerdMountData(full).utf8.count > 4096)
+        }
     }
 
     /// containerd's mount(2) data for these options: when they reach a page less 512 bytes, it
@@ -92,7 +110,8 @@ import Glibc
             let dirs = options[index].dropFirst(9).split(separator: ":").map(String.init)
             let sorted = dirs.sorted()
             let common = String(zip(sorted.first!, sorted.last!).prefix { $0 == $1 }.map(\.0))
-            let parent = (common as NSString).deletingLastPathComponent + "/"
+            // Go's path.Dir: everything before the last "/" (".../lower/" gives ".../lower").
+            let parent = String(common[..<common.lastIndex(of: "/")!]) + "/"
             options.remove(at: index)
             options.append("lowerdir=" + dirs.map { String($0.dropFirst(parent.count)) }.joined(separator: ":"))
         }
@@ -219,7 +238,7 @@ import Glibc
         let sameStore = try run(SnapshotterTestEnv.layertool, ["snapshotter", "--root", first.root, "--address", tmp.sub("t.sock")])
         #expect(sameStore.status == 1 && sameStore.stderr.contains("another layertool snapshotter serves this store"), "\(sameStore.stderr)")
         #expect(access(tmp.sub("t.sock"), F_OK) != 0)
-        FileManager.default.createFile(atPath: tmp.sub("file"), contents: Data("not a socket".utf8))
+        _ = FileManager.default.createFile(atPath: tmp.sub("file"), contents: Data("not a socket".utf8))
         let notSocket = try run(SnapshotterTestEnv.layertool, ["snapshotter", "--root", tmp.sub("other"), "--address", tmp.sub("file")])
         #expect(notSocket.status == 1 && notSocket.stderr.contains("is not a socket"), "\(notSocket.stderr)")
         #expect(FileManager.default.contents(atPath: tmp.sub("file")) == Data("not a socket".utf8))

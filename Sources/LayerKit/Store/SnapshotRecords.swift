@@ -31,6 +31,20 @@ public struct StoredSnapshot: Sendable, Equatable {
     /// Nanoseconds since the epoch (containerd compares them exactly).
     public var createdNanoseconds: Int64
     public var updatedNanoseconds: Int64
+
+    public init(id: Int64, name: String, kind: SnapshotKind, parentID: Int64?, parentName: String?, chainID: Digest?,
+                ownsLayer: Bool, labels: [String: String], createdNanoseconds: Int64, updatedNanoseconds: Int64) {
+        self.id = id
+        self.name = name
+        self.kind = kind
+        self.parentID = parentID
+        self.parentName = parentName
+        self.chainID = chainID
+        self.ownsLayer = ownsLayer
+        self.labels = labels
+        self.createdNanoseconds = createdNanoseconds
+        self.updatedNanoseconds = updatedNanoseconds
+    }
 }
 
 /// What a snapshot's own files take on disk.

@@ -331,6 +331,13 @@ extension LayerStore {
                                  userXattr: overlayNamespace == .user).mounts
     }
 
+    /// The mounts a snapshot `id` of `kind` on `chain` (top first) gets in a store at `paths`
+    /// (see `SnapshotMountPlan`); `snapshotMounts` is this for a recorded snapshot.
+    public static func plannedSnapshotMounts(paths: StorePaths, id: Int64, chain: [Digest], kind: SnapshotKind,
+                                             userXattr: Bool) -> [MountSpec] {
+        SnapshotMountPlan(paths: paths, id: id, chain: chain, kind: kind, userXattr: userXattr).mounts
+    }
+
     // MARK: Cleanup
 
     /// Removes what no snapshot record names (what `Remove` could not): dirs under

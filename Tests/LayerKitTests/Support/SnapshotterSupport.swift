@@ -55,8 +55,8 @@ enum SnapshotterTestEnv {
         process.arguments = arguments
         process.environment = environment
         let logs = TempDir("snapshotter-run")
-        FileManager.default.createFile(atPath: logs.sub("out"), contents: nil)
-        FileManager.default.createFile(atPath: logs.sub("err"), contents: nil)
+        _ = FileManager.default.createFile(atPath: logs.sub("out"), contents: nil)
+        _ = FileManager.default.createFile(atPath: logs.sub("err"), contents: nil)
         let out = try FileHandle(forWritingTo: URL(fileURLWithPath: logs.sub("out")))
         let err = try FileHandle(forWritingTo: URL(fileURLWithPath: logs.sub("err")))
         process.standardOutput = out
@@ -96,7 +96,7 @@ final class BackgroundProcess {
 
     init(_ executable: String, _ arguments: [String], logPath: String, environment: [String: String] = [:]) throws {
         self.logPath = logPath
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
         process.executableURL = URL(fileURLWithPath: executable)

@@ -68,10 +68,14 @@ final class ContainerdEnvironment {
     }
 
     /// Waits (up to 30 s) until containerd's connection to a restarted snapshotter works again
-    /// (containerd redials with a backoff of up to 3 s and fails calls meanwhile).
+    /// (containerd redials with a backoff of up to 3 s and fails calls meanwhile): a Prepare
+    /// reaches the server (List would not: containerd answers it from its own records).
     func waitForContainerdToReconnect() throws -> Bool {
-        for _ in 0..<300 {
-            if try ctr(["snapshots", "--snapshotter", "layertool", "ls"]).status == 0 { return true }
+        for attempt in 0..<300 {
+            let probe = "reconnect-probe-\(attempt)"
+            if try ctr(["snapshots", "--snapshotter", "layertool", "prepare", probe]).status == 0 {
+                return try ctr(["snapshots", "--snapshotter", "layertool", "rm", probe]).status == 0
+            }
             usleep(100_000)
         }
         return false

@@ -190,6 +190,27 @@ import Glibc
         #expect(try store.snapshots().count == 33)
     }
 
+    /// SIGTERM while clients are busy: the server stops taking calls, lets those in flight end,
+    /// exits 0 and removes its socket; the store is consistent and opens clean.
+    @Test(.enabled(if: SnapshotterTestEnv.canBuildHarness, "needs root, golang-go and Debian's containerd Go sources"))
+    func sigtermUnderLoad() throws {
+        let binaries = try SnapshotterTestEnv.harnessBinaries()
+        let tmp = TempDir("snapshot-sigterm")
+        let server = try SnapshotterProcess(root: tmp.sub("store"), socket: tmp.sub("s.sock"), logPath: tmp.sub("server.log"))
+        let clients = try BackgroundProcess(binaries + "/snapshotter-tool", ["stress", "--address", server.socket, "--clients", "4", "--rounds", "200"],
+                                            logPath: tmp.sub("clients.log"))
+        let busy = server.server.waitUntil(seconds: 60) { server.server.output.components(separatedBy: "committed ").count > 20 }
+        #expect(busy, "the clients did not get going: \(clients.output)")
+        server.server.signal(SIGTERM)
+        #expect(server.server.waitForExit(seconds: 60)?.status == 0, "\(server.server.output.suffix(4000))")
+        #expect(access(server.socket, F_OK) != 0)
+        let clientsExit = clients.waitForExit(seconds: 60)
+        #expect(clientsExit != nil && clientsExit?.status != 0, "the clients lost their server: \(clients.output)")
+        let store = try LayerStore(root: server.root)
+        #expect(try store.verify() == [])
+        #expect(store.openingCleanup.snapshotRepairs.isEmpty, "a clean stop leaves nothing to repair")
+    }
+
     static let crashPoints = ["snapshot.created-dirs:1", "snapshot.created-dirs:3", "snapshot.commit.layer-dir:1",
                               "snapshot.commit.recorded:1", "snapshot.commit.recorded:2", "snapshot.removed-record:1",
                               "snapshot.removed-record:2", "snapshot.removed-record:3"]

@@ -51,6 +51,13 @@ public struct SnapshotterServer: Sendable {
         if !cleanup.isEmpty {
             log.info("cleaned up after a crash: \(cleanup.snapshotRepairs.count + cleanup.orphanContainers.count + cleanup.stagingDirs.count + cleanup.unrecordedLayers.count + cleanup.danglingLinks.count) leftovers")
         }
+        // Opening cleans up only when no other process uses the store; the snapshots' part is
+        // this server's alone, so it is done now in any case.
+        do throws(SnapshotError) {
+            for path in try store.cleanUpSnapshots() { log.info("recovered \(path)") }
+        } catch {
+            throw Failure(description: error.reason)
+        }
         let socket: UnixSocketPath
         do throws(UnixSocketPath.Failure) { socket = try UnixSocketPath.claim(socketPath) } catch {
             throw Failure(description: error.description)

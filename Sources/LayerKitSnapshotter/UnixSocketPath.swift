@@ -47,10 +47,12 @@ final class UnixSocketPath: @unchecked Sendable {
         return UnixSocketPath(path: absolute)
     }
 
-    /// Notes which file is ours, once the server is listening.
+    /// Notes which file is ours, once the server is listening, and makes it reachable by its
+    /// owner only (containerd runs as the same user: root).
     func recordBound() {
         var st = stat()
-        guard lstat(path, &st) == 0 else { return }
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK else { return }
+        chmod(path, 0o600)
         lock.withLock { bound = (UInt64(st.st_dev), UInt64(st.st_ino)) }
     }
 

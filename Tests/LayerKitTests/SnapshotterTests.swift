@@ -233,11 +233,17 @@ import Glibc
             #expect(exit?.signaled == true && exit?.status == SIGKILL, "server at \(point): \(String(describing: exit))")
             #expect(access(socket, F_OK) == 0, "a killed server leaves its socket")
         }
+        // Another process using the store (an import, say) holds its lock shared: opening the
+        // store then cleans up nothing, and the server must put its snapshots right itself.
+        let storeLock = open(root + "/locks/store.lock", O_RDWR | O_CLOEXEC)
+        try #require(storeLock >= 0 && flock(storeLock, LOCK_SH) == 0)
+        defer { close(storeLock) }
         let server = try SnapshotterProcess(root: root, socket: socket, logPath: tmp.sub("restart.log"))
         let second = try run(binaries + "/snapshotter-tool", ["sequence", "--address", socket])
         #expect(second.status == 0, "after the crash at \(point): \(second.stdout)\(second.stderr)\n\(server.server.output)")
         #expect(second.stdout.contains("sequence complete"))
         #expect(server.stop() == 0)
+        flock(storeLock, LOCK_UN)
         let store = try LayerStore(root: root)
         #expect(try store.verify() == [])
         let snapshots = try store.snapshots()

@@ -7,7 +7,8 @@ extension LayerStore {
     /// Finishes or undoes what a crash interrupted, and returns what it did: a commit whose records
     /// were written but whose upper dir was not yet moved into its layer is moved now; a
     /// `ROOT/snapshots/<id>` dir no record names (a create that did not get its record, a remove
-    /// whose record went first) is removed. The caller holds the store lock exclusively.
+    /// whose record went first) is removed. The caller holds the store lock: exclusively (the
+    /// store's cleanup), or shared from the one snapshot server (`cleanUpSnapshots`).
     func recoverSnapshots() throws(StoreError) -> [String] {
         try ensureSnapshotsDirectory()
         var repairs = [String]()

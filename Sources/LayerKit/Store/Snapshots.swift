@@ -340,11 +340,13 @@ extension LayerStore {
 
     // MARK: Cleanup
 
-    /// Removes what no snapshot record names (what `Remove` could not): dirs under
-    /// `ROOT/snapshots/`, layers a removed snapshot made that nothing uses. Returns the paths removed.
+    /// Removes what no snapshot record names (what `Remove` could not: dirs under
+    /// `ROOT/snapshots/`) and finishes a commit a crash interrupted, as the store's cleanup does
+    /// when it is opened idle; returns the paths concerned. Safe under the shared store lock
+    /// because only the one snapshot server (`claimSnapshotService`) changes snapshots.
     public func cleanUpSnapshots() throws(SnapshotError) -> [String] {
         try withSnapshotLock("cannot clean up snapshots") { () throws(SnapshotError) -> [String] in
-            do throws(StoreError) { return try removeUnrecordedSnapshotDirs() } catch {
+            do throws(StoreError) { return try recoverSnapshots() } catch {
                 throw SnapshotError(error, while: "cannot clean up snapshots")
             }
         }

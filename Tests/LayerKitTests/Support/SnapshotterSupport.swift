@@ -31,12 +31,13 @@ enum SnapshotterTestEnv {
         let description: String
     }
 
-    /// The dir holding `conformance.test` and `snapshotter-tool`, built on first use (about a
-    /// minute; Go's build cache under .build/ makes later runs quick).
+    /// The dir holding `conformance.test` and `snapshotter-tool`, built on first use of a test run
+    /// (about a minute; Go's build cache under .build/go-cache makes later runs quick).
     static func harnessBinaries() throws -> String {
         try harnessLock.withLock {
             if harness == nil {
-                let out = NSTemporaryDirectory() + "layertool-snapshotter-harness-\(getpid())"
+                // Under .build (ignored by git), rebuilt once per test run: nothing left in /tmp.
+                let out = repositoryRoot + "/.build/snapshotter-harness"
                 var environment = ProcessInfo.processInfo.environment
                 environment["OUT"] = out
                 environment["GOCACHE"] = environment["GOCACHE"] ?? repositoryRoot + "/.build/go-cache"

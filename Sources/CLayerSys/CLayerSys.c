@@ -37,6 +37,14 @@ ssize_t lk_copy_file_range(int fd_in, int fd_out, size_t len) {
     return copy_file_range(fd_in, NULL, fd_out, NULL, len, 0);
 }
 
+ssize_t lk_copy_file_range_at(int fd_in, long long *off_in, int fd_out, long long *off_out, size_t len) {
+    loff_t in = *off_in, out = *off_out;
+    ssize_t n = copy_file_range(fd_in, &in, fd_out, &out, len, 0);
+    *off_in = in;
+    *off_out = out;
+    return n;
+}
+
 void archive_set_error(struct archive *, int, const char *, ...);
 
 void lk_archive_set_error(struct archive *a, int code, const char *message) {

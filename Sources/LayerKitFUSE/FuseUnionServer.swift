@@ -68,8 +68,10 @@ public final class FuseUnionServer: @unchecked Sendable {
     }
 
     /// Creates the session and mounts it on `target`; the mount is live when this returns
-    /// (requests wait in the kernel until `serve` reads them).
-    public func mount(at target: String) throws(FuseServerError) {
+    /// (requests wait in the kernel until `serve` reads them). With `installSignalHandlers`
+    /// (a daemon), SIGTERM, SIGINT and SIGHUP end `serve` and unmount; a server inside another
+    /// program leaves that program's signals alone.
+    public func mount(at target: String, installSignalHandlers: Bool = true) throws(FuseServerError) {
         var mountOptions = ["fsname=\(options.fsName)", "subtype=\(Self.subtype)", "default_permissions"]
         if options.allowOther { mountOptions.append("allow_other") }
         let argv = ["layertool-fuse", "-o", mountOptions.joined(separator: ",")]
@@ -85,7 +87,7 @@ public final class FuseUnionServer: @unchecked Sendable {
         session = se
         // Before the mount goes live (and the caller is told so): a SIGTERM that follows at once
         // must end the loop cleanly, not kill the process with the mount left behind.
-        signalsInstalled = fuse_set_signal_handlers(se) == 0
+        if installSignalHandlers { signalsInstalled = fuse_set_signal_handlers(se) == 0 }
         guard fuse_session_mount(se, target) == 0 else {
             throw FuseServerError("cannot mount FUSE on \(target) (is /dev/fuse there, and are we allowed to mount?)")
         }

@@ -1,10 +1,11 @@
 import Dispatch
 import LayerKit
 
-/// The layer store behind the gRPC handlers. A `LayerStore` is one SQLite connection for one
-/// thread at a time, so every call runs on this worker's own serial queue, one after another,
-/// off Swift's cooperative threads (store calls block on disk I/O and fsync). A call in flight
-/// finishes even if its RPC is cancelled: the store's changes are never left half made.
+/// The layer store behind the gRPC handlers. Every snapshot call runs on this worker's own
+/// serial queue, one after another: off Swift's cooperative threads (store calls block on disk
+/// I/O and fsync), and alone, so that a call's checks and its changes are one step for the other
+/// clients (two Prepares of one key: one succeeds, the other gets AlreadyExists). A call in
+/// flight finishes even if its RPC is cancelled: the store's changes are never left half made.
 final class SnapshotStoreWorker: @unchecked Sendable {
     // Touched only on `queue`.
     private let store: LayerStore

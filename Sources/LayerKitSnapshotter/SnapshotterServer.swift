@@ -21,11 +21,15 @@ public struct SnapshotterServer: Sendable {
     public let root: String
     public let socketPath: String
     public let log: SnapshotterLog
+    /// How the store is opened (mount options, a crash point for tests, ...).
+    public let configuration: LayerStore.Configuration
 
-    public init(root: String, socketPath: String, log: SnapshotterLog = SnapshotterLog()) {
+    public init(root: String, socketPath: String, log: SnapshotterLog = SnapshotterLog(),
+                configuration: LayerStore.Configuration = LayerStore.Configuration()) {
         self.root = root
         self.socketPath = socketPath
         self.log = log
+        self.configuration = configuration
     }
 
     /// Why the server could not start or stopped.
@@ -40,7 +44,7 @@ public struct SnapshotterServer: Sendable {
             throw Failure(description: "store root \(root.debugDescription): a path with \"\(character)\" cannot appear in mount options")
         }
         let store: LayerStore
-        do throws(StoreError) { store = try LayerStore(root: root) } catch {
+        do throws(StoreError) { store = try LayerStore(root: root, configuration: configuration) } catch {
             throw Failure(description: error.description)
         }
         let claim: SnapshotServiceClaim

@@ -71,7 +71,9 @@ struct Diff: ParsableCommand {
     }
 
     func run() throws {
-        var options = DiffOptions(compression: resolvedCompression, level: level, compareContents: compareContents)
+        var options = ToolEnvironment.diffOptions(compression: resolvedCompression)
+        options.level = level
+        options.compareContents = compareContents
         options.syncOutput = fsync
         options.sourceDateEpoch = sourceDateEpoch ?? ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"].flatMap { Int64($0) }
         var source: ChangeSource = upper.map { .upper($0) } ?? .trees(old: trees[0], new: trees.last!)

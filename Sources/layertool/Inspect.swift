@@ -16,12 +16,12 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         var summaries = [LayerSummary]()
-        do {
+        do throws(LayerError) {
             for p in layers {
                 let source: LayerSource = p == "-" ? .fileDescriptor(0) : .path(p)
-                summaries.append(try LayerApplier.inspect(source, name: p, validate: true))
+                summaries.append(try LayerApplier(options: ToolEnvironment.applyOptions()).inspect(source, name: p, validate: true))
             }
-        } catch let error as LayerError {
+        } catch {
             throw fail(error)
         }
         if json {

@@ -54,9 +54,9 @@ struct Ls: ParsableCommand {
         var id: String
         var image: String?
         var chainID: Digest?
-        var driver: String
+        var driver: MountDriver
         var mountpoint: String?
-        var state: String
+        var state: ContainerState
         var readOnly: Bool
         /// Bytes on disk of its upper dir (its changes).
         var size: Int64
@@ -115,7 +115,7 @@ struct Ls: ParsableCommand {
         }
         if json { return print(Output.json(records)) }
         print(StoreFormat.table(["ID", "IMAGE", "CHAIN ID", "DRIVER", "STATE", "SIZE", "MOUNTPOINT"], records.map {
-            [$0.id, $0.image ?? "-", StoreFormat.short($0.chainID), $0.driver, $0.state + ($0.readOnly ? " (ro)" : ""),
+            [$0.id, $0.image ?? "-", StoreFormat.short($0.chainID), $0.driver.rawValue, $0.state.rawValue + ($0.readOnly ? " (ro)" : ""),
              StoreFormat.bytes($0.size), $0.mountpoint ?? "-"]
         }))
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LayerKit
+import LayerKitFUSE
 
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -76,8 +77,8 @@ struct Mount: ParsableCommand {
         var image: String?
         var chainID: Digest?
         var mountpoint: String?
-        var driver: String
-        var method: String?
+        var driver: MountDriver
+        var method: MountMethod?
         var spec: MountSpec
         var fallbackReason: String?
     }
@@ -93,12 +94,12 @@ struct Mount: ParsableCommand {
             if specOnly {
                 let request = try opened.mountRequest(for: container)
                 record = Record(container: container.id, image: container.image, chainID: container.chainID, mountpoint: nil,
-                                driver: "overlay", method: nil, spec: request.spec, fallbackReason: nil)
+                                driver: .overlay, method: nil, spec: request.spec, fallbackReason: nil)
             } else {
                 let mounted: ContainerMount
                 do throws(StoreError) {
                     mounted = try opened.mountContainer(container.id, at: arguments.count > 1 ? arguments[1] : nil, driver: driver,
-                                                        userspace: FuseDriver.mounter)
+                                                        userspace: DaemonFuseMounter())
                 } catch {
                     // A container that never mounted is not kept (its ID stays free for a retry).
                     try? opened.removeContainers([container.id])
@@ -120,11 +121,12 @@ struct Mount: ParsableCommand {
         let request = OverlayMountRequest(lowerDirs: lowers.map(absolute), upperDir: upper.map(absolute), workDir: work.map(absolute),
                                           readOnly: readOnly, volatile: volatile, userXattr: userxattr)
         if specOnly {
-            return printRecord(Record(driver: "overlay", spec: request.spec))
+            return printRecord(Record(driver: .overlay, spec: request.spec))
         }
         let outcome: MountOutcome
         do throws(MountError) {
-            outcome = try UnionMounter.mount(request, at: absolute(target), driver: driver, userspace: FuseDriver.mounter)
+            outcome = try UnionMounter.mount(request, at: absolute(target), driver: driver, userspace: DaemonFuseMounter(),
+                                             options: ToolEnvironment.mountOptions())
         } catch {
             throw fail(StoreError(error))
         }
@@ -141,7 +143,7 @@ struct Mount: ParsableCommand {
         if let chainID = record.chainID { lines.append("chainID     \(chainID)") }
         if let mountpoint = record.mountpoint {
             lines.append("mountpoint  \(mountpoint)")
-            lines.append("driver      \(record.driver)\(record.method.map { $0 == record.driver ? "" : " (\($0))" } ?? "")")
+            lines.append("driver      \(record.driver.rawValue)\(record.method.map { $0 == .fuse ? "" : " (\($0.rawValue))" } ?? "")")
         } else {
             lines.append("spec        \(record.spec.commandLine)")
         }

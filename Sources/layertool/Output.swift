@@ -62,8 +62,9 @@ enum Output {
     }
 }
 
-/// Prints a layer error as one line on stderr and gives the exit code to throw.
-func fail(_ error: LayerError) -> ExitCode {
+/// Prints a library error (a layer, image, store or mount error, each naming what it concerns)
+/// as one line on stderr and gives the exit code to throw.
+func fail(_ error: some Error & CustomStringConvertible) -> ExitCode {
     FileHandle.standardError.write(Data("layertool: \(error.description)\n".utf8))
     return ExitCode(1)
 }

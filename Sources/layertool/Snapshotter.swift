@@ -31,7 +31,8 @@ struct Snapshotter: ParsableCommand {
     var verbose = false
 
     func run() throws {
-        let server = SnapshotterServer(root: store.resolvedRoot, socketPath: address, log: SnapshotterLog(verbose: verbose))
+        let server = SnapshotterServer(root: store.resolvedRoot, socketPath: address, log: SnapshotterLog(verbose: verbose),
+                                       configuration: ToolEnvironment.storeConfiguration())
         let done = DispatchSemaphore(value: 0)
         let outcome = OutcomeBox()
         Task {

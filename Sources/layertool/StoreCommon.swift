@@ -8,7 +8,7 @@ struct StoreOptions: ParsableArguments {
                                valueName: "DIR"))
     var root: String?
 
-    var resolvedRoot: String { root ?? StorePaths.defaultRoot() }
+    var resolvedRoot: String { root ?? StorePaths.defaultRoot(environment: ToolEnvironment.variables) }
 
     /// Opens the store, or returns nil when none was ever created there (read-only commands
     /// then have nothing to show, and do not create one).
@@ -18,21 +18,12 @@ struct StoreOptions: ParsableArguments {
     }
 
     func open() throws -> LayerStore {
-        do throws(StoreError) { return try LayerStore(root: resolvedRoot) } catch { throw fail(error) }
+        do throws(StoreError) { return try LayerStore(root: resolvedRoot, configuration: ToolEnvironment.storeConfiguration()) } catch {
+            throw fail(error)
+        }
     }
 }
 
-/// Prints a store error as one line on stderr and gives the exit code to throw.
-func fail(_ error: StoreError) -> ExitCode {
-    if let layerError = error.layerError { return fail(layerError) }
-    let kind: LayerError.Kind
-    switch error.kind {
-    case .system(let errno): kind = .system(errno)
-    case .layer(let k): kind = k
-    default: kind = .input
-    }
-    return fail(LayerError(kind, error.description))
-}
 
 /// Formatting shared by the store commands.
 enum StoreFormat {

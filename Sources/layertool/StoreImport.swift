@@ -23,10 +23,10 @@ extension Unpack {
 
     func importIntoStore(_ image: String) throws {
         let (layoutPath, reference) = OCIImageLayout.parse(image)
-        let storeRoot = root ?? StorePaths.defaultRoot()
+        let storeRoot = root ?? StorePaths.defaultRoot(environment: ToolEnvironment.variables)
         let result: ImportResult
         do throws(StoreError) {
-            let store = try LayerStore(root: storeRoot)
+            let store = try LayerStore(root: storeRoot, configuration: ToolEnvironment.storeConfiguration())
             let progress: LayerStore.ImportProgress = { i, count, chainID in Output.progress("[\(i + 1)/\(count)] \(chainID)") }
             if DockerArchive.isArchive(layoutPath) {
                 result = try store.importArchive(layoutPath, reference: reference, name: name, progress: progress)
@@ -46,7 +46,7 @@ extension Unpack {
         if json { return print(Output.json(record)) }
         var lines = [
             "image    \(record.name)",
-            "chainID  \(record.chainID.map(\.description) ?? "none (no layers)")",
+            "chainID  \(record.chainID.map { $0.description } ?? "none (no layers)")",
         ]
         for (i, layer) in record.layers.enumerated() {
             let state = layer.unpacked ? "unpacked (\(StoreFormat.bytes(layer.size)))" : "already present"

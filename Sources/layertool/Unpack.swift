@@ -78,65 +78,62 @@ struct Unpack: ParsableCommand {
     func run() throws {
         if let image, paths.isEmpty { return try importIntoStore(image) }
         let destination = paths.last!
-        var options = ApplyOptions()
+        var options = ToolEnvironment.applyOptions()
         options.format = format == "overlay" ? .overlay(.trusted) : .plain
-        options.applySELinuxLabels = selinuxLabels
+        options.xattrPolicy.carriesSELinuxLabels = selinuxLabels
 
+        if let image {
+            let (layoutPath, reference) = OCIImageLayout.parse(image)
+            do throws(ImageError) {
+                // The layers are known once the image is read: the progress names them from then on.
+                let summaries = try Unpacker(options: options).unpackImage(at: layoutPath, reference: reference, to: destination) { i, summary in
+                    Output.progress("[\(i + 1)] \(summary.blobDigest)")
+                }
+                Output.endProgress()
+                let resolvedNames = summaries.map { "\(layoutPath)@\($0.blobDigest)" }
+                printSummaries(summaries, names: resolvedNames)
+            } catch {
+                Output.endProgress()
+                throw fail(error)
+            }
+            return
+        }
         var inputs = [LayerInput]()
-        var extractedArchive: String? = nil
-        defer { if let extractedArchive { try? FileManager.default.removeItem(atPath: extractedArchive) } }
-        do {
-            if let image {
-                var (layoutPath, reference) = OCIImageLayout.parse(image)
-                var layout = OCIImageLayout(path: layoutPath)
-                if DockerArchive.isArchive(layoutPath) {
-                    // A docker save tarball: extracted beside DEST for the unpack, removed after.
-                    var template = Array("\(URL(fileURLWithPath: destination).deletingLastPathComponent().path)/.layertool-archive-XXXXXX".utf8CString)
-                    guard let made = mkdtemp(&template) else {
-                        throw LayerError(.input, layer: layoutPath, "cannot create a directory beside DEST to extract the archive: \(String(cString: strerror(errno)))")
+        do throws(LayerError) {
+            let layerPaths = paths.dropLast()
+            if layerPaths.filter({ $0 == "-" }).count > 1 {
+                throw LayerError(.input, layer: "-", "standard input can be read only once")
+            }
+            for (i, p) in layerPaths.enumerated() {
+                var expected: Digest? = nil
+                if i < digests.count {
+                    do { expected = try Digest(parsing: digests[i]) } catch {
+                        throw LayerError(.input, layer: p, "--digest: \(error.description)")
                     }
-                    extractedArchive = String(cString: made)
-                    let extracted = try DockerArchive.extract(layoutPath, into: extractedArchive! + "/image", reference: reference)
-                    layout = extracted.layout
-                    reference = extracted.reference
                 }
-                let resolved = try layout.resolve(reference)
-                for layer in resolved.layers {
-                    inputs.append(LayerInput(source: .path(layer.blobPath), name: "\(layoutPath)@\(layer.descriptor.digest)",
-                                             expecting: LayerExpectation(blobDigest: layer.descriptor.digest, diffID: layer.diffID)))
-                }
-            } else {
-                let layerPaths = paths.dropLast()
-                if layerPaths.filter({ $0 == "-" }).count > 1 {
-                    throw LayerError(.input, layer: "-", "standard input can be read only once")
-                }
-                for (i, p) in layerPaths.enumerated() {
-                    var expected: Digest? = nil
-                    if i < digests.count {
-                        do { expected = try Digest(parsing: digests[i]) } catch {
-                            throw LayerError(.input, layer: p, "--digest: \(error.description)")
-                        }
-                    }
-                    let source: LayerSource = p == "-" ? .fileDescriptor(0) : .path(p)
-                    inputs.append(LayerInput(source: source, name: p, expecting: LayerExpectation(blobDigest: expected)))
-                }
+                let source: LayerSource = p == "-" ? .fileDescriptor(0) : .path(p)
+                inputs.append(LayerInput(source: source, name: p, expecting: LayerExpectation(blobDigest: expected)))
             }
             let total = inputs.count
-            if let first = inputs.first { Output.progress("[1/\(total)] \(first.name)") }
+            let names = inputs.map(\.name)
+            if let first = names.first { Output.progress("[1/\(total)] \(first)") }
             let summaries = try Unpacker(options: options).unpack(inputs, to: destination) { i, _ in
-                if i + 1 < total { Output.progress("[\(i + 2)/\(total)] \(inputs[i + 1].name)") }
+                if i + 1 < total { Output.progress("[\(i + 2)/\(total)] \(names[i + 1])") }
             }
             Output.endProgress()
-            let names = inputs.map(\.name)
-            if json {
-                print(Output.json(Output.records(summaries, names: names)))
-            } else {
-                for (s, n) in zip(summaries, names) { print(Output.human(s, name: n)) }
-                if let chain = ChainID.of(summaries.map(\.diffID)) { print("chainID \(chain)") }
-            }
-        } catch let error as LayerError {
+            printSummaries(summaries, names: names)
+        } catch {
             Output.endProgress()
             throw fail(error)
+        }
+    }
+
+    private func printSummaries(_ summaries: [LayerSummary], names: [String]) {
+        if json {
+            print(Output.json(Output.records(summaries, names: names)))
+        } else {
+            for (s, n) in zip(summaries, names) { print(Output.human(s, name: n)) }
+            if let chain = ChainID.of(summaries.map(\.diffID)) { print("chainID \(chain)") }
         }
     }
 }

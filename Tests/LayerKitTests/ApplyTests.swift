@@ -99,7 +99,7 @@ func contents(_ path: String) -> String? {
         let dest = tmp.mkdir("dest")
         try applyLayers([[.file("a/b/c/file", "deep")]], onto: dest)
         #expect(contents(dest + "/a/b/c/file") == "deep")
-        #expect(lstatOrNil(dest + "/a/b").map { $0.st_mode & 0o777 } == 0o755 & ~ApplyEngine.currentUmask())
+        #expect(lstatOrNil(dest + "/a/b").map { $0.st_mode & 0o777 } == 0o755 & ~FileSystem.currentUmask())
     }
 
     @Test func missingDirsBehindRelativeSymlinksAreMadeWhereTheKernelResolvesThem() throws {

@@ -40,14 +40,14 @@ import Testing
         let tmp = TempDir()
         let gz = TarBuilder.write([.file("a", "a")], to: tmp.sub("misnamed.tar"), compression: .gzip)
         let zst = TarBuilder.write([.file("a", "a")], to: tmp.sub("misnamed.gz"), compression: .zstd)
-        #expect(try LayerApplier.inspect(.path(gz)).compression == .gzip)
-        #expect(try LayerApplier.inspect(.path(zst)).compression == .zstd)
+        #expect(try LayerApplier().inspect(.path(gz)).compression == .gzip)
+        #expect(try LayerApplier().inspect(.path(zst)).compression == .zstd)
     }
 
     @Test(arguments: ["basic.tar", "basic.tar.gz", "basic.tar.zst", "basic-skippable.tar.zst", "basic-multimember.tar.gz"])
     func everyFormOfTheSameTarHasTheSameDiffID(_ name: String) throws {
-        let plain = try LayerApplier.inspect(.path(fixturesDir + "/layers/basic.tar"))
-        let other = try LayerApplier.inspect(.path(fixturesDir + "/layers/\(name)"))
+        let plain = try LayerApplier().inspect(.path(fixturesDir + "/layers/basic.tar"))
+        let other = try LayerApplier().inspect(.path(fixturesDir + "/layers/\(name)"))
         #expect(other.diffID == plain.diffID)
         #expect(other.entryCount == plain.entryCount)
     }
@@ -65,7 +65,7 @@ import Testing
 
     @Test func bytesAfterTheEndOfArchiveCountInTheDiffID() throws {
         let path = fixturesDir + "/layers/trailing-garbage.tar"
-        let s = try LayerApplier.inspect(.path(path))
+        let s = try LayerApplier().inspect(.path(path))
         let bytes = try #require(FileManager.default.contents(atPath: path))
         #expect(s.diffID == Digest.sha256(of: [UInt8](bytes)))
         #expect(s.tarSize == Int64(bytes.count))
@@ -80,7 +80,7 @@ import Testing
     ])
     func badBlobsFailWithAClearReason(_ name: String, _ reason: String) {
         #expect {
-            _ = try LayerApplier.inspect(.path(fixturesDir + "/layers/\(name)"))
+            _ = try LayerApplier().inspect(.path(fixturesDir + "/layers/\(name)"))
         } throws: { error in
             guard let e = error as? LayerError else { return false }
             return e.kind == .corruptArchive && e.description.contains(reason) && e.description.contains(name)

@@ -746,7 +746,7 @@ struct DiffUmociInteropTests {
         #expect(image.layers.map(\.diffID) == [r1.diffID, r2.diffID], sourceLocation: sourceLocation)
         let dest = tmp.sub("unpacker-rootfs")
         let summaries = try Unpacker().unpack(image.layers.map {
-            LayerInput(source: .path($0.blobPath), expecting: LayerExpectation(blobDigest: $0.descriptor.digest, diffID: $0.diffID))
+            LayerInput(source: $0.source, expecting: LayerExpectation(blobDigest: $0.descriptor.digest, diffID: $0.diffID))
         }, to: dest)
         #expect(summaries.allSatisfy { $0.warnings.isEmpty }, "unpack warnings: \(summaries.map(\.warnings))", sourceLocation: sourceLocation)
         // Both sides set every dir's mtime from the layers here, so dir mtimes are compared too.

@@ -103,7 +103,7 @@ struct TreeGenerator {
         case 6: chmod(p, 0o600)                                   // metadata only
         case 7 where isRoot: chown(p, 42, 43)
         case 8:                                                   // same size, same mtime, new content
-            if FS.fileType(st) == 0o100000 && st.st_size > 0 {
+            if FileSystem.fileType(st) == 0o100000 && st.st_size > 0 {
                 let fd = open(p, O_WRONLY)
                 var b: UInt8 = 0
                 pread(fd, &b, 1, 0)

@@ -177,7 +177,7 @@ private enum Interop {
     static func layerKitUnpack(_ layout: String, tag: String, to dest: String) throws {
         let image = try OCIImageLayout(path: layout).resolve(tag)
         let inputs = image.layers.map {
-            LayerInput(source: .path($0.blobPath), expecting: LayerExpectation(blobDigest: $0.descriptor.digest, diffID: $0.diffID))
+            LayerInput(source: $0.source, expecting: LayerExpectation(blobDigest: $0.descriptor.digest, diffID: $0.diffID))
         }
         let summaries = try Unpacker().unpack(inputs, to: dest)
         for s in summaries { #expect(s.warnings.isEmpty, "warnings: \(s.warnings)") }

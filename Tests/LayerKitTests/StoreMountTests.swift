@@ -86,7 +86,7 @@ struct StoreMountTests {
 
         let listed = try Mounts.tool(["ls", "containers", "--json"], store: store, scratch: tmp.path)
         let row = try #require((try Tool.json(listed.stdout) as? [[String: Any]])?.first, "\(listed.stdout)")
-        #expect(row["id"] as? String == "c1" && row["state"] as? String == ContainerState.unmounted)
+        #expect(row["id"] as? String == "c1" && row["state"] as? String == ContainerState.unmounted.rawValue)
         #expect(((row["size"] as? NSNumber)?.int64Value ?? 0) >= 4096, "the upper dir's size: \(row)")
 
         // The layer the container's diff gives.
@@ -248,7 +248,7 @@ struct StoreMountTests {
         let listed = try Mounts.tool(["ls", "containers", "--json"], store: store, scratch: tmp.path)
         #expect(listed.stderr.contains("container c1: its mount at \(MountTable.resolve(store))/containers/c1/merged is gone"), "\(listed.stderr)")
         let rows = try #require(try Tool.json(listed.stdout) as? [[String: Any]])
-        #expect(rows.first?["state"] as? String == ContainerState.unmounted)
+        #expect(rows.first?["state"] as? String == ContainerState.unmounted.rawValue)
 
         let umount = try Mounts.tool(["umount", "c1"], store: store, scratch: tmp.path)
         #expect(umount.status == 1 && umount.stderr.contains("is not mounted"), "\(umount.stderr)")
@@ -382,8 +382,8 @@ struct StoreMountTests {
         let names = try run(which("tar")!, ["-tf", home + "/c.tar"]).stdout.split(separator: "\n").map(String.init)
         #expect(names.contains("etc/.wh.passwd") && names.contains("x"), "\(names)")
         let s = try LayerStore(root: home + "/data/layertool")
-        #expect(try s.container("c")?.driver == "fuse")
-        #expect(try s.container("c")?.state == ContainerState.unmounted)
+        #expect(try s.container("c")?.driver == .fuse)
+        #expect(try s.container("c")?.state == .unmounted)
     }
 
     /// A mounted container is committed with what was just written, by a process that still has
@@ -497,7 +497,7 @@ struct StoreMountTests {
             let c2 = try #require(rows.first { $0["id"] as? String == "c2" }, "the container record is missing: \(rows)")
             // Killed before the mount: the record is corrected to unmounted. Killed after it: the
             // mount is there, so the record is completed to mounted.
-            #expect(c2["state"] as? String == (point == "mount.recorded" ? ContainerState.unmounted : ContainerState.mounted))
+            #expect(c2["state"] as? String == (point == "mount.recorded" ? ContainerState.unmounted : ContainerState.mounted).rawValue)
             let again = try Mounts.inNamespace(Mounts.prelude + """
                 "$T" umount --root "$S" c2 >/dev/null 2>&1 || true
                 "$T" mount --root "$S" c2 >/dev/null 2>&1 && exit 7

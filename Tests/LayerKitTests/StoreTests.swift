@@ -812,8 +812,8 @@ struct StoreTests {
         let result = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
         let chain = result.layers.map(\.chainID)
         // A container on the bottom layer keeps it (and only it) after the image goes.
-        try store.db.execute("INSERT INTO containers (id, image, chain_id, driver, state, created) VALUES ('c1', 'latest', ?, 'overlay', 'created', 0)",
-                             chain[0])
+        try store.withConnection { (db) throws(DatabaseError) in try db.execute("INSERT INTO containers (id, image, chain_id, driver, state, created) VALUES ('c1', 'latest', ?, 'overlay', 'created', 0)",
+                             chain[0]) }
         #expect { try store.removeImages(["latest", "nope"]) } throws: { ($0 as? StoreError)?.kind == .notFound }
         #expect(try store.images().map(\.name) == ["latest"], "all or nothing")
         try store.removeImages(["latest", "latest"])
@@ -823,8 +823,8 @@ struct StoreTests {
         #expect(try store.containers().map(\.id) == ["c1"])
         // The database refuses to drop a parent before its child, whatever the code does.
         try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
-        #expect(throws: DatabaseError.self) { try store.db.execute("DELETE FROM layers WHERE chain_id = ?", chain[0]) }
-        try store.db.execute("DELETE FROM containers")
+        #expect(throws: DatabaseError.self) { try store.withConnection { (db) throws(DatabaseError) in try db.execute("DELETE FROM layers WHERE chain_id = ?", chain[0]) } }
+        try store.withConnection { (db) throws(DatabaseError) in try db.execute("DELETE FROM containers") }
         try store.removeImages(["latest"])
         let gc = try store.collectGarbage()
         #expect(gc.removed.map(\.chainID) == [chain[1], chain[0]])
@@ -974,7 +974,7 @@ struct StoreTests {
     @Test func aStoreWithANewerSchemaIsRefused() throws {
         let tmp = TempDir()
         let root = tmp.sub("store")
-        _ = try LayerStore(root: root, overlayNamespace: .user)
+        _ = try LayerStore(root: root, configuration: .init(overlayNamespace: .user))
         try Database(path: StorePaths(root: root).database).execute("PRAGMA user_version = 99")
         do {
             _ = try LayerStore(root: root)
@@ -987,18 +987,18 @@ struct StoreTests {
 
     @Test func theStoreSchemaIsCreatedAndRecorded() throws {
         let tmp = TempDir()
-        let store = try LayerStore(root: tmp.sub("store"), overlayNamespace: .user)
+        let store = try LayerStore(root: tmp.sub("store"), configuration: .init(overlayNamespace: .user))
         #expect(store.overlayNamespace == .user)
-        #expect(try store.db.schemaVersion() == StoreSchema.latestVersion)
-        let tables = try store.db.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name", []) {
-            (row) throws(DatabaseError) in try row.string(0)
+        #expect(try store.withConnection { (db) throws(DatabaseError) in try db.schemaVersion() } == StoreSchema.latestVersion)
+        let tables = try store.withConnection { (db) throws(DatabaseError) in
+            try db.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name", []) { (row) throws(DatabaseError) in try row.string(0) }
         }
         #expect(tables == ["containers", "images", "layers", "schema_migrations", "snapshots", "sqlite_sequence", "store_settings"])
         for dir in ["layers", "l", "staging", "locks", "blobs/sha256", "containers", "snapshots"] {
             #expect(lstatOrNil(store.root + "/" + dir).map { $0.st_mode & 0o7777 } == 0o700, "\(dir)")
         }
         // The namespace is fixed at creation.
-        #expect(try LayerStore(root: store.root, overlayNamespace: .trusted).overlayNamespace == .user)
+        #expect(try LayerStore(root: store.root, configuration: .init(overlayNamespace: .trusted)).overlayNamespace == .user)
     }
 
     @Test func defaultRoots() {

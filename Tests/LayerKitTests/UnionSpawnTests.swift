@@ -1,11 +1,12 @@
 import Foundation
 import Testing
 @testable import layertool
+import LayerKitFUSE
 #if canImport(Glibc)
 import Glibc
 #endif
 
-// spawnFuseDaemon, as `layertool mount --driver fuse` uses it: the daemon is up when it returns,
+// FuseDaemon.spawn, as `layertool mount --driver fuse` uses it: the daemon is up when it returns,
 // `umount2(target)` ends it with status 0, and a failure throws the daemon's own error line.
 // (It mounts in the test process's namespace, so each test unmounts before it returns.)
 
@@ -15,8 +16,8 @@ struct UnionSpawnTests {
         let tmp = TempDir("union-spawn")
         let lower = tmp.mkdir("lower"), upper = tmp.mkdir("upper"), work = tmp.mkdir("work"), target = tmp.mkdir("merged")
         try "hello\n".write(toFile: lower + "/a", atomically: false, encoding: .utf8)
-        // spawnFuseDaemon starts /proc/self/exe: the test runner is not layertool, so point it at the built binary.
-        let pid = try spawnFuseDaemon(lowers: [lower], upper: upper, work: work, target: target, executable: UnionMounts.layertool)
+        // FuseDaemon.spawn starts /proc/self/exe: the test runner is not layertool, so point it at the built binary.
+        let pid = try FuseDaemon.spawn(FuseDaemon.Configuration(lowers: [lower], upper: upper, work: work, target: target), executable: UnionMounts.layertool)
         var unmounted = false
         defer { if !unmounted { umount2(target, 2 /* MNT_DETACH */); kill(pid, SIGKILL) } }
         let info = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
@@ -38,12 +39,12 @@ struct UnionSpawnTests {
         let tmp = TempDir("union-spawn-fail")
         let upper = tmp.mkdir("upper"), work = tmp.mkdir("work"), target = tmp.mkdir("merged")
         do {
-            let pid = try spawnFuseDaemon(lowers: [tmp.sub("missing")], upper: upper, work: work, target: target, executable: UnionMounts.layertool)
+            let pid = try FuseDaemon.spawn(FuseDaemon.Configuration(lowers: [tmp.sub("missing")], upper: upper, work: work, target: target), executable: UnionMounts.layertool)
             umount2(target, 2)
             kill(pid, SIGKILL)
-            Issue.record("spawnFuseDaemon returned for a missing lower dir")
+            Issue.record("FuseDaemon.spawn returned for a missing lower dir")
         } catch {
-            #expect("\(error)" == "layertool: fuse-serve \(target): open layer \"\(tmp.sub("missing"))\": No such file or directory")
+            #expect("\(error)" == "\(target): FUSE union: open layer \"\(tmp.sub("missing"))\": No such file or directory")
         }
         UnionMounts.expectNoLeftoverMount()
     }
@@ -58,7 +59,7 @@ extension UnionSpawnTests {
         let lockFD = open(lockPath, O_RDWR | O_CREAT, 0o600)
         try #require(lockFD >= 0)
         try #require(flock(lockFD, LOCK_EX) == 0)
-        let pid = try spawnFuseDaemon(lowers: [lower], upper: upper, work: work, target: target, executable: UnionMounts.layertool)
+        let pid = try FuseDaemon.spawn(FuseDaemon.Configuration(lowers: [lower], upper: upper, work: work, target: target), executable: UnionMounts.layertool)
         defer {
             umount2(target, 0)
             var status: Int32 = 0

@@ -46,6 +46,8 @@ int lk_syncfs(int fd);
 
 /// copy_file_range(2) (needs _GNU_SOURCE in the headers).
 ssize_t lk_copy_file_range(int fd_in, int fd_out, size_t len);
+/// copy_file_range(2) at explicit offsets (the fds' own offsets are left alone).
+ssize_t lk_copy_file_range_at(int fd_in, long long *off_in, int fd_out, long long *off_out, size_t len);
 
 /// archive_set_error without varargs (Swift cannot call variadic C functions).
 void lk_archive_set_error(struct archive *a, int code, const char *message);

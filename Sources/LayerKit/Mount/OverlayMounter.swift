@@ -16,27 +16,22 @@ import Glibc
 /// Needs `CAP_SYS_ADMIN` in the mount namespace's user namespace (root, or a user namespace with
 /// `userXattr`).
 public enum OverlayMounter {
-    /// How a mount was made.
-    public enum Method: String, Sendable, Codable {
-        /// fsopen/fsconfig("lowerdir+")/fsmount/move_mount.
-        case mountAPI = "mount-api"
-        /// mount(2) with the options as mount data.
-        case mountSyscall = "mount(2)"
-        /// A read-only bind mount of a single layer.
-        case bind
+    /// Choices about how to mount.
+    public struct Options: Sendable, Equatable {
+        /// Use mount(2) even where the new mount API works (to exercise the fallback).
+        public var forceMountSyscall: Bool
+        public init(forceMountSyscall: Bool = false) { self.forceMountSyscall = forceMountSyscall }
     }
 
     /// Mounts `request` on `target` (an existing dir) and returns how.
     @discardableResult
-    public static func mount(_ request: OverlayMountRequest, at target: String) throws(MountError) -> Method {
+    public static func mount(_ request: OverlayMountRequest, at target: String, options: Options = .init()) throws(MountError) -> MountMethod {
         try request.validate()
         if request.isSingleReadOnlyLayer {
             try bindReadOnly(request.lowerDirs[0], at: target)
             return .bind
         }
-        // LAYERKIT_OVERLAY_MOUNT=mount2 skips the new API (to exercise the fallback on new kernels).
-        if ProcessInfo.processInfo.environment["LAYERKIT_OVERLAY_MOUNT"] != "mount2",
-           try mountWithFileSystemContext(request, at: target) { return .mountAPI }
+        if !options.forceMountSyscall, try mountWithFileSystemContext(request, at: target) { return .mountAPI }
         try mountWithMountData(request, at: target)
         return .mountSyscall
     }

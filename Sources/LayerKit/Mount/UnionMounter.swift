@@ -3,27 +3,13 @@ import SystemPackage
 import Glibc
 #endif
 
-/// Which mount driver to use.
-public enum MountDriver: String, Sendable, Codable, CaseIterable {
-    /// Kernel overlayfs, falling back to the userspace union over FUSE where it cannot be mounted.
-    case auto
-    /// Kernel overlayfs only.
-    case overlay
-    /// The userspace union over FUSE only.
-    case fuse
-}
-
-/// Starts a userspace union mount (the FUSE driver) of a request at a target, returning the
-/// daemon's pid once the mount is live. The CLI supplies it; the library has no daemon of its own.
-public typealias UserspaceMounter = (_ request: OverlayMountRequest, _ target: String) throws -> Int32
-
 /// How `UnionMounter.mount` mounted a request.
 public struct MountOutcome: Sendable, Equatable {
-    /// `overlay` or `fuse`.
-    public var driver: String
-    /// For overlay, how (`mount-api`, `mount(2)`, `bind`); `fuse` for the FUSE union.
-    public var method: String
-    /// The FUSE daemon, for the FUSE driver.
+    /// `.overlay` or `.fuse`.
+    public var driver: MountDriver
+    /// How: the mount API, mount(2), a bind of a single layer, or FUSE.
+    public var method: MountMethod
+    /// The process serving a FUSE mount.
     public var daemonPID: Int32?
     /// Why kernel overlayfs was not used (`.auto` only), if it was not.
     public var fallbackReason: String?
@@ -34,11 +20,11 @@ public struct MountOutcome: Sendable, Equatable {
 /// (not for a bad request, which fails as it is).
 public enum UnionMounter {
     public static func mount(_ request: OverlayMountRequest, at target: String, driver: MountDriver,
-                             userspace: UserspaceMounter?) throws(MountError) -> MountOutcome {
+                             userspace: (any UserspaceUnionMounter)?, options: OverlayMounter.Options = .init()) throws(MountError) -> MountOutcome {
         var fallback: String? = nil
         if driver != .fuse {
             do throws(MountError) {
-                return MountOutcome(driver: "overlay", method: try OverlayMounter.mount(request, at: target).rawValue)
+                return MountOutcome(driver: .overlay, method: try OverlayMounter.mount(request, at: target, options: options))
             } catch {
                 guard driver == .auto, userspace != nil, error.meansOverlayUnavailable else { throw error }
                 fallback = "kernel overlayfs: \(error.description)"
@@ -48,11 +34,8 @@ public enum UnionMounter {
         guard request.upperDir != nil else {
             throw MountError(path: target, "the FUSE union needs an upper and a work dir (read-only mounts need the overlay driver)")
         }
-        let pid: Int32
-        do { pid = try userspace(request, target) } catch {
-            throw MountError(path: target, "FUSE union: \(error)")
-        }
-        return MountOutcome(driver: "fuse", method: "fuse", daemonPID: pid, fallbackReason: fallback)
+        let pid = try userspace.mount(request, at: target)
+        return MountOutcome(driver: .fuse, method: .fuse, daemonPID: pid, fallbackReason: fallback)
     }
 }
 

@@ -19,24 +19,40 @@ public struct CommitResult: Sendable, Codable, Equatable {
 
 /// Committing a container's changes as a new layer and image.
 extension LayerStore {
-    public static let manifestMediaType = "application/vnd.oci.image.manifest.v1+json"
-    public static let configMediaType = "application/vnd.oci.image.config.v1+json"
-
     /// Turns a container's upper dir into a layer on top of its image and records a new image
     /// `name` (replacing an image of that name).
     ///
     /// The upper dir is diffed (overlay whiteouts and opaque dirs, or the aufs form, become OCI
     /// whiteouts) into a blob in the content dir with both digests computed in the same pass; the
     /// blob is unpacked as a store layer like any imported one (skipped if that chainID exists);
-    /// the image's config gets the new diffID and a history entry, its manifest the new layer; both
-    /// are written as blobs; the image record comes last. The container may stay mounted: its
-    /// mount is synced first (the FUSE driver's writeback cache), then its upper dir is only read
-    /// (changes made during the commit may or may not be in the layer).
+    /// the image's config gets the new diffID and a history entry, its manifest the new layer (an
+    /// OCI manifest, whatever the base image's was); both are written as blobs; the image record
+    /// comes last. The container may stay mounted: its mount is synced first (the FUSE driver's
+    /// writeback cache), then its upper dir is only read (changes made during the commit may or
+    /// may not be in the layer).
     public func commit(container id: String, as name: String, compression: Compression = .gzip, level: Int? = nil,
                        comment: String? = nil) throws(StoreError) -> CommitResult {
+        try commit(container: id, as: name, compression: compression, level: level, comment: comment, cancellation: nil)
+    }
+
+    /// `commit` off the caller's thread; cancelling the calling Task stops it, leaving nothing.
+    public func commit(container id: String, as name: String, compression: Compression = .gzip, level: Int? = nil,
+                       comment: String? = nil) async throws(StoreError) -> CommitResult {
+        try await BlockingWork.run("layerkit-commit") { (cancellation) throws(StoreError) -> CommitResult in
+            try self.commit(container: id, as: name, compression: compression, level: level, comment: comment, cancellation: cancellation)
+        }
+    }
+
+    func commit(container id: String, as name: String, compression: Compression, level: Int?, comment: String?,
+                cancellation: CancellationFlag?) throws(StoreError) -> CommitResult {
         try Self.validateName(name)
-        try storeLock.lock(.shared)
-        defer { storeLock.unlock() }
+        return try withStoreLock(.shared) { () throws(StoreError) -> CommitResult in
+            try commitLocked(container: id, as: name, compression: compression, level: level, comment: comment, cancellation: cancellation)
+        }
+    }
+
+    private func commitLocked(container id: String, as name: String, compression: Compression, level: Int?, comment: String?,
+                              cancellation: CancellationFlag?) throws(StoreError) -> CommitResult {
         guard let container = try container(id) else { throw StoreError(.notFound, "no container \(id.debugDescription)") }
         guard !container.readOnly else { throw StoreError(.invalidArgument, "container \(container.id) is read-only: it has no changes to commit") }
 
@@ -45,107 +61,86 @@ extension LayerStore {
         let baseLayers = chain.map { byChain[$0]! }
         try flushChanges(of: container.id)
 
-        // 1. The layer blob, written inside the store (staging), renamed into blobs/ later.
-        let staging = try makeStagingDirectory()
-        defer { try? Self.removeTree(staging) }
-        let blobPath = staging + "/layer.blob"
-        // Not synced here: storeBlob(moving:) syncs it once it is in the content dir.
-        let options = DiffOptions(compression: compression, level: level)
+        // 1. The layer blob, written into the content dir under a temporary name (renamed to its
+        // digest once known; a crash leaves a temporary file gc removes).
+        let blob = try PendingBlob(in: paths.blobsDir, for: nil)
+        var options = DiffOptions(compression: compression, level: level)
+        options.xattrPolicy = XattrPolicy()
         let diff: DiffResult
-        do { diff = try LayerDiffer(options: options).write(.upper(upperDir(of: container.id)), toFile: blobPath) } catch {
-            throw StoreError(error)
-        }
+        do throws(LayerError) {
+            diff = try LayerDiffer(options: options).write(.upper(upperDir(of: container.id)), to: blob.fd, cancellation: cancellation)
+        } catch { throw StoreError(error) }
+        try blob.commit(as: diff.descriptor.digest, sync: true)
         let chainID = ChainID.chain(baseLayers.map(\.diffID) + [diff.diffID]).last!
         FaultInjection.point("commit.diffed")
 
-        // 2. The layer itself, as an import would make it.
-        // The blob goes into the content dir first (renamed, not copied) and is unpacked from
-        // there; a crash in between leaves a blob no record needs, which gc removes.
-        try storeBlob(moving: blobPath, digest: diff.descriptor.digest)
-        let imported = try importLayer(ImageLayer(descriptor: diff.descriptor, diffID: diff.diffID,
-                                                  blobPath: paths.blob(diff.descriptor.digest)),
+        // 2. The layer itself, as an import would make it (from the blob just written; a crash
+        // in between leaves a blob no record needs, which gc removes).
+        let layerSource = LayerSource.path(paths.blob(diff.descriptor.digest))
+        let imported = try importLayer(ImageLayer(descriptor: diff.descriptor, diffID: diff.diffID, source: layerSource),
                                        chainID: chainID, parent: container.chainID,
-                                       lowerDirs: chain.reversed().map(paths.diffDir), name: "container \(container.id)")
+                                       lowerDirs: chain.reversed().map(paths.diffDir), name: "container \(container.id)",
+                                       cancellation: cancellation)
 
         // 3. Config and manifest, from the base image's where the store has them.
         var base: StoredImage? = nil
         if let name = container.image, let found = try image(named: name), found.topChainID == container.chainID { base = found }
-        var config = try baseJSON(base?.configDigest) ?? Self.minimalConfig()
-        var rootfs = config["rootfs"] as? [String: Any] ?? ["type": "layers"]
-        rootfs["diff_ids"] = baseLayers.map(\.diffID.description) + [diff.diffID.description]
-        config["rootfs"] = rootfs
+        var config = try base.map { (image) throws(StoreError) -> ImageConfig in try document(ImageConfig.self, image.configDigest) }
+            ?? Self.minimalConfig()
+        config.rootfs = ImageConfig.RootFS(diffIDs: baseLayers.map(\.diffID) + [diff.diffID])
         let created = Self.timestamp()
-        config["created"] = created
-        var history = config["history"] as? [[String: Any]] ?? []
-        var entry: [String: Any] = ["created": created, "created_by": "layertool commit \(container.id)"]
-        if let comment { entry["comment"] = comment }
-        history.append(entry)
-        config["history"] = history
-        let configBytes = try Self.json(config)
+        config.created = created
+        config.history = (config.history ?? []) + [ImageConfig.History(created: created, createdBy: "layertool commit \(container.id)", comment: comment)]
+        let configBytes = CanonicalJSON.encode(config)
         let configDigest = try storeBlob(bytes: configBytes)
 
-        var manifest: [String: Any]
-        if let existing = try baseJSON(base?.manifestDigest) {
-            manifest = existing
+        var layerDescriptors: [Descriptor]
+        var annotations: [String: String]? = nil
+        if let base {
+            let baseManifest = try document(ImageManifest.self, base.manifestDigest)
+            layerDescriptors = baseManifest.layers
+            annotations = baseManifest.annotations
         } else {
-            var descriptors = [[String: Any]]()
-            for layer in baseLayers { descriptors.append(try Self.descriptorJSON(for: layer)) }
-            manifest = ["schemaVersion": 2, "mediaType": Self.manifestMediaType, "layers": descriptors]
+            layerDescriptors = try baseLayers.map { (layer) throws(StoreError) -> Descriptor in try Self.descriptor(for: layer) }
         }
-        var layerList = manifest["layers"] as? [[String: Any]] ?? []
-        layerList.append(["mediaType": diff.descriptor.mediaType, "digest": diff.descriptor.digest.description,
-                          "size": diff.descriptor.size])
-        manifest["layers"] = layerList
-        manifest["config"] = ["mediaType": Self.configMediaType, "digest": configDigest.description, "size": configBytes.count]
-        if manifest["mediaType"] == nil { manifest["mediaType"] = Self.manifestMediaType }
-        let manifestBytes = try Self.json(manifest)
+        // An OCI manifest, so the layer types of a Docker base are given their OCI names.
+        layerDescriptors = layerDescriptors.map { var d = $0; d.mediaType = MediaType.ociEquivalent(ofLayer: d.mediaType); return d }
+        let manifest = ImageManifest(config: Descriptor(mediaType: MediaType.ociConfig, digest: configDigest, size: Int64(configBytes.count)),
+                                     layers: layerDescriptors + [diff.descriptor], annotations: annotations)
+        let manifestBytes = CanonicalJSON.encode(manifest)
         let manifestDigest = try storeBlob(bytes: manifestBytes)
         FaultInjection.point("commit.blobs")
 
-        try execute("""
-            INSERT INTO images (name, manifest_digest, config_digest, top_chain_id, created) VALUES (?, ?, ?, ?, ?)
-            ON CONFLICT (name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
-                config_digest = excluded.config_digest, top_chain_id = excluded.top_chain_id, created = excluded.created
-            """, [name, manifestDigest, configDigest, chainID, Self.now()])
+        try recordImage(name, manifest: manifestDigest, config: configDigest, top: chainID)
         guard let image = try image(named: name) else { throw StoreError(.notFound, "image \(name) vanished after it was recorded") }
         return CommitResult(image: image, layer: diff, chainID: chainID, unpacked: imported.unpacked,
-                            manifest: Descriptor(mediaType: Self.manifestMediaType, digest: manifestDigest, size: Int64(manifestBytes.count)))
+                            manifest: Descriptor(mediaType: MediaType.ociManifest, digest: manifestDigest, size: Int64(manifestBytes.count)))
     }
 
-    // MARK: JSON
+    // MARK: Documents
 
-    private func baseJSON(_ digest: Digest?) throws(StoreError) -> [String: Any]? {
-        guard let digest, hasBlob(digest) else { return nil }
+    /// A manifest or config of the content dir, decoded.
+    func document<T: Decodable>(_ type: T.Type, _ digest: Digest) throws(StoreError) -> T {
         let bytes = try readBlob(digest)
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
-            throw StoreError(.incompatible, path: paths.blob(digest), "not a JSON object")
+        do throws(CanonicalJSON.DocumentError) { return try CanonicalJSON.decode(type, from: bytes) } catch {
+            throw StoreError(.incompatible, path: paths.blob(digest), "not a valid \(T.self): \(error.reason)")
         }
-        return object
     }
 
     /// A config for an image made from layers alone: the platform this runs on.
-    static func minimalConfig() -> [String: Any] {
-        var name = utsname()
-        uname(&name)
-        let machine = withUnsafeBytes(of: name.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        let architecture = ["x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"][machine] ?? machine
-        return ["architecture": architecture, "os": "linux", "config": [String: Any](), "rootfs": ["type": "layers"]]
+    static func minimalConfig() -> ImageConfig {
+        let host = Platform.host
+        var config = ImageConfig(architecture: host.architecture, os: host.os, variant: host.variant,
+                                 config: ImageConfig.ExecutionConfig(), rootfs: ImageConfig.RootFS(diffIDs: []))
+        config.history = []
+        return config
     }
 
-    static func descriptorJSON(for layer: StoredLayer) throws(StoreError) -> [String: Any] {
+    static func descriptor(for layer: StoredLayer) throws(StoreError) -> Descriptor {
         guard let digest = layer.blobDigest, let size = layer.blobSize else {
             throw StoreError(.incompatible, "layer \(layer.chainID) has no blob record: it cannot be listed in a manifest")
         }
-        return ["mediaType": layer.mediaType ?? "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest.description, "size": size]
-    }
-
-    /// Compact JSON with sorted keys, so the same content gives the same digest.
-    static func json(_ object: [String: Any]) throws(StoreError) -> [UInt8] {
-        do {
-            return [UInt8](try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
-        } catch {
-            throw StoreError(.invalidArgument, "cannot encode JSON: \(error)")
-        }
+        return Descriptor(mediaType: layer.mediaType ?? MediaType.ociLayer(.gzip), digest: digest, size: size)
     }
 
     /// RFC 3339 UTC, as OCI configs write times.

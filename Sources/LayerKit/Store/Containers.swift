@@ -11,9 +11,10 @@ public struct ContainerMount: Sendable, Codable, Equatable {
     public var container: StoredContainer
     /// Where the root filesystem is mounted.
     public var mountpoint: String
-    /// `overlay` (and how: `mount-api`, `mount(2)`, `bind`) or `fuse`.
-    public var driver: String
-    public var method: String
+    /// `.overlay` or `.fuse`.
+    public var driver: MountDriver
+    /// How it was mounted.
+    public var method: MountMethod
     /// The same mount as a spec, for a runtime that mounts by itself (kernel overlayfs).
     public var spec: MountSpec
     /// Why the first driver tried was not used (`--driver auto`), if it was not.
@@ -81,8 +82,13 @@ extension LayerStore {
                                 volatile: Bool = false, driver: MountDriver = .auto) throws(StoreError) -> StoredContainer {
         let id = id ?? Self.randomID()
         try Self.validateContainerID(id)
-        try storeLock.lock(.shared)
-        defer { storeLock.unlock() }
+        return try withStoreLock(.shared) { () throws(StoreError) -> StoredContainer in
+            try createContainerLocked(id: id, base: reference, readOnly: readOnly, volatile: volatile, driver: driver)
+        }
+    }
+
+    private func createContainerLocked(id: String, base reference: String, readOnly: Bool,
+                                       volatile: Bool, driver: MountDriver) throws(StoreError) -> StoredContainer {
         let (image, chainID) = try resolveBase(reference)
         guard try container(id) == nil else { throw StoreError(.invalidArgument, "a container named \(id.debugDescription) exists") }
 
@@ -102,7 +108,7 @@ extension LayerStore {
         try execute("""
             INSERT INTO containers (id, image, chain_id, driver, mountpoint, state, created, read_only, volatile)
             VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?)
-            """, [id, image, chainID, driver.rawValue, ContainerState.created, Self.now(), readOnly ? 1 : 0, volatile ? 1 : 0])
+            """, [id, image, chainID, driver, ContainerState.created, Self.now(), readOnly ? 1 : 0, volatile ? 1 : 0])
         made = true
         guard let record = try container(id) else { throw StoreError(.notFound, "container \(id) vanished after it was recorded") }
         return record
@@ -134,7 +140,7 @@ extension LayerStore {
     /// the kernel refuses for want of privilege or support. The record says `mounting` during the
     /// mount call and `mounted` after, with the mountpoint and driver.
     public func mountContainer(_ id: String, at target: String? = nil, driver: MountDriver = .auto,
-                               userspace: UserspaceMounter? = nil) throws(StoreError) -> ContainerMount {
+                               userspace: (any UserspaceUnionMounter)? = nil) throws(StoreError) -> ContainerMount {
         _ = try reconcileMounts()
         guard var record = try container(id) else { throw StoreError(.notFound, "no container \(id.debugDescription)") }
         if record.isMounted, let at = record.mountpoint {
@@ -142,7 +148,7 @@ extension LayerStore {
         }
         let mountpoint = MountTable.resolve(target ?? mergedDir(of: record.id))
         var st = stat()
-        guard stat(mountpoint, &st) == 0, FS.isDir(st) else {
+        guard stat(mountpoint, &st) == 0, FileSystem.isDirectory(st) else {
             throw StoreError(.notFound, path: mountpoint, "the mount target must be an existing directory")
         }
         if let other = try container(mountpoint), other.id != record.id, other.isMounted {
@@ -161,9 +167,11 @@ extension LayerStore {
         }
         FaultInjection.point("mount.recorded")
 
-        let wanted = driver == .auto ? MountDriver(rawValue: record.driver) ?? .auto : driver
+        let wanted = driver == .auto ? record.driver : driver
         let outcome: MountOutcome
-        do throws(MountError) { outcome = try UnionMounter.mount(request, at: mountpoint, driver: wanted, userspace: userspace) } catch {
+        do throws(MountError) {
+            outcome = try UnionMounter.mount(request, at: mountpoint, driver: wanted, userspace: userspace, options: configuration.mountOptions)
+        } catch {
             throw StoreError(error)
         }
         FaultInjection.point("mount.mounted")
@@ -188,7 +196,7 @@ extension LayerStore {
         if Self.isMounted(record, in: MountTable.current(), paths: self) {
             do throws(MountError) { try OverlayMounter.unmount(mountpoint, detach: detach) } catch { throw StoreError(error) }
         }
-        if record.driver == "fuse", let pid = record.daemonPID { Self.reapDaemon(pid) }
+        if record.driver == .fuse, let pid = record.daemonPID { Self.reapDaemon(pid) }
         try execute("UPDATE containers SET state = ?, mountpoint = NULL, daemon_pid = NULL WHERE id = ?", [ContainerState.unmounted, record.id])
         return try container(record.id) ?? record
     }
@@ -236,7 +244,7 @@ extension LayerStore {
         var stale = [StaleMount]()
         for record in mounted {
             var alive = Self.isMounted(record, in: table, paths: self)
-            if alive, record.driver == "fuse", let mountpoint = record.mountpoint, !Self.fuseResponds(mountpoint) {
+            if alive, record.driver == .fuse, let mountpoint = record.mountpoint, !Self.fuseResponds(mountpoint) {
                 _ = try? OverlayMounter.unmount(mountpoint, detach: true)
                 alive = false
             }
@@ -259,9 +267,9 @@ extension LayerStore {
     static func isMounted(_ record: StoredContainer, in table: MountTable, paths store: LayerStore) -> Bool {
         guard let mountpoint = record.mountpoint, let entry = table.entries.last(where: { $0.mountPoint == mountpoint }) else { return false }
         switch record.driver {
-        case "fuse":
+        case .fuse:
             return entry.fileSystemType.hasPrefix("fuse")
-        default:
+        case .overlay, .auto:
             if record.readOnly && entry.fileSystemType != "overlay" {
                 // A single read-only layer is a bind mount of its diff dir.
                 return entry.root.hasSuffix("/diff")
@@ -282,6 +290,7 @@ extension LayerStore {
     /// that has exited but not been reaped yet (a zombie of init, as detached daemons become)
     /// counts as gone.
     static func reapDaemon(_ pid: Int32) {
+        guard pid != getpid() else { return }   // served in this process: it ended with the unmount
         for _ in 0..<100 {
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid { return }
@@ -301,12 +310,5 @@ extension LayerStore {
 
     static func makeDir(_ path: String, _ mode: mode_t) throws(StoreError) {
         guard mkdir(path, mode) == 0, chmod(path, mode) == 0 else { throw .lastErrno(path: path, "cannot create directory") }
-    }
-}
-
-extension StoreError {
-    /// Wraps a mount error.
-    public init(_ error: MountError) {
-        self.init(error.errno.map { .system($0) } ?? .invalidArgument, error.description)
     }
 }

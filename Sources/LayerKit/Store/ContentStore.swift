@@ -5,84 +5,96 @@ import SystemPackage
 import Glibc
 #endif
 
+/// A blob being written into the content dir: a temporary file beside the blobs, renamed to its
+/// digest only once its bytes are known to hash to it. Discarded (unlinked) unless committed.
+final class PendingBlob {
+    let fd: Int32
+    let temporaryPath: String
+    private let blobsDir: String
+    private var finished = false
+
+    init(in blobsDir: String, for digest: Digest?) throws(StoreError) {
+        var template = Array("\(blobsDir)/.tmp-\(digest.map { String($0.hex.prefix(12)) } ?? "new")-XXXXXX".utf8CString)
+        let fd = mkstemp(&template)
+        guard fd >= 0 else { throw .lastErrno(path: blobsDir, "cannot create blob") }
+        fchmod(fd, 0o644)
+        self.fd = fd
+        self.temporaryPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        self.blobsDir = blobsDir
+    }
+
+    deinit {
+        close(fd)
+        if !finished { unlink(temporaryPath) }
+    }
+
+    /// Renames the file to `blobs/sha256/<digest>` (unless a blob of that digest is there already).
+    /// With `sync`, it is fsynced first and the dir after; without, the caller syncs the file system.
+    func commit(as digest: Digest, sync: Bool) throws(StoreError) {
+        let target = blobsDir + "/" + digest.hex
+        if sync { guard fsync(fd) == 0 else { throw .lastErrno(path: temporaryPath, "cannot sync blob") } }
+        guard rename(temporaryPath, target) == 0 else { throw .lastErrno(path: target, "cannot rename blob into place") }
+        finished = true
+        if sync { try Durability.syncDirectory(blobsDir) }
+    }
+}
+
 /// The store's content dir, `ROOT/blobs/sha256/<hex>`: the blobs of imported images (manifests,
 /// configs, layer blobs as they were stored) and of committed ones, kept so an image can be
-/// exported again byte for byte. A blob is written under a temporary name, synced, and renamed
-/// to its digest; a blob present under its digest is complete.
+/// exported again byte for byte. A blob is written under a temporary name and renamed to its
+/// digest once its bytes are known to hash to it: a blob present under its digest is complete
+/// and right.
 extension LayerStore {
     /// Whether the content dir has this blob.
     public func hasBlob(_ digest: Digest) -> Bool { access(paths.blob(digest), F_OK) == 0 }
 
-    /// The bytes of a (small) blob: a manifest or config.
+    /// The largest manifest or config `readBlob` reads.
+    static let maximumDocumentSize = OCIImageLayout.maximumConfigSize
+
+    /// The bytes of a (small) blob: a manifest or config, checked against its digest.
     public func readBlob(_ digest: Digest) throws(StoreError) -> [UInt8] {
         let path = paths.blob(digest)
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw StoreError(.notFound, path: path, "blob \(digest) is not in the store")
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw StoreError(.notFound, path: path, "blob \(digest) is not in the store") }
+            throw .lastErrno(path: path, "cannot open blob")
         }
-        let bytes = [UInt8](data)
-        guard Digest.sha256(of: bytes) == digest else { throw StoreError(.incompatible, path: path, "blob does not hash to \(digest)") }
+        defer { close(fd) }
+        guard let st = FileSystem.attributes(of: fd), FileSystem.isRegularFile(st), Int64(st.st_size) <= Self.maximumDocumentSize else {
+            throw StoreError(.incompatible, path: path, "not a document blob (not a regular file, or larger than \(Self.maximumDocumentSize) bytes)")
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw .lastErrno(path: path, "cannot read blob") }
+            done += n
+        }
+        guard Digest.sha256(of: bytes) == digest else { throw StoreError(.incompatible, path: path, "blob does not match its digest \(digest)") }
         return bytes
     }
 
-    /// Copies the file at `source` into the content dir as `digest`, unless it is there already.
-    ///
-    /// - Parameter verified: the caller has just hashed `source` (an unpack checked it): the copy
-    ///   is made in the kernel (copy_file_range) without hashing again, and not synced on its own
-    ///   (the caller's syncfs covers it). Otherwise the copy is hashed on the way, refused if it
-    ///   does not match, and synced.
-    func storeBlob(copying source: String, digest: Digest, verified: Bool = false) throws(StoreError) {
-        guard !hasBlob(digest) else { return }
-        let input = open(source, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw .lastErrno(path: source, "cannot open blob") }
-        defer { close(input) }
-        if verified {
-            try writeBlob(digest, sync: false) { (fd) throws(StoreError) in
-                var copied = false
-                while true {
-                    let n = lk_copy_file_range(input, fd, 1 << 30)
-                    if n > 0 { copied = true; continue }
-                    if n == 0 { return }
-                    // No in-kernel copy between these file systems: plain reads and writes.
-                    guard !copied, errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP else {
-                        throw .lastErrno(path: source, "cannot copy blob")
-                    }
-                    break
+    /// Copies the blob of `descriptor` from `source` into the content dir (unless it is there),
+    /// hashing it on the way: a blob that does not match its digest and size is refused.
+    func storeBlob(from source: LayerSource, _ descriptor: Descriptor) throws(StoreError) {
+        guard !hasBlob(descriptor.digest) else { return }
+        let blob = try PendingBlob(in: paths.blobsDir, for: descriptor.digest)
+        var hasher = SHA256Hasher()
+        var size: Int64 = 0
+        do throws(LayerError) {
+            try LayerPipeline.copyBlob(source, limit: descriptor.size) { (bytes) throws(LayerError) in
+                hasher.update(bytes)
+                size += Int64(bytes.count)
+                do throws(Errno) { try DataCopy.writeAll(blob.fd, bytes.baseAddress!, bytes.count, at: nil) } catch {
+                    throw LayerError(.system(error), "cannot write blob: \(error.description)")
                 }
-                try Self.copyByReading(input, to: fd, path: source)
             }
-            return
+        } catch { throw StoreError(error.inLayer(source.displayName)) }
+        guard size == descriptor.size, hasher.finalize() == descriptor.digest else {
+            throw StoreError(LayerError(.digestMismatch, layer: source.displayName, "digest mismatch: the blob does not match \(descriptor.digest)"))
         }
-        try writeBlob(digest) { (fd) throws(StoreError) in
-            var hasher = SHA256Hasher()
-            let size = 1 << 20
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
-            defer { buffer.deallocate() }
-            while true {
-                let n = read(input, buffer, size)
-                if n == 0 { break }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw .lastErrno(path: source, "cannot read blob")
-                }
-                hasher.update(UnsafeRawBufferPointer(start: buffer, count: n))
-                guard write(fd, buffer, n) == n else { throw .lastErrno(path: paths.blob(digest), "cannot write blob") }
-            }
-            let actual = hasher.finalize()
-            guard actual == digest else {
-                throw StoreError(.layer(.digestMismatch), path: source, "digest mismatch: expected \(digest), got \(actual)")
-            }
-        }
-    }
-
-    /// Moves a file on the store's file system (a committed layer's blob) into the content dir.
-    func storeBlob(moving source: String, digest: Digest) throws(StoreError) {
-        guard !hasBlob(digest) else { unlink(source); return }
-        let fd = open(source, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .lastErrno(path: source, "cannot open blob") }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw .lastErrno(path: source, "cannot sync blob") }
-        guard rename(source, paths.blob(digest)) == 0 else { throw .lastErrno(path: paths.blob(digest), "cannot move blob into place") }
-        try Durability.syncDirectory(paths.blobsDir)
+        try blob.commit(as: descriptor.digest, sync: true)
     }
 
     /// Writes bytes (a manifest or config) as a blob and returns their digest.
@@ -90,44 +102,12 @@ extension LayerStore {
     func storeBlob(bytes: [UInt8]) throws(StoreError) -> Digest {
         let digest = Digest.sha256(of: bytes)
         guard !hasBlob(digest) else { return digest }
-        try writeBlob(digest) { (fd) throws(StoreError) in
-            let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            guard written == bytes.count else { throw .lastErrno(path: paths.blob(digest), "cannot write blob") }
-        }
+        let blob = try PendingBlob(in: paths.blobsDir, for: digest)
+        do throws(Errno) {
+            if !bytes.isEmpty { try withBytes(bytes) { (b) throws(Errno) in try DataCopy.writeAll(blob.fd, b.baseAddress!, b.count, at: nil) } }
+        } catch { throw .system(error, path: blob.temporaryPath, "cannot write blob") }
+        try blob.commit(as: digest, sync: true)
         return digest
-    }
-
-    private func writeBlob(_ digest: Digest, sync: Bool = true, _ fill: (Int32) throws(StoreError) -> Void) throws(StoreError) {
-        var template = Array("\(paths.blobsDir)/.tmp-\(digest.hex.prefix(12))-XXXXXX".utf8CString)
-        let fd = mkstemp(&template)
-        guard fd >= 0 else { throw .lastErrno(path: paths.blobsDir, "cannot create blob") }
-        let temp = String(cString: template)
-        var done = false
-        defer {
-            close(fd)
-            if !done { unlink(temp) }
-        }
-        fchmod(fd, 0o644)
-        try fill(fd)
-        guard !sync || fsync(fd) == 0 else { throw .lastErrno(path: temp, "cannot sync blob") }
-        guard rename(temp, paths.blob(digest)) == 0 else { throw .lastErrno(path: paths.blob(digest), "cannot rename blob into place") }
-        done = true
-        if sync { try Durability.syncDirectory(paths.blobsDir) }
-    }
-
-    static func copyByReading(_ input: Int32, to output: Int32, path: String) throws(StoreError) {
-        let size = 1 << 20
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
-        defer { buffer.deallocate() }
-        while true {
-            let n = read(input, buffer, size)
-            if n == 0 { return }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .lastErrno(path: path, "cannot read blob")
-            }
-            guard write(output, buffer, n) == n else { throw .lastErrno(path: path, "cannot write blob copy") }
-        }
     }
 
     /// Every blob some record needs: images' manifests and configs, the layers their manifests

@@ -1,31 +1,45 @@
-import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Crash points for testing the store's crash safety deterministically: with
-/// `LAYERKIT_STORE_CRASH=<point>` (or `<point>:<n>` for its n-th pass) in the environment, the
-/// process kills itself with SIGKILL there, as a power cut or `kill -9` would. Unset, a check is
-/// one comparison. Points: `import.unpacked`, `import.synced`, `import.renamed`, `import.linked`,
-/// `import.recorded`, `import.blobs`, `gc.deleted`, `gc.removed-one`, `mount.recorded`,
-/// `mount.mounted`, `container.deleted`, `commit.diffed`, `commit.blobs`.
-enum FaultInjection {
-    private static let target: (point: String, pass: Int)? = {
-        guard let spec = ProcessInfo.processInfo.environment["LAYERKIT_STORE_CRASH"], !spec.isEmpty else { return nil }
-        let parts = spec.split(separator: ":", maxSplits: 1)
-        return (String(parts[0]), parts.count > 1 ? Int(parts[1]) ?? 1 : 1)
-    }()
+/// Crash points for testing the store's crash safety deterministically: once armed with
+/// `POINT` (or `POINT:N` for its n-th pass), the process kills itself with SIGKILL there, as a
+/// power cut or `kill -9` would. Unarmed, a check is one load. Points: `import.unpacked`,
+/// `import.synced`, `import.renamed`, `import.linked`, `import.recorded`, `import.blobs`,
+/// `gc.deleted`, `gc.removed-one`, `mount.recorded`, `mount.mounted`, `container.deleted`,
+/// `commit.diffed`, `commit.blobs`, `snapshot.created-dirs`, `snapshot.commit.layer-dir`,
+/// `snapshot.commit.recorded`, `snapshot.removed-record`. (`layertool` arms it from `LAYERKIT_STORE_CRASH`.)
+public enum FaultInjection {
+    private struct Target: Sendable {
+        var point: String
+        var pass: Int
+        var passes = 0
+    }
 
-    nonisolated(unsafe) private static var passes = 0
-    private static let lock = NSLock()
+    private static let armed = Atomic<Bool>(false)
+    private static let target = Mutex<Target?>(nil)
+
+    /// Arms a crash point, `POINT` or `POINT:N`; nil or empty disarms.
+    public static func arm(_ spec: String?) {
+        guard let spec, !spec.isEmpty else {
+            armed.store(false, ordering: .releasing)
+            target.withLock { $0 = nil }
+            return
+        }
+        let parts = spec.split(separator: ":", maxSplits: 1)
+        target.withLock { $0 = Target(point: String(parts[0]), pass: parts.count > 1 ? Int(parts[1]) ?? 1 : 1) }
+        armed.store(true, ordering: .releasing)
+    }
 
     @inline(__always)
     static func point(_ name: String) {
-        guard let target, target.point == name else { return }
-        lock.lock()
-        passes += 1
-        let hit = passes == target.pass
-        lock.unlock()
+        guard armed.load(ordering: .acquiring) else { return }
+        let hit = target.withLock { (target: inout Target?) -> Bool in
+            guard target?.point == name else { return false }
+            target!.passes += 1
+            return target!.passes == target!.pass
+        }
         if hit { kill(getpid(), SIGKILL) }
     }
 }

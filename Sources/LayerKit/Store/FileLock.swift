@@ -8,7 +8,7 @@ import Glibc
 /// The kernel drops it when the descriptor closes, so a process killed while holding it leaves
 /// nothing behind. Two `FileLock`s on the same path conflict even within one process.
 final class FileLock {
-    enum Mode { case shared, exclusive }
+    enum Mode: Sendable { case shared, exclusive }
 
     let path: String
     private let fd: Int32
@@ -44,11 +44,4 @@ final class FileLock {
     }
 
     func unlock() { _ = flock(fd, LOCK_UN) }
-
-    /// Runs `body` holding the lock.
-    func withLock<T>(_ mode: Mode, _ body: () throws(StoreError) -> T) throws(StoreError) -> T {
-        try lock(mode)
-        defer { unlock() }
-        return try body()
-    }
 }

@@ -31,11 +31,13 @@ extension LayerStore {
     /// record without its dir. A dir that cannot be removed is reported as an error after the
     /// others are removed (its record is already gone; the next cleanup retries it).
     public func collectGarbage() throws(StoreError) -> GarbageCollection {
-        try storeLock.lock(.exclusive)
-        defer { storeLock.unlock() }
+        try withStoreLock(.exclusive) { () throws(StoreError) -> GarbageCollection in try collectGarbageLocked() }
+    }
+
+    private func collectGarbageLocked() throws(StoreError) -> GarbageCollection {
         _ = try cleanUp()
 
-        let removed = try db.transaction { () throws(StoreError) -> [StoredLayer] in
+        let removed = try transaction { () throws(StoreError) -> [StoredLayer] in
             let unreferenced = try database { db throws(DatabaseError) in
                 try db.query(Self.unreferencedLayersSQL, [], Self.decodeLayer)
             }
@@ -74,12 +76,19 @@ extension LayerStore {
     static func childrenFirst(_ layers: [StoredLayer]) -> [StoredLayer] {
         let byID = Dictionary(uniqueKeysWithValues: layers.map { ($0.chainID, $0) })
         var depth = [Digest: Int]()
+        /// The number of unreferenced ancestors, walked up without recursion.
         func depthOf(_ id: Digest) -> Int {
-            if let d = depth[id] { return d }
-            var d = 0
-            if let parent = byID[id]?.parent, byID[parent] != nil { d = depthOf(parent) + 1 }
-            depth[id] = d
-            return d
+            var path = [Digest]()
+            var next: Digest? = id
+            var base = -1
+            while let current = next {
+                if let known = depth[current] { base = known; break }
+                guard byID[current] != nil, path.count <= byID.count else { break }
+                path.append(current)
+                next = byID[current]?.parent
+            }
+            for (offset, node) in path.reversed().enumerated() { depth[node] = base + 1 + offset }
+            return depth[id] ?? 0
         }
         return layers.sorted { a, b in
             let da = depthOf(a.chainID), db = depthOf(b.chainID)

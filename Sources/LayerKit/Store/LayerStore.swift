@@ -1,5 +1,6 @@
 import CSQLite
 import Foundation
+import Logging
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -17,60 +18,89 @@ import Glibc
 /// Concurrency: processes share the store. Imports hold `locks/store.lock` shared and each
 /// layer's `locks/<chainID>.lock` exclusively from "is it there?" to "it is recorded", so two
 /// imports of one layer unpack it once. Garbage collection and cleanup hold `store.lock`
-/// exclusively: they never run while an import is in progress.
+/// exclusively: they never run while an import is in progress. Within a process a `LayerStore`
+/// is safe to share between threads and tasks: its one SQLite connection is used under a lock,
+/// and every operation takes its file locks on descriptors of its own.
 ///
-/// A `LayerStore` is one connection: use it from one thread at a time.
-public final class LayerStore {
+/// Hostile stores: the root and its dirs must be real directories (not symlinks) that no user
+/// but the store's owner can write; a store that is not is refused when opened.
+public final class LayerStore: @unchecked Sendable {
+    /// Settings of an opened store.
+    public struct Configuration: Sendable {
+        /// For a new store, the namespace of overlay xattrs; defaults to `trusted` for root (in the
+        /// initial user namespace) and `user` otherwise. Ignored for an existing store.
+        public var overlayNamespace: OverlayXattrNamespace?
+        /// How containers are mounted (mount(2) forced, to exercise the fallback).
+        public var mountOptions: OverlayMounter.Options
+        /// The gzip decoder for imports.
+        public var gzipDecoder: GzipDecoderKind
+        /// Where warnings go (what opening cleaned up, xattrs a file system refused, stale mounts).
+        public var logger: Logger
+
+        public init(overlayNamespace: OverlayXattrNamespace? = nil, mountOptions: OverlayMounter.Options = .init(),
+                    gzipDecoder: GzipDecoderKind = .isal, logger: Logger = .discarding) {
+            self.overlayNamespace = overlayNamespace
+            self.mountOptions = mountOptions
+            self.gzipDecoder = gzipDecoder
+            self.logger = logger
+        }
+    }
+
     /// Where everything is.
     public let paths: StorePaths
     /// The xattr namespace of the overlay markers in this store's layers (`trusted` when the
     /// store was created by root, `user` otherwise); fixed when the store is created.
-    public let overlayNamespace: ApplyOptions.OverlayXattrNamespace
-    /// What opening the store cleaned up.
-    public private(set) var openingCleanup: StoreCleanup
+    public let overlayNamespace: OverlayXattrNamespace
+    /// What opening the store cleaned up (set once, while it is opened).
+    public private(set) var openingCleanup = StoreCleanup()
+    /// The settings it was opened with.
+    public let configuration: Configuration
 
-    let db: Database
-    let storeLock: FileLock
+    /// The connection, used only under `connectionLock`.
+    private let connection: Database
+    private let connectionLock = RecursiveLock()
 
     /// The store root.
     public var root: String { paths.root }
 
     /// Opens the store at `root`, creating it if needed, migrating its schema, and cleaning up
     /// after crashes when no other process is using it.
-    ///
-    /// - Parameter overlayNamespace: for a new store, the namespace of overlay xattrs; defaults to
-    ///   `trusted` for root and `user` otherwise. Ignored for an existing store.
-    public init(root: String = StorePaths.defaultRoot(),
-                overlayNamespace: ApplyOptions.OverlayXattrNamespace? = nil) throws(StoreError) {
+    public init(root: String, configuration: Configuration = Configuration()) throws(StoreError) {
         // Absolute, so lower-dir lists and mount data built from it do not depend on the cwd.
         let absolute = StorePaths(root: root.hasPrefix("/") ? root : FileManager.default.currentDirectoryPath + "/" + root)
         try Self.createDirectories(absolute)
         // Canonical (no symlinks, no `//`), as the kernel shows the upper dirs in mountinfo.
-        paths = StorePaths(root: MountTable.resolve(absolute.root))
-        storeLock = try FileLock(path: paths.storeLock)
-        do throws(DatabaseError) { db = try Database(path: paths.database) } catch { throw StoreError(error) }
-        let found = try Self.run(db) { db throws(DatabaseError) in try db.schemaVersion() }
+        let paths = StorePaths(root: MountTable.resolve(absolute.root))
+        try Self.checkOwnership(paths)
+        self.paths = paths
+        self.configuration = configuration
+        let connection: Database
+        do throws(DatabaseError) { connection = try Database(path: paths.database) } catch { throw StoreError(error) }
+        self.connection = connection
+        let found = try Self.run(connection) { db throws(DatabaseError) in try db.schemaVersion() }
         guard found <= StoreSchema.latestVersion else {
             throw StoreError(.incompatible, path: paths.database,
                              "schema version \(found) is newer than this program knows (\(StoreSchema.latestVersion)): the store was written by a newer layertool")
         }
-        _ = try Self.run(db) { db throws(DatabaseError) in try db.migrate(StoreSchema.migrations) }
+        _ = try Self.run(connection) { db throws(DatabaseError) in try db.migrate(StoreSchema.migrations) }
         // trusted.* needs CAP_SYS_ADMIN in the initial user namespace: root inside a user
         // namespace (rootless runtimes) gets the user.* form, which overlayfs reads with userxattr.
-        let wanted = overlayNamespace ?? (geteuid() == 0 && Self.inInitialUserNamespace ? .trusted : .user)
+        let wanted = configuration.overlayNamespace ?? (geteuid() == 0 && Self.inInitialUserNamespace ? .trusted : .user)
         let key = "overlay_xattr_namespace"
-        let stored: String = try Self.run(db) { db throws(DatabaseError) in
+        let stored: String = try Self.run(connection) { db throws(DatabaseError) in
             try db.execute("INSERT OR IGNORE INTO store_settings (key, value) VALUES (?, ?)", key, wanted.rawValue)
             return try db.query("SELECT value FROM store_settings WHERE key = ?", [key]) { (row) throws(DatabaseError) in
                 try row.string(0)
             }.first ?? wanted.rawValue
         }
-        guard let namespace = ApplyOptions.OverlayXattrNamespace(rawValue: stored) else {
+        guard let namespace = OverlayXattrNamespace(rawValue: stored) else {
             throw StoreError(.incompatible, path: paths.database, "unknown overlay xattr namespace \"\(stored)\"")
         }
         self.overlayNamespace = namespace
-        openingCleanup = StoreCleanup()
-        openingCleanup = try cleanUpIfIdle()
+        self.openingCleanup = try cleanUpIfIdle()
+        if !openingCleanup.isEmpty {
+            configuration.logger.info("opening the store cleaned up after a crash", metadata: ["cleanup": "\(openingCleanup)"])
+        }
     }
 
     /// Whether this process runs in the initial user namespace (its uid map is the identity
@@ -124,10 +154,12 @@ public final class LayerStore {
     public func removeImages(_ names: [String]) throws(StoreError) {
         var seen = Set<String>()
         let unique = names.filter { seen.insert($0).inserted }
-        try db.transaction { () throws(StoreError) in
+        try transaction { () throws(StoreError) in
             for name in unique {
                 try execute("DELETE FROM images WHERE name = ?", [name])
-                guard db.changes == 1 else { throw StoreError(.notFound, "no image named \(name.debugDescription)") }
+                guard try database({ db throws(DatabaseError) in db.changes }) == 1 else {
+                    throw StoreError(.notFound, "no image named \(name.debugDescription)")
+                }
             }
         }
     }
@@ -181,7 +213,7 @@ public final class LayerStore {
 
     static func decodeContainer(_ row: Row) throws(DatabaseError) -> StoredContainer {
         StoredContainer(id: try row.string(0), image: try row.optionalString(1), chainID: try row.optionalDigest(2),
-                        driver: try row.string(3), mountpoint: try row.optionalString(4), state: try row.string(5),
+                        driver: try row.enumeration(3), mountpoint: try row.optionalString(4), state: try row.enumeration(5),
                         created: try row.date(6), readOnly: try row.int64(7) != 0, volatile: try row.int64(8) != 0,
                         daemonPID: try row.optionalInt64(9).map { Int32(truncatingIfNeeded: $0) })
     }
@@ -194,39 +226,61 @@ public final class LayerStore {
                     link: try row.string(6), size: try row.int64(7), created: try row.date(8))
     }
 
-    /// Runs database work, turning its errors into store errors.
+    /// Runs database work on the connection (under its lock), turning its errors into store errors.
     func database<T>(_ body: (Database) throws(DatabaseError) -> T) throws(StoreError) -> T {
-        try Self.run(db, body)
+        try connectionLock.withLock { () throws(StoreError) -> T in try Self.run(connection, body) }
+    }
+
+    /// Runs `body` on the connection under its lock, its errors as they are (for tests that check
+    /// what the database itself refuses).
+    func withConnection<T>(_ body: (Database) throws(DatabaseError) -> T) throws(DatabaseError) -> T {
+        try connectionLock.withLock { () throws(DatabaseError) -> T in try body(connection) }
     }
 
     /// Runs one statement, turning its errors into store errors.
     func execute(_ sql: String, _ values: [any SQLBindable]) throws(StoreError) {
-        do throws(DatabaseError) { try db.execute(sql, values) } catch { throw StoreError(error) }
+        try database { db throws(DatabaseError) in try db.execute(sql, values) }
+    }
+
+    /// Runs `body` in one write transaction, holding the connection for its whole length.
+    func transaction<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T {
+        try connectionLock.withLock { () throws(StoreError) -> T in try connection.transaction(body) }
     }
 
     private static func run<T>(_ db: Database, _ body: (Database) throws(DatabaseError) -> T) throws(StoreError) -> T {
         do throws(DatabaseError) { return try body(db) } catch { throw StoreError(error) }
     }
 
+    /// Runs `body` holding `locks/store.lock` (on a descriptor of its own: flock locks belong to
+    /// open file descriptions, so two operations of this process never share one).
+    func withStoreLock<T>(_ mode: FileLock.Mode, _ body: () throws(StoreError) -> T) throws(StoreError) -> T {
+        let lock = try FileLock(path: paths.storeLock)
+        try lock.lock(mode)
+        defer { lock.unlock() }
+        return try body()
+    }
+
     private static func createDirectories(_ paths: StorePaths) throws(StoreError) {
         var st = stat()
         if lstat(paths.root, &st) == 0 {
-            guard FS.isDir(st) else { throw StoreError(.incompatible, path: paths.root, "the store root exists and is not a directory") }
+            guard FileSystem.isDirectory(st) else { throw StoreError(.incompatible, path: paths.root, "the store root exists and is not a directory") }
         } else {
-            do {
-                let parent = FS.split(paths.root).dir
-                try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
-            } catch {
-                throw StoreError(.system(.noSuchFileOrDirectory), path: paths.root, "cannot create the store's parent directory: \(error.localizedDescription)")
+            // Missing parents are made (0755), as `mkdir -p` would: the default root is often
+            // below a `~/.local/share` that does not exist yet.
+            var missing = [String]()
+            var dir = FileSystem.split(paths.root).dir
+            while lstat(dir, &st) != 0 && errno == ENOENT && dir != "/" {
+                missing.append(dir)
+                dir = FileSystem.split(dir).dir
+            }
+            for parent in missing.reversed() where mkdir(parent, 0o755) != 0 && errno != EEXIST {
+                throw .lastErrno(path: parent, "cannot create the store's parent directory")
             }
             try makeDirectory(paths.root)
         }
         // 0700: layers hold image files as they are (setuid binaries included); no one but the
         // store's owner should reach them except through a mount.
-        for dir in [paths.layersDir, paths.linksDir, paths.stagingDir, paths.locksDir,
-                    paths.root + "/blobs", paths.blobsDir, paths.containersDir] {
-            try makeDirectory(dir)
-        }
+        for dir in paths.ownDirectories { try makeDirectory(dir) }
     }
 
     private static func makeDirectory(_ path: String) throws(StoreError) {
@@ -234,10 +288,38 @@ public final class LayerStore {
             throw .lastErrno(path: path, "cannot create directory")
         }
     }
+
+    /// Refuses a store whose root or own dirs are symlinks, not dirs, or writable by a user other
+    /// than the root's owner: whoever can write there can make the store delete or read files
+    /// anywhere its owner can.
+    private static func checkOwnership(_ paths: StorePaths) throws(StoreError) {
+        var rootStat = stat()
+        guard lstat(paths.root, &rootStat) == 0 else { throw .lastErrno(path: paths.root, "cannot open the store") }
+        for dir in [paths.root] + paths.ownDirectories {
+            var st = stat()
+            guard lstat(dir, &st) == 0 else { throw .lastErrno(path: dir, "cannot open the store") }
+            guard FileSystem.isDirectory(st) else {
+                throw StoreError(.incompatible, path: dir, FileSystem.isSymlink(st)
+                                 ? "a store directory is a symlink: refusing to use it (the store may have been tampered with)"
+                                 : "a store directory is not a directory")
+            }
+            guard st.st_uid == rootStat.st_uid, st.st_mode & 0o022 == 0 else {
+                throw StoreError(.incompatible, path: dir, "writable by another user than the store's owner (uid \(rootStat.st_uid)): refusing to use it")
+            }
+        }
+    }
 }
 
 extension Digest: SQLBindable {
     var sqlValue: SQLValue { .text(description) }
+}
+
+extension ContainerState: SQLBindable {
+    var sqlValue: SQLValue { .text(rawValue) }
+}
+
+extension MountDriver: SQLBindable {
+    var sqlValue: SQLValue { .text(rawValue) }
 }
 
 extension Row {
@@ -251,6 +333,16 @@ extension Row {
 
     func optionalDigest(_ index: Int32) throws(DatabaseError) -> Digest? {
         isNull(index) ? nil : try digest(index)
+    }
+
+    /// A value stored as its enum's raw text.
+    func enumeration<T: RawRepresentable>(_ index: Int32) throws(DatabaseError) -> T where T.RawValue == String {
+        let text = try string(index)
+        guard let value = T(rawValue: text) else {
+            throw DatabaseError(code: SQLITE_MISMATCH, message: "column \(name(index)): unknown value \(text.debugDescription)",
+                                sql: statementSQL, path: databasePath)
+        }
+        return value
     }
 
     /// A time stored as seconds since the epoch.

@@ -1,3 +1,4 @@
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,7 +19,7 @@ enum SnapshotUsageWalker {
         var st = stat()
         guard lstat(path, &st) == 0 else { throw .lastErrno(path: path, "cannot stat") }
         var usage = SnapshotUsage(bytes: Int64(st.st_blocks) * 512, inodes: 1)
-        guard FS.isDir(st) else { return usage }
+        guard FileSystem.isDirectory(st) else { return usage }
         let top = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard top >= 0 else { throw .lastErrno(path: path, "cannot open") }
         var stack = [Frame]()
@@ -34,13 +35,13 @@ enum SnapshotUsageWalker {
             let name = stack[last].names[stack[last].next]
             stack[last].next += 1
             let dirFD = stack[last].fd
-            guard let entry = FS.lstat(dirFD, name[...]) else { continue }
-            if entry.st_nlink > 1 && !FS.isDir(entry) {
+            guard let entry = FileSystem.lstat(dirFD, name) else { continue }
+            if entry.st_nlink > 1 && !FileSystem.isDirectory(entry) {
                 guard seen.insert([UInt64(entry.st_dev), UInt64(entry.st_ino)]).inserted else { continue }
             }
             usage.bytes += Int64(entry.st_blocks) * 512
             usage.inodes += 1
-            guard FS.isDir(entry) else { continue }
+            guard FileSystem.isDirectory(entry) else { continue }
             let childPath = stack[last].path + "/" + String(decoding: name, as: UTF8.self)
             let child = withCString(name) { openat(dirFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard child >= 0 else {
@@ -58,8 +59,8 @@ enum SnapshotUsageWalker {
     }
 
     private static func list(_ fd: Int32, path: String) throws(StoreError) -> [[UInt8]] {
-        do { return try FS.listDir(fd) } catch {
-            throw StoreError(.system(error.errno ?? .ioError), path: path, error.reason)
+        do throws(Errno) { return try FileSystem.names(of: fd) } catch {
+            throw StoreError.system(error, path: path, "cannot read directory")
         }
     }
 }

@@ -178,7 +178,7 @@ extension LayerStore {
 
                 let now = Self.nowNanoseconds()
                 do throws(StoreError) {
-                    try db.transaction { () throws(StoreError) in
+                    try transaction { () throws(StoreError) in
                         try execute("""
                             INSERT INTO layers (chain_id, diff_id, blob_digest, blob_size, media_type, parent, link, size, created)
                             VALUES (?, ?, NULL, NULL, NULL, ?, ?, ?, ?)
@@ -197,7 +197,7 @@ extension LayerStore {
                 guard rename(upper, paths.diffDir(chainID)) == 0 else {
                     let failure = StoreError.lastErrno(path: upper, "cannot move the upper dir into the layer \(chainID)")
                     // Put the records back as they were; if even that fails, cleanup finishes the move.
-                    try? db.transaction { () throws(StoreError) in
+                    try? transaction { () throws(StoreError) in
                         try execute("UPDATE snapshots SET name = ?, kind = 'active', chain_id = NULL, owns_layer = 0, labels = ?, created = ?, updated = ? WHERE id = ?",
                                     [active.name, Self.encodeLabels(active.labels), active.createdNanoseconds, active.updatedNanoseconds, active.id])
                         try execute("DELETE FROM layers WHERE chain_id = ?", [chainID])
@@ -356,13 +356,19 @@ extension LayerStore {
 
     /// Runs `body` holding the store lock shared (gc and crash cleanup wait meanwhile).
     func withSnapshotLock<T>(_ what: String, _ body: () throws(SnapshotError) -> T) throws(SnapshotError) -> T {
-        do throws(StoreError) { try storeLock.lock(.shared) } catch { throw SnapshotError(error, while: what) }
-        defer { storeLock.unlock() }
+        let lock: FileLock
+        do throws(StoreError) {
+            lock = try FileLock(path: paths.storeLock)
+            try lock.lock(.shared)
+        } catch {
+            throw SnapshotError(error, while: what)
+        }
+        defer { lock.unlock() }
         return try body()
     }
 
     func snapshotTransaction<T>(_ what: String, _ body: () throws(StoreError) -> T) throws(SnapshotError) -> T {
-        do throws(StoreError) { return try db.transaction(body) } catch { throw SnapshotError(error, while: what) }
+        do throws(StoreError) { return try transaction(body) } catch { throw SnapshotError(error, while: what) }
     }
 
     /// The committed snapshot `name` ("" or nil: none).

@@ -33,6 +33,8 @@ public struct StorePaths: Sendable, Equatable {
     public var locksDir: String { root + "/locks" }
     public var blobsDir: String { root + "/blobs/sha256" }
     public var containersDir: String { root + "/containers" }
+    /// The dirs the store makes below its root.
+    var ownDirectories: [String] { [layersDir, linksDir, stagingDir, locksDir, root + "/blobs", blobsDir, containersDir, snapshotsDir] }
     /// The lock that imports share and garbage collection and cleanup take alone.
     public var storeLock: String { locksDir + "/store.lock" }
 
@@ -56,11 +58,11 @@ public struct StorePaths: Sendable, Equatable {
 
     /// The default store root: `/var/lib/layertool` for root; otherwise
     /// `$XDG_DATA_HOME/layertool`, or `~/.local/share/layertool`.
-    public static func defaultRoot(environment: [String: String] = ProcessInfo.processInfo.environment,
-                                   isRoot: Bool = geteuid() == 0) -> String {
+    public static func defaultRoot(environment: [String: String], isRoot: Bool = geteuid() == 0) -> String {
         if isRoot { return "/var/lib/layertool" }
         if let xdg = environment["XDG_DATA_HOME"], xdg.hasPrefix("/") { return xdg + "/layertool" }
-        let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+        let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? getpwuid(geteuid()).flatMap { $0.pointee.pw_dir.map { String(cString: $0) } } ?? "/"
         return home + "/.local/share/layertool"
     }
 }

@@ -48,12 +48,12 @@ public struct StoredContainer: Sendable, Codable, Equatable {
     public var image: String?
     /// The layer its rootfs sits on: this layer and its chain are kept by gc.
     public var chainID: Digest?
-    /// The mount driver: `overlay` (kernel overlayfs) or `fuse` (the userspace union).
-    public var driver: String
+    /// The mount driver: `.overlay` (kernel overlayfs) or `.fuse` (the userspace union) once
+    /// mounted; the driver asked for (possibly `.auto`) before.
+    public var driver: MountDriver
     /// Where its rootfs is mounted, when it is.
     public var mountpoint: String?
-    /// `created`, `mounting`, `mounted` or `unmounted`.
-    public var state: String
+    public var state: ContainerState
     /// When the record was written.
     public var created: Date
     /// Mounted without an upper dir: the image as it is, read-only.
@@ -64,17 +64,18 @@ public struct StoredContainer: Sendable, Codable, Equatable {
     public var daemonPID: Int32?
 
     /// Whether the record says it is mounted.
-    public var isMounted: Bool { state == ContainerState.mounted || state == ContainerState.mounting }
+    public var isMounted: Bool { state == .mounted || state == .mounting }
 }
 
-/// The states of a container record.
-public enum ContainerState {
-    public static let created = "created"
+/// The states of a container record (stored as their raw values).
+public enum ContainerState: String, Sendable, Codable, CaseIterable {
+    /// Made, never mounted.
+    case created
     /// Recorded before the mount call: a crash right after leaves this, which the next command
     /// resolves by looking at the mount table.
-    public static let mounting = "mounting"
-    public static let mounted = "mounted"
-    public static let unmounted = "unmounted"
+    case mounting
+    case mounted
+    case unmounted
 }
 
 /// One layer of an import.

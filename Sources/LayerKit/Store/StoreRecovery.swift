@@ -9,8 +9,9 @@ extension LayerStore {
     /// Cleans up if no other process is using the store (the store lock is free); otherwise
     /// does nothing and says so (`ran == false`): what looks unfinished may be in progress.
     func cleanUpIfIdle() throws(StoreError) -> StoreCleanup {
-        guard try storeLock.tryLock(.exclusive) else { return StoreCleanup(ran: false) }
-        defer { storeLock.unlock() }
+        let lock = try FileLock(path: paths.storeLock)
+        guard try lock.tryLock(.exclusive) else { return StoreCleanup(ran: false) }
+        defer { lock.unlock() }
         return try cleanUp()
     }
 
@@ -70,8 +71,10 @@ extension LayerStore {
     /// link files and `l/` links that do not match their record, and anything SQLite's own
     /// integrity and foreign key checks report. Waits for imports and gc in progress to finish.
     public func verify() throws(StoreError) -> [StoreProblem] {
-        try storeLock.lock(.exclusive)
-        defer { storeLock.unlock() }
+        try withStoreLock(.exclusive) { () throws(StoreError) -> [StoreProblem] in try findProblems() }
+    }
+
+    private func findProblems() throws(StoreError) -> [StoreProblem] {
         var problems = [StoreProblem]()
         func report(_ path: String, _ problem: String) { problems.append(StoreProblem(path: path, problem: problem)) }
 
@@ -111,14 +114,15 @@ extension LayerStore {
         let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw .lastErrno(path: dir, "cannot open directory") }
         defer { close(fd) }
-        do { return try FS.listDir(fd).map { String(decoding: $0, as: UTF8.self) }.sorted() } catch {
-            throw StoreError(.system(error.errno ?? .ioError), path: dir, error.reason)
+        do throws(Errno) { return try FileSystem.names(of: fd).map { String(decoding: $0, as: UTF8.self) }.sorted() } catch {
+            throw .system(error, path: dir, "cannot read directory")
         }
     }
 
     static func removeTree(_ path: String) throws(StoreError) {
-        do { try FS.removeTree(atPath: path) } catch {
-            throw StoreError(.system(error.errno ?? .ioError), path: path, "cannot remove: \(error.reason)")
+        do throws(Errno) { try FileSystem.removeTree(atPath: path) } catch {
+            if error == .resourceBusy { throw .system(error, path: path, "cannot remove: something is mounted below it") }
+            throw .system(error, path: path, "cannot remove")
         }
     }
 
@@ -131,14 +135,6 @@ extension LayerStore {
 
     static func isDirectory(_ path: String) -> Bool {
         var st = stat()
-        return lstat(path, &st) == 0 && FS.isDir(st)
-    }
-}
-
-extension LayerError {
-    /// The errno of a `.system` error.
-    var errno: Errno? {
-        if case .system(let e) = kind { return e }
-        return nil
+        return lstat(path, &st) == 0 && FileSystem.isDirectory(st)
     }
 }

@@ -98,8 +98,8 @@ extension UnionFileSystem {
     public func getXattr(_ ino: UInt64, name: String) throws(UnionError) -> [UInt8] {
         try mutex.locked { () throws(UnionError) -> [UInt8] in
             let (node, path) = try xattrTarget(ino, "getxattr")
-            if UnionLayerStack.isPrivateXattr(name) { throw .with(ENODATA, "getxattr \(name)", path) }
-            guard let value = UnionSys.getXattr(UnionSys.absolute(layers.roots[node.layer], path), name) else {
+            if OverlayXattrNamespace.isOverlayXattr(name) { throw .with(ENODATA, "getxattr \(name)", path) }
+            guard let value = Xattrs.value(atPath: FileSystem.absolute(layers.roots[node.layer], path), name) else {
                 throw .last("getxattr \(name)", path)
             }
             return value
@@ -110,10 +110,10 @@ extension UnionFileSystem {
     public func listXattrs(_ ino: UInt64) throws(UnionError) -> [String] {
         try mutex.locked { () throws(UnionError) -> [String] in
             let (node, path) = try xattrTarget(ino, "listxattr")
-            guard let names = UnionSys.listXattrs(UnionSys.absolute(layers.roots[node.layer], path)) else {
+            guard let names = Xattrs.names(atPath: FileSystem.absolute(layers.roots[node.layer], path)) else {
                 throw .last("listxattr", path)
             }
-            return names.filter { !UnionLayerStack.isPrivateXattr($0) }
+            return names.filter { !OverlayXattrNamespace.isOverlayXattr($0) }
         }
     }
 
@@ -121,11 +121,11 @@ extension UnionFileSystem {
     public func setXattr(_ ino: UInt64, name: String, value: [UInt8], flags: Int32) throws(UnionError) {
         try mutex.locked { () throws(UnionError) in
             let (node, before) = try xattrTarget(ino, "setxattr")
-            if UnionLayerStack.isPrivateXattr(name) { throw .with(EPERM, "setxattr \(name)", before) }
+            if OverlayXattrNamespace.isOverlayXattr(name) { throw .with(EPERM, "setxattr \(name)", before) }
             try copyUp(node)
             let path = try linkedPath(node, "setxattr")
             let rc = value.withUnsafeBytes { v in
-                withCString(UnionSys.absolute(layers.roots[UnionLayerStack.upper], path)) { lsetxattr($0, name, v.baseAddress, v.count, flags) }
+                withCString(FileSystem.absolute(layers.roots[UnionLayerStack.upper], path)) { lsetxattr($0, name, v.baseAddress, v.count, flags) }
             }
             if rc != 0 { throw .last("setxattr \(name)", path) }
         }
@@ -135,12 +135,12 @@ extension UnionFileSystem {
     public func removeXattr(_ ino: UInt64, name: String) throws(UnionError) {
         try mutex.locked { () throws(UnionError) in
             let (node, before) = try xattrTarget(ino, "removexattr")
-            if UnionLayerStack.isPrivateXattr(name) { throw .with(EPERM, "removexattr \(name)", before) }
+            if OverlayXattrNamespace.isOverlayXattr(name) { throw .with(EPERM, "removexattr \(name)", before) }
             // Nothing to remove: answer without copying up.
-            if UnionSys.getXattr(UnionSys.absolute(layers.roots[node.layer], before), name) == nil { throw .last("removexattr \(name)", before) }
+            if Xattrs.value(atPath: FileSystem.absolute(layers.roots[node.layer], before), name) == nil { throw .last("removexattr \(name)", before) }
             try copyUp(node)
             let path = try linkedPath(node, "removexattr")
-            if withCString(UnionSys.absolute(layers.roots[UnionLayerStack.upper], path), { lremovexattr($0, name) }) != 0 {
+            if withCString(FileSystem.absolute(layers.roots[UnionLayerStack.upper], path), { lremovexattr($0, name) }) != 0 {
                 throw .last("removexattr \(name)", path)
             }
         }

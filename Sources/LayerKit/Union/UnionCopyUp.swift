@@ -1,4 +1,5 @@
 import CLayerSys
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,16 +22,27 @@ extension UnionFileSystem {
     func copyUp(_ node: UnionNode, withoutData: Bool = false) throws(UnionError) {
         while node.copyingUp { mutex.wait() }
         if node.layer == UnionLayerStack.upper { return }
-        guard let parent = node.parent else {
-            throw UnionError(ENOENT, "copy-up", "#\(node.ino) (removed)")
+        // The parents first, top down, without recursion (a lower tree may be deep). They are
+        // dirs: metadata only, the mutex stays held.
+        var missing: [UnionNode] = []
+        var next = node.parent
+        while let dir = next, dir.layer != UnionLayerStack.upper {
+            missing.append(dir)
+            next = dir.parent
         }
-        try copyUp(parent)   // dirs: metadata only, the mutex stays held
+        guard next != nil else { throw UnionError(ENOENT, "copy-up", "#\(node.ino) (removed)") }
+        for dir in missing.reversed() { try copyUpEntry(dir, withoutData: false) }
+        try copyUpEntry(node, withoutData: withoutData)
+    }
+
+    /// Copies one entry up, its parent being in the upper already.
+    private func copyUpEntry(_ node: UnionNode, withoutData: Bool) throws(UnionError) {
         let path = try linkedPath(node, "copy-up")
         let sourceLayer = node.layer
-        guard let st = UnionSys.lstat(layers.fds[sourceLayer], path) else { throw .last("copy-up", path) }
+        guard let st = FileSystem.lstat(layers.fds[sourceLayer], path) else { throw .last("copy-up", path) }
         let temp = tempName()
         let work = layers.workFD
-        let copyOutsideLock = UnionSys.isReg(st) && !withoutData && st.st_size > 0
+        let copyOutsideLock = FileSystem.isRegularFile(st) && !withoutData && st.st_size > 0
         do throws(UnionError) {
             if copyOutsideLock {
                 node.copyingUp = true
@@ -55,7 +67,7 @@ extension UnionFileSystem {
                 throw .last("copy-up: rename into the upper", path)
             }
         } catch {
-            try? FS.removeTree(work, temp[...])
+            try? FileSystem.removeTree(work, temp)
             throw error
         }
         node.layer = UnionLayerStack.upper
@@ -66,8 +78,8 @@ extension UnionFileSystem {
     private func buildCopy(of path: [UInt8], st: stat, from layer: Int, into temp: [UInt8], withoutData: Bool) throws(UnionError) {
         let work = layers.workFD
         let sourceFD = layers.fds[layer]
-        let source = UnionSys.absolute(layers.roots[layer], path)
-        let type = UnionSys.type(st)
+        let source = FileSystem.absolute(layers.roots[layer], path)
+        let type = FileSystem.fileType(st)
         switch type {
         case mode_t(LK_S_IFREG):
             let input = withCString(path) { openat(sourceFD, $0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
@@ -76,7 +88,11 @@ extension UnionFileSystem {
             let output = withCString(temp) { openat(work, $0, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
             guard output >= 0 else { throw .last("copy-up: create in the work dir", path) }
             defer { close(output) }
-            if !withoutData { try Self.copyData(from: input, to: output, size: Int64(st.st_size), path: path) }
+            if !withoutData {
+                do throws(Errno) { try DataCopy.copySparse(from: input, to: output, size: Int64(st.st_size)) } catch {
+                    throw UnionError(error.rawValue, "copy-up: copy data", String(decoding: path, as: UTF8.self))
+                }
+            }
             try copyXattrs(from: source, to: output, orPath: nil, path: path)
             if canChown && fchown(output, st.st_uid, st.st_gid) != 0 { throw .last("copy-up: chown", path) }
             if fchmod(output, st.st_mode & 0o7777) != 0 { throw .last("copy-up: chmod", path) }
@@ -95,7 +111,7 @@ extension UnionFileSystem {
         default:
             if withCString(temp, { mknodat(work, $0, st.st_mode, st.st_rdev) }) != 0 { throw .last("copy-up: mknod in the work dir", path) }
         }
-        let tempAbs = UnionSys.absolute(layers.workRoot, temp)
+        let tempAbs = FileSystem.absolute(layers.workRoot, temp)
         try copyXattrs(from: source, to: -1, orPath: tempAbs, path: path)
         if canChown && withCString(temp, { fchownat(work, $0, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) }) != 0 {
             throw .last("copy-up: chown", path)
@@ -109,9 +125,9 @@ extension UnionFileSystem {
 
     /// Copies the xattrs a reader sees (not overlayfs's own) onto an fd or, for non-files, a path.
     private func copyXattrs(from source: [UInt8], to fd: Int32, orPath target: [UInt8]?, path: [UInt8]) throws(UnionError) {
-        guard let names = UnionSys.listXattrs(source) else { throw .last("copy-up: list xattrs", path) }
-        for name in names where !UnionLayerStack.isPrivateXattr(name) {
-            guard let value = UnionSys.getXattr(source, name) else { continue }
+        guard let names = Xattrs.names(atPath: source) else { throw .last("copy-up: list xattrs", path) }
+        for name in names where !OverlayXattrNamespace.isOverlayXattr(name) {
+            guard let value = Xattrs.value(atPath: source, name) else { continue }
             let rc = value.withUnsafeBytes { v in
                 if let target { return withCString(target) { lsetxattr($0, name, v.baseAddress, v.count, 0) } }
                 return fsetxattr(fd, name, v.baseAddress, v.count, 0)
@@ -122,52 +138,5 @@ extension UnionFileSystem {
                 throw .last("copy-up: set xattr \(name)", path)
             }
         }
-    }
-
-    /// Copies `size` bytes, keeping holes: only the data extents (SEEK_DATA/SEEK_HOLE) are
-    /// copied, with copy_file_range (reflinks or in-kernel copy), falling back to pread/pwrite.
-    static func copyData(from input: Int32, to output: Int32, size: Int64, path: [UInt8]) throws(UnionError) {
-        var offset: off_t = 0
-        var useCopyRange = true
-        var buffer: UnsafeMutableRawPointer?
-        defer { buffer?.deallocate() }
-        while offset < size {
-            var dataStart = lseek(input, offset, 3 /* SEEK_DATA */)
-            if dataStart < 0 {
-                if errno == ENXIO { break }   // only a hole is left
-                dataStart = offset             // no SEEK_DATA support: copy everything
-            }
-            var dataEnd = lseek(input, dataStart, 4 /* SEEK_HOLE */)
-            if dataEnd < 0 { dataEnd = off_t(size) }
-            var position = dataStart
-            while position < dataEnd {
-                let chunk = Int(min(Int64(dataEnd) - Int64(position), Int64(1 << 30)))
-                if useCopyRange {
-                    lseek(input, position, SEEK_SET)
-                    lseek(output, position, SEEK_SET)
-                    let n = lk_copy_file_range(input, output, chunk)
-                    if n > 0 { position += off_t(n); continue }
-                    if n == 0 { break }
-                    if errno == EINTR { continue }
-                    if errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP {
-                        throw .last("copy-up: copy data", path)
-                    }
-                    useCopyRange = false
-                }
-                if buffer == nil { buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 4096) }
-                let n = pread(input, buffer, min(chunk, 1 << 20), position)
-                if n < 0 { if errno == EINTR { continue }; throw .last("copy-up: read", path) }
-                if n == 0 { break }
-                var written = 0
-                while written < n {
-                    let w = pwrite(output, buffer! + written, n - written, position + off_t(written))
-                    if w < 0 { if errno == EINTR { continue }; throw .last("copy-up: write", path) }
-                    written += w
-                }
-                position += off_t(n)
-            }
-            offset = dataEnd
-        }
-        if ftruncate(output, off_t(size)) != 0 { throw .last("copy-up: set size", path) }
     }
 }

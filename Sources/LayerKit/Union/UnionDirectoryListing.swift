@@ -1,3 +1,4 @@
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,13 +29,15 @@ extension UnionFileSystem {
         var seen = Set<[UInt8]>()
         var entries: [UnionDirectoryEntry] = []
         for (index, layer) in dir.dirLayers.enumerated() {
-            guard let names = UnionSys.listDirectory(layers.fds[layer], path) else {
+            let names: [FileSystem.DirectoryEntry]
+            do throws(Errno) { names = try FileSystem.entries(layers.fds[layer], path) } catch {
                 // A lower dir that vanished under the mount contributes nothing; the upper must be there.
-                if index > 0 && (errno == ENOENT || errno == ENOTDIR) { continue }
-                throw .last("readdir", path)
+                if index > 0 && (error == .noSuchFileOrDirectory || error == .notDirectory) { continue }
+                throw .with(error.rawValue, "readdir", path)
             }
             let below = index + 1 < dir.dirLayers.count
-            for (name, type) in names {
+            for entry in names {
+                let (name, type) = (entry.name, entry.type)
                 if seen.contains(name) { continue }
                 switch layers.classify(layer, dir: path, name: name, type: type) {
                 case .marker:

@@ -61,11 +61,11 @@ public final class UnionFileSystem: @unchecked Sendable {
         self.options = options
         self.canChown = geteuid() == 0
         var dirLayers = [UnionLayerStack.upper]
-        if !layers.isOpaque(UnionLayerStack.upper, UnionSys.dot) {
+        if !layers.isOpaque(UnionLayerStack.upper, FileSystem.dot) {
             for i in stride(from: 1, through: layers.lowerCount, by: 1) {
-                guard let st = UnionSys.lstat(layers.fds[i], UnionSys.dot), UnionSys.isDir(st) else { break }
+                guard let st = FileSystem.lstat(layers.fds[i], FileSystem.dot), FileSystem.isDirectory(st) else { break }
                 dirLayers.append(i)
-                if layers.isOpaque(i, UnionSys.dot) { break }
+                if layers.isOpaque(i, FileSystem.dot) { break }
             }
         }
         root = UnionNode(ino: Self.rootInode, parent: nil, name: [], layer: UnionLayerStack.upper,
@@ -119,7 +119,7 @@ public final class UnionFileSystem: @unchecked Sendable {
     }
 
     static func validName(_ name: [UInt8], _ operation: String) throws(UnionError) {
-        if name.isEmpty || name == UnionSys.dot || name == [UInt8(ascii: "."), UInt8(ascii: ".")] || name.contains(UnionSys.slash) {
+        if name.isEmpty || name == FileSystem.dot || name == [UInt8(ascii: "."), UInt8(ascii: ".")] || name.contains(FileSystem.slash) {
             throw .with(EINVAL, operation, name)
         }
         if name.count > 255 { throw .with(ENAMETOOLONG, operation, name) }
@@ -138,23 +138,23 @@ public final class UnionFileSystem: @unchecked Sendable {
     /// decides; a dir collects the dirs of the same name below it until an opaque one or a
     /// non-dir.
     func resolve(parent: UnionNode, parentPath: [UInt8], name: [UInt8]) throws(UnionError) -> Resolution? {
-        let path = UnionSys.join(parentPath, name)
+        let path = FileSystem.join(parentPath, name)
         var found: Resolution?
         for layer in parent.dirLayers {
             if layers.isAufsWhitedOut(layer, parent: parentPath, name: name) { break }
-            guard let st = UnionSys.lstat(layers.fds[layer], path) else {
+            guard let st = FileSystem.lstat(layers.fds[layer], path) else {
                 if errno == ENOENT || errno == ENOTDIR { continue }
                 throw .last("lookup", path)
             }
-            if UnionSys.isWhiteoutDevice(st) { break }
+            if LayerFormat.isWhiteoutDevice(st) { break }
             if var top = found {
-                guard UnionSys.isDir(st) else { break }
+                guard FileSystem.isDirectory(st) else { break }
                 top.dirLayers.append(layer)
                 found = top
                 if layers.isOpaque(layer, path) { break }
                 continue
             }
-            if UnionSys.isDir(st) {
+            if FileSystem.isDirectory(st) {
                 found = Resolution(layer: layer, dirLayers: [layer], stat: st)
                 if layers.isOpaque(layer, path) { break }
             } else {
@@ -170,8 +170,8 @@ public final class UnionFileSystem: @unchecked Sendable {
     func child(_ parent: UnionNode, _ parentPath: [UInt8], _ name: [UInt8]) throws(UnionError) -> UnionNode? {
         if let existing = parent.children[name] { return existing }
         guard let r = try resolve(parent: parent, parentPath: parentPath, name: name) else { return nil }
-        let type = UnionSys.type(r.stat)
-        if r.layer == UnionLayerStack.upper && UnionSys.isReg(r.stat) && r.stat.st_nlink > 1 {
+        let type = FileSystem.fileType(r.stat)
+        if r.layer == UnionLayerStack.upper && FileSystem.isRegularFile(r.stat) && r.stat.st_nlink > 1 {
             let key = HardlinkKey(dev: UInt64(r.stat.st_dev), ino: UInt64(r.stat.st_ino))
             if let shared = hardlinks[key], shared.isLinked {
                 shared.names.append((parent, name))
@@ -188,7 +188,7 @@ public final class UnionFileSystem: @unchecked Sendable {
 
     /// The backing stat of a node, with the union's inode number.
     func stat(of node: UnionNode, path: [UInt8], _ operation: String) throws(UnionError) -> stat {
-        guard var st = UnionSys.lstat(layers.fds[node.layer], path) else { throw .last(operation, path) }
+        guard var st = FileSystem.lstat(layers.fds[node.layer], path) else { throw .last(operation, path) }
         st.st_ino = ino_t(node.ino)
         return st
     }
@@ -197,8 +197,8 @@ public final class UnionFileSystem: @unchecked Sendable {
     public func lookup(parent: UInt64, name: [UInt8]) throws(UnionError) -> stat {
         try mutex.locked { () throws(UnionError) -> stat in
             let (dir, dirPath) = try directory(parent, "lookup")
-            guard let node = try child(dir, dirPath, name) else { throw .with(ENOENT, "lookup", UnionSys.join(dirPath, name)) }
-            let st = try stat(of: node, path: UnionSys.join(dirPath, name), "lookup")
+            guard let node = try child(dir, dirPath, name) else { throw .with(ENOENT, "lookup", FileSystem.join(dirPath, name)) }
+            let st = try stat(of: node, path: FileSystem.join(dirPath, name), "lookup")
             node.lookups += 1
             return st
         }
@@ -226,12 +226,12 @@ public final class UnionFileSystem: @unchecked Sendable {
     public func inode(ofPath path: String) throws(UnionError) -> UInt64 {
         try mutex.locked { () throws(UnionError) -> UInt64 in
             var node = root
-            var nodePath = UnionSys.dot
+            var nodePath = FileSystem.dot
             for component in path.split(separator: "/") where component != "." {
                 let name = Array(component.utf8)
                 guard node.isDirectory else { throw UnionError(ENOTDIR, "lookup", path) }
                 guard let next = try child(node, nodePath, name) else { throw UnionError(ENOENT, "lookup", path) }
-                nodePath = UnionSys.join(nodePath, name)
+                nodePath = FileSystem.join(nodePath, name)
                 node = next
             }
             return node.ino
@@ -253,7 +253,7 @@ public final class UnionFileSystem: @unchecked Sendable {
     /// File system statistics of the upper dir (where every write goes).
     public func statistics() throws(UnionError) -> statvfs {
         var sv = statvfs()
-        guard fstatvfs(layers.fds[UnionLayerStack.upper], &sv) == 0 else { throw .last("statfs", UnionSys.dot) }
+        guard fstatvfs(layers.fds[UnionLayerStack.upper], &sv) == 0 else { throw .last("statfs", FileSystem.dot) }
         return sv
     }
 }
@@ -264,7 +264,7 @@ extension UnionFileSystem {
     public func peekInode(parent: UInt64, name: [UInt8]) throws(UnionError) -> UInt64 {
         try mutex.locked { () throws(UnionError) -> UInt64 in
             let (dir, dirPath) = try directory(parent, "readdir")
-            guard let node = try child(dir, dirPath, name) else { throw .with(ENOENT, "readdir", UnionSys.join(dirPath, name)) }
+            guard let node = try child(dir, dirPath, name) else { throw .with(ENOENT, "readdir", FileSystem.join(dirPath, name)) }
             return node.ino
         }
     }

@@ -7,7 +7,7 @@ import Glibc
 public enum UnionWhiteoutForm: Sendable, Equatable {
     /// Kernel overlayfs's own format: a whiteout is a char device 0/0, an opaque dir carries
     /// `<namespace>.overlay.opaque=y`. Used wherever a 0/0 device can be made (root).
-    case overlay(ApplyOptions.OverlayXattrNamespace)
+    case overlay(OverlayXattrNamespace)
     /// The aufs/OCI format: a whiteout is an empty file `.wh.NAME`, an opaque dir holds
     /// `.wh..wh..opq`. Used where mknod of a 0/0 device is refused.
     case aufs
@@ -24,9 +24,6 @@ final class UnionLayerStack: @unchecked Sendable {
     let form: UnionWhiteoutForm
 
     static let upper = 0
-    static let whiteoutPrefix: [UInt8] = Array(".wh.".utf8)
-    static let opaqueMarker: [UInt8] = Array(".wh..wh..opq".utf8)
-    static let privateXattrPrefixes = ["trusted.overlay.", "user.overlay."]
     /// The prefix of the union's temporary names in the work dir.
     static let tempPrefix = "#layerkit-union-"
 
@@ -77,12 +74,12 @@ final class UnionLayerStack: @unchecked Sendable {
     private static func probeForm(_ workFD: Int32, workRoot: [UInt8]) -> UnionWhiteoutForm {
         let probe = Array((tempPrefix + "probe").utf8)
         unlinkat(workFD, String(decoding: probe, as: UTF8.self), 0)
-        guard withCString(probe, { mknodat(workFD, $0, mode_t(LK_S_IFCHR), 0) }) == 0 else { return .aufs }
+        guard withCString(probe, { mknodat(workFD, $0, LayerFormat.whiteoutDeviceMode, 0) }) == 0 else { return .aufs }
         unlinkat(workFD, String(decoding: probe, as: UTF8.self), 0)
         guard withCString(probe, { mkdirat(workFD, $0, 0o700) }) == 0 else { return .aufs }
         defer { unlinkat(workFD, String(decoding: probe, as: UTF8.self), AT_REMOVEDIR) }
-        let candidates: [ApplyOptions.OverlayXattrNamespace] = geteuid() == 0 ? [.trusted, .user] : [.user]
-        for ns in candidates where withCString(UnionSys.absolute(workRoot, probe), { lsetxattr($0, ns.opaqueName, "y", 1, 0) }) == 0 {
+        let candidates: [OverlayXattrNamespace] = geteuid() == 0 ? [.trusted, .user] : [.user]
+        for ns in candidates where (try? Xattrs.set(atPath: FileSystem.absolute(workRoot, probe), ns.opaque, OverlayXattrNamespace.opaqueValue)) != nil {
             return .overlay(ns)
         }
         return .aufs
@@ -90,9 +87,9 @@ final class UnionLayerStack: @unchecked Sendable {
 
     /// Temporary entries a crashed copy-up left in the work dir.
     private static func removeLeftovers(_ workFD: Int32) {
-        guard let names = UnionSys.listDirectory(workFD, UnionSys.dot) else { return }
-        for (name, _) in names where name.starts(with: tempPrefix.utf8) {
-            try? FS.removeTree(workFD, name[...])
+        guard let names = try? FileSystem.names(of: workFD) else { return }
+        for name in names where name.starts(with: tempPrefix.utf8) {
+            try? FileSystem.removeTree(workFD, name)
         }
     }
 
@@ -102,39 +99,34 @@ final class UnionLayerStack: @unchecked Sendable {
     /// aufs `.wh.NAME` next to it (the upper, in aufs form).
     func isAufsWhitedOut(_ layer: Int, parent: [UInt8], name: [UInt8]) -> Bool {
         guard layer == Self.upper, form == .aufs else { return false }
-        return UnionSys.exists(fds[layer], UnionSys.join(parent, Self.whiteoutPrefix + name))
+        return FileSystem.exists(fds[layer], FileSystem.join(parent, LayerFormat.whiteoutName(for: name)))
     }
 
     /// Whether the dir at `path` in `layer` is opaque (hides the layers below it).
     func isOpaque(_ layer: Int, _ path: [UInt8]) -> Bool {
         if layer == Self.upper, form == .aufs {
-            return UnionSys.exists(fds[layer], UnionSys.join(path, Self.opaqueMarker))
+            return FileSystem.exists(fds[layer], FileSystem.join(path, LayerFormat.opaqueMarker))
         }
-        let abs = UnionSys.absolute(roots[layer], path)
-        for ns in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-            if UnionSys.getXattr(abs, ns) == [UInt8(ascii: "y")] { return true }
-        }
-        return false
+        let abs = FileSystem.absolute(roots[layer], path)
+        return OverlayXattrNamespace.allCases.contains { Xattrs.value(atPath: abs, $0.opaque) == OverlayXattrNamespace.opaqueValue }
     }
 
     /// Whether a name seen in a listing of `layer` is a marker rather than an entry, and what it hides.
     enum ListedName { case entry, whiteout([UInt8]), marker }
 
     func classify(_ layer: Int, dir: [UInt8], name: [UInt8], type: UInt8) -> ListedName {
-        if layer == Self.upper, form == .aufs, name.starts(with: Self.whiteoutPrefix) {
-            if name == Self.opaqueMarker { return .marker }
-            return .whiteout(Array(name.dropFirst(Self.whiteoutPrefix.count)))
+        if layer == Self.upper, form == .aufs {
+            switch LayerFormat.marker(name) {
+            case .none: break
+            case .whiteout(let hidden): return .whiteout(hidden)
+            case .opaque, .aufsMetadata, .invalidWhiteout: return .marker
+            }
         }
         if type == UInt8(DT_CHR) || type == UInt8(DT_UNKNOWN) {
-            if let st = UnionSys.lstat(fds[layer], UnionSys.join(dir, name)), UnionSys.isWhiteoutDevice(st) {
+            if let st = FileSystem.lstat(fds[layer], FileSystem.join(dir, name)), LayerFormat.isWhiteoutDevice(st) {
                 return .whiteout(name)
             }
         }
         return .entry
-    }
-
-    /// Whether an xattr name is the union's (or overlayfs's) own state, hidden from readers.
-    static func isPrivateXattr(_ name: String) -> Bool {
-        privateXattrPrefixes.contains { name.hasPrefix($0) }
     }
 }

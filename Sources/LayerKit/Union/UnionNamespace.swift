@@ -25,26 +25,26 @@ extension UnionFileSystem {
         let (dir, dirPath) = try directory(parentIno, operation)
         try Self.validName(name, operation)
         try checkNotReserved(name, operation)
-        let path = UnionSys.join(dirPath, name)
+        let path = FileSystem.join(dirPath, name)
         if try child(dir, dirPath, name) != nil { throw .with(EEXIST, operation, path) }
         try copyUp(dir)
         let upper = layers.fds[UnionLayerStack.upper]
         var direct = true
-        if let existing = UnionSys.lstat(upper, path) {
-            guard UnionSys.isWhiteoutDevice(existing) else { throw .with(EEXIST, operation, path) }
+        if let existing = FileSystem.lstat(upper, path) {
+            guard LayerFormat.isWhiteoutDevice(existing) else { throw .with(EEXIST, operation, path) }
             direct = false
-        } else if layers.form == .aufs && UnionSys.exists(upper, UnionSys.join(dirPath, UnionLayerStack.whiteoutPrefix + name)) {
+        } else if layers.form == .aufs && FileSystem.exists(upper, FileSystem.join(dirPath, LayerFormat.whiteoutName(for: name))) {
             direct = false
         }
         let (entryDirFD, entryName) = direct ? (upper, path) : (layers.workFD, tempName())
         do throws(UnionError) {
             try make(entryDirFD, entryName)
-            guard var built = UnionSys.lstat(entryDirFD, entryName) else { throw .last(operation, path) }
-            let isDirectory = UnionSys.isDir(built)
+            guard var built = FileSystem.lstat(entryDirFD, entryName) else { throw .last(operation, path) }
+            let isDirectory = FileSystem.isDirectory(built)
             if canChown {
                 // Created by root: give it to the caller; the group stays the dir's under a setgid dir.
                 var gid = caller.gid
-                if let parentStat = UnionSys.lstat(upper, dirPath), parentStat.st_mode & mode_t(S_ISGID) != 0 {
+                if let parentStat = FileSystem.lstat(upper, dirPath), parentStat.st_mode & mode_t(S_ISGID) != 0 {
                     gid = parentStat.st_gid
                     if isDirectory && built.st_mode & mode_t(S_ISGID) == 0 {
                         withCString(entryName) { _ = fchmodat(entryDirFD, $0, (built.st_mode & 0o7777) | mode_t(S_ISGID), 0) }
@@ -52,22 +52,22 @@ extension UnionFileSystem {
                 }
                 if built.st_uid != caller.uid || built.st_gid != gid {
                     if withCString(entryName, { fchownat(entryDirFD, $0, caller.uid, gid, AT_SYMLINK_NOFOLLOW) }) != 0 { throw .last(operation + ": chown", path) }
-                    if let again = UnionSys.lstat(entryDirFD, entryName) { built = again }
+                    if let again = FileSystem.lstat(entryDirFD, entryName) { built = again }
                 }
             }
             if !direct {
                 if isDirectory && lowerHas(dir, dirPath, name) {
-                    try markOpaque(fd: layers.workFD, relative: entryName, absolute: UnionSys.absolute(layers.workRoot, entryName))
+                    try markOpaque(fd: layers.workFD, relative: entryName, absolute: FileSystem.absolute(layers.workRoot, entryName))
                 }
                 try install(entryName, isDirectory: isDirectory, dirPath: dirPath, name: name, operation)
             }
             let node = makeNode(parent: dir, name: name, layer: UnionLayerStack.upper,
-                                dirLayers: isDirectory ? [UnionLayerStack.upper] : [], type: UnionSys.type(built))
+                                dirLayers: isDirectory ? [UnionLayerStack.upper] : [], type: FileSystem.fileType(built))
             built.st_ino = ino_t(node.ino)
             node.lookups += 1
             return (node, built)
         } catch {
-            try? FS.removeTree(entryDirFD, entryName[...])
+            try? FileSystem.removeTree(entryDirFD, entryName)
             throw error
         }
     }
@@ -133,7 +133,7 @@ extension UnionFileSystem {
             let (dir, dirPath) = try directory(newParent, "link")
             try Self.validName(newName, "link")
             try checkNotReserved(newName, "link")
-            let path = UnionSys.join(dirPath, newName)
+            let path = FileSystem.join(dirPath, newName)
             if try child(dir, dirPath, newName) != nil { throw .with(EEXIST, "link", path) }
             try copyUp(dir)
             let upper = layers.fds[UnionLayerStack.upper]
@@ -150,7 +150,7 @@ extension UnionFileSystem {
             node.names.append((dir, newName))
             dir.children[newName] = node
             let st = try stat(of: node, path: path, "link")
-            if let backing = UnionSys.lstat(upper, path) {
+            if let backing = FileSystem.lstat(upper, path) {
                 let key = HardlinkKey(dev: UInt64(backing.st_dev), ino: UInt64(backing.st_ino))
                 hardlinks[key] = node
                 node.hardlinkKey = key
@@ -166,7 +166,7 @@ extension UnionFileSystem {
     public func unlink(parent: UInt64, name: [UInt8]) throws(UnionError) {
         try mutex.locked { () throws(UnionError) in
             let (dir, dirPath) = try directory(parent, "unlink")
-            let path = UnionSys.join(dirPath, name)
+            let path = FileSystem.join(dirPath, name)
             guard let node = try child(dir, dirPath, name) else { throw .with(ENOENT, "unlink", path) }
             guard !node.isDirectory else { throw .with(EISDIR, "unlink", path) }
             if lowerHas(dir, dirPath, name) {
@@ -183,7 +183,7 @@ extension UnionFileSystem {
     public func removeDirectory(parent: UInt64, name: [UInt8]) throws(UnionError) {
         try mutex.locked { () throws(UnionError) in
             let (dir, dirPath) = try directory(parent, "rmdir")
-            let path = UnionSys.join(dirPath, name)
+            let path = FileSystem.join(dirPath, name)
             guard let node = try child(dir, dirPath, name) else { throw .with(ENOENT, "rmdir", path) }
             guard node.isDirectory else { throw .with(ENOTDIR, "rmdir", path) }
             guard try isEmptyInUnion(node, path) else { throw .with(ENOTEMPTY, "rmdir", path) }
@@ -195,7 +195,7 @@ extension UnionFileSystem {
                 if needWhiteout, case .overlay = layers.form {
                     // Swap a fresh whiteout with the dir in one step, then remove the dir from the work dir.
                     let temp = tempName()
-                    if withCString(temp, { mknodat(layers.workFD, $0, mode_t(LK_S_IFCHR), 0) }) != 0 { throw .last("rmdir: whiteout", path) }
+                    if withCString(temp, { mknodat(layers.workFD, $0, LayerFormat.whiteoutDeviceMode, 0) }) != 0 { throw .last("rmdir: whiteout", path) }
                     if withCString(temp, { t in withCString(path) { lk_renameat2(layers.workFD, t, upper, $0, UInt32(LK_RENAME_EXCHANGE)) } }) != 0 {
                         let e = UnionError.last("rmdir: whiteout", path)
                         withCString(temp) { _ = unlinkat(layers.workFD, $0, 0) }
@@ -204,7 +204,7 @@ extension UnionFileSystem {
                     withCString(temp) { _ = unlinkat(layers.workFD, $0, AT_REMOVEDIR) }
                 } else {
                     if needWhiteout {
-                        let marker = UnionSys.join(dirPath, UnionLayerStack.whiteoutPrefix + name)
+                        let marker = FileSystem.join(dirPath, LayerFormat.whiteoutName(for: name))
                         let fd = withCString(marker) { openat(upper, $0, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600) }
                         guard fd >= 0 else { throw .last("rmdir: whiteout", path) }
                         close(fd)
@@ -234,8 +234,8 @@ extension UnionFileSystem {
             }
             let (dir, dirPath) = try directory(parent, "rename")
             let (newDir, newDirPath) = try directory(newParent, "rename")
-            let oldPath = UnionSys.join(dirPath, name)
-            let newPath = UnionSys.join(newDirPath, newName)
+            let oldPath = FileSystem.join(dirPath, name)
+            let newPath = FileSystem.join(newDirPath, newName)
             guard flags & ~UInt32(LK_RENAME_NOREPLACE) == 0 else { throw .with(EINVAL, "rename (flags)", oldPath) }
             try Self.validName(newName, "rename")
             try checkNotReserved(newName, "rename")
@@ -260,9 +260,9 @@ extension UnionFileSystem {
             if let target, target.isDirectory, target.dirLayers.contains(UnionLayerStack.upper) {
                 try clearMarkers(newPath)
             }
-            let upperAtNew = UnionSys.lstat(upper, newPath)
+            let upperAtNew = FileSystem.lstat(upper, newPath)
             if node.isDirectory {
-                if let upperAtNew, !UnionSys.isDir(upperAtNew) {
+                if let upperAtNew, !FileSystem.isDirectory(upperAtNew) {
                     // Over a whiteout: swap, and the whiteout lands at the old name, where it is
                     // kept when a lower layer has that name.
                     if withCString(oldPath, { o in withCString(newPath) { lk_renameat2(upper, o, upper, $0, UInt32(LK_RENAME_EXCHANGE)) } }) != 0 {
@@ -277,7 +277,7 @@ extension UnionFileSystem {
                     if oldNeedsWhiteout { try placeWhiteout(dirPath, name) }
                 }
                 if newHasLower {
-                    try markOpaque(fd: upper, relative: newPath, absolute: UnionSys.absolute(layers.roots[UnionLayerStack.upper], newPath))
+                    try markOpaque(fd: upper, relative: newPath, absolute: FileSystem.absolute(layers.roots[UnionLayerStack.upper], newPath))
                 }
             } else {
                 var done = false
@@ -292,7 +292,7 @@ extension UnionFileSystem {
                 }
             }
             if layers.form == .aufs {
-                let marker = UnionSys.join(newDirPath, UnionLayerStack.whiteoutPrefix + newName)
+                let marker = FileSystem.join(newDirPath, LayerFormat.whiteoutName(for: newName))
                 if withCString(marker, { unlinkat(upper, $0, 0) }) != 0 && errno != ENOENT { throw .last("rename: remove whiteout", newPath) }
             }
             if let target { detach(target, parent: newDir, name: newName) }

@@ -41,7 +41,7 @@ final class UnionNode {
 
     /// The path in the union, relative to its root (`.` for the root); nil when unlinked.
     var path: [UInt8]? {
-        if isRoot { return UnionSys.dot }
+        if isRoot { return FileSystem.dot }
         var components: [[UInt8]] = []
         var node = self
         while !node.isRoot {
@@ -52,7 +52,7 @@ final class UnionNode {
         var out: [UInt8] = []
         out.reserveCapacity(components.reduce(0) { $0 + $1.count + 1 })
         for c in components.reversed() {
-            if !out.isEmpty { out.append(UnionSys.slash) }
+            if !out.isEmpty { out.append(FileSystem.slash) }
             out.append(contentsOf: c)
         }
         return out

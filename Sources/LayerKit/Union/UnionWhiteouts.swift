@@ -1,4 +1,5 @@
 import CLayerSys
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,17 +9,17 @@ extension UnionFileSystem {
     /// Whether a layer below the upper has `name` in the dir (a whiteout there ends the search):
     /// then removing the name needs a whiteout, and a dir made at the name must be opaque.
     func lowerHas(_ dir: UnionNode, _ dirPath: [UInt8], _ name: [UInt8]) -> Bool {
-        let path = UnionSys.join(dirPath, name)
+        let path = FileSystem.join(dirPath, name)
         for layer in dir.dirLayers where layer != UnionLayerStack.upper {
-            guard let st = UnionSys.lstat(layers.fds[layer], path) else { continue }
-            return !UnionSys.isWhiteoutDevice(st)
+            guard let st = FileSystem.lstat(layers.fds[layer], path) else { continue }
+            return !LayerFormat.isWhiteoutDevice(st)
         }
         return false
     }
 
     /// Names the union reserves in an aufs-form upper.
     func checkNotReserved(_ name: [UInt8], _ operation: String) throws(UnionError) {
-        if layers.form == .aufs && name.starts(with: UnionLayerStack.whiteoutPrefix) {
+        if layers.form == .aufs && name.starts(with: LayerFormat.whiteoutPrefix) {
             throw .with(EINVAL, operation + " (names starting with .wh. are whiteout markers in this union)", name)
         }
     }
@@ -28,18 +29,18 @@ extension UnionFileSystem {
     /// and renamed over the name in one step; aufs form: `.wh.NAME`, then the name is removed.
     func placeWhiteout(_ dirPath: [UInt8], _ name: [UInt8]) throws(UnionError) {
         let upper = layers.fds[UnionLayerStack.upper]
-        let path = UnionSys.join(dirPath, name)
+        let path = FileSystem.join(dirPath, name)
         switch layers.form {
         case .overlay:
             let temp = tempName()
-            if withCString(temp, { mknodat(layers.workFD, $0, mode_t(LK_S_IFCHR), 0) }) != 0 { throw .last("whiteout: mknod", path) }
+            if withCString(temp, { mknodat(layers.workFD, $0, LayerFormat.whiteoutDeviceMode, 0) }) != 0 { throw .last("whiteout: mknod", path) }
             if withCString(temp, { t in withCString(path) { renameat(layers.workFD, t, upper, $0) } }) != 0 {
                 let e = UnionError.last("whiteout: rename into the upper", path)
                 withCString(temp) { _ = unlinkat(layers.workFD, $0, 0) }
                 throw e
             }
         case .aufs:
-            let marker = UnionSys.join(dirPath, UnionLayerStack.whiteoutPrefix + name)
+            let marker = FileSystem.join(dirPath, LayerFormat.whiteoutName(for: name))
             let fd = withCString(marker) { openat(upper, $0, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600) }
             guard fd >= 0 else { throw .last("whiteout: create marker", path) }
             close(fd)
@@ -51,9 +52,11 @@ extension UnionFileSystem {
     func markOpaque(fd dirFD: Int32, relative: [UInt8], absolute: [UInt8]) throws(UnionError) {
         switch layers.form {
         case .overlay(let ns):
-            if withCString(absolute, { lsetxattr($0, ns.opaqueName, "y", 1, 0) }) != 0 { throw .last("mark opaque", relative) }
+            do throws(Errno) { try Xattrs.set(atPath: absolute, ns.opaque, OverlayXattrNamespace.opaqueValue) } catch {
+                throw .with(error.rawValue, "mark opaque", relative)
+            }
         case .aufs:
-            let fd = withCString(UnionSys.join(relative, UnionLayerStack.opaqueMarker)) {
+            let fd = withCString(FileSystem.join(relative, LayerFormat.opaqueMarker)) {
                 openat(dirFD, $0, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
             }
             guard fd >= 0 else { throw .last("mark opaque", relative) }
@@ -66,10 +69,10 @@ extension UnionFileSystem {
     func install(_ temp: [UInt8], isDirectory: Bool, dirPath: [UInt8], name: [UInt8], _ operation: String) throws(UnionError) {
         let upper = layers.fds[UnionLayerStack.upper]
         let work = layers.workFD
-        let path = UnionSys.join(dirPath, name)
+        let path = FileSystem.join(dirPath, name)
         var rc: Int32
-        if let st = UnionSys.lstat(upper, path) {
-            guard UnionSys.isWhiteoutDevice(st) else { throw .with(EEXIST, operation, path) }
+        if let st = FileSystem.lstat(upper, path) {
+            guard LayerFormat.isWhiteoutDevice(st) else { throw .with(EEXIST, operation, path) }
             if isDirectory {
                 // A dir cannot be renamed over a device: swap them, then drop the whiteout.
                 rc = withCString(temp) { t in withCString(path) { lk_renameat2(work, t, upper, $0, UInt32(LK_RENAME_EXCHANGE)) } }
@@ -82,7 +85,7 @@ extension UnionFileSystem {
         }
         guard rc == 0 else { throw .last(operation + ": rename into the upper", path) }
         if layers.form == .aufs {
-            let marker = UnionSys.join(dirPath, UnionLayerStack.whiteoutPrefix + name)
+            let marker = FileSystem.join(dirPath, LayerFormat.whiteoutName(for: name))
             if withCString(marker, { unlinkat(upper, $0, 0) }) != 0 && errno != ENOENT { throw .last(operation + ": remove whiteout", path) }
         }
     }
@@ -90,13 +93,15 @@ extension UnionFileSystem {
     /// Empties an upper dir that shows nothing in the union (it can hold only whiteouts and markers).
     func clearMarkers(_ path: [UInt8]) throws(UnionError) {
         let upper = layers.fds[UnionLayerStack.upper]
-        guard let names = UnionSys.listDirectory(upper, path) else { throw .last("clear whiteouts", path) }
-        for (name, _) in names {
-            let child = UnionSys.join(path, name)
-            let dirFD = withCString(path) { openat(upper, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            guard dirFD >= 0 else { throw .last("clear whiteouts", child) }
-            defer { close(dirFD) }
-            do throws(LayerError) { try FS.removeTree(dirFD, name[...]) } catch { throw .with(EIO, "clear whiteouts", child) }
+        let dirFD: Int32
+        do throws(Errno) { dirFD = try FileSystem.openDirectory(upper, path) } catch { throw .with(error.rawValue, "clear whiteouts", path) }
+        defer { close(dirFD) }
+        let names: [[UInt8]]
+        do throws(Errno) { names = try FileSystem.names(of: dirFD) } catch { throw .with(error.rawValue, "clear whiteouts", path) }
+        for name in names {
+            do throws(Errno) { try FileSystem.removeTree(dirFD, name) } catch {
+                throw .with(error.rawValue, "clear whiteouts", FileSystem.join(path, name))
+            }
         }
     }
 }

@@ -1,0 +1,525 @@
+import CArchive
+import CLayerSys
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes the entries of one tar stream onto a target directory.
+///
+/// Parents are opened through a `ConfinedResolver` (the target is the root for every name and
+/// link), and every change is an fd-relative `*at` call on the final component, never following
+/// a symlink there. So `..`, absolute names and symlinks pointing anywhere can only reach inside
+/// the target. Existing entries are unlinked and recreated, never written through (a file
+/// hardlinked from elsewhere is never changed).
+final class ApplyEngine {
+    private let resolver: ConfinedResolver
+    private let options: ApplyOptions
+    private let overlay: OverlayXattrNamespace?
+    private let lowers: LowerLayers
+    private let umask: mode_t
+    private let cancellation: CancellationFlag?
+
+    /// What this layer has written, for whiteout/opaque semantics: a whiteout or opaque marker
+    /// hides what lower layers put there, never what this layer wrote, whatever the order.
+    private var written = Set<EntryPath>()
+    private var writtenAncestors = Set<EntryPath>()
+    private var lastParent: EntryPath? = nil
+
+    /// Dir times are set once all children are in place.
+    private var dirTimes: [(EntryPath, timespec, timespec)] = []
+    /// Times of dirs this layer changes without naming them, restored at the end (as umoci does),
+    /// so the result does not depend on when it was made.
+    private var touchedDirs: [EntryPath: (timespec, timespec)] = [:]
+    private var lastTouched: EntryPath? = nil
+
+    private(set) var warnings: [String] = []
+    private(set) var entryCount = 0
+
+    init(rootFD: Int32, options: ApplyOptions, cancellation: CancellationFlag? = nil) {
+        self.cancellation = cancellation
+        self.resolver = ConfinedResolver(rootFD: rootFD)
+        self.options = options
+        if case .overlay(let ns) = options.format { overlay = ns } else { overlay = nil }
+        self.lowers = LowerLayers(directories: options.lowerDirs)
+        self.umask = FileSystem.currentUmask()
+    }
+
+    private var rootFD: Int32 { resolver.rootFD }
+
+    // MARK: - Entries
+
+    /// Applies one entry whose header was just read from `archive`; its data is read here.
+    func apply(_ entry: OpaquePointer, from archive: OpaquePointer) throws(LayerError) {
+        entryCount += 1
+        resolver.endEntry()
+        try cancellation?.check()
+        let (path, display) = try EntryValidator.path(of: entry)
+        do throws(LayerError) {
+            try applyEntry(entry, path: path, archive: archive)
+        } catch var error {
+            if error.entry == nil { error.entry = display }
+            throw error
+        }
+    }
+
+    private func applyEntry(_ entry: OpaquePointer, path: EntryPath, archive: OpaquePointer) throws(LayerError) {
+        switch LayerFormat.marker(path.name) {
+        case .none: break
+        case .opaque: return try applyOpaqueMarker(in: path.parent)
+        case .whiteout(let hidden): return try applyWhiteout(path.parent, hidden, entry: entry)
+        case .aufsMetadata: return   // aufs bookkeeping (`.wh..wh.plnk`, `.wh..wh.aufs`): not content
+        case .invalidWhiteout: throw LayerError(.invalidEntry, "invalid whiteout name")
+        }
+        if let target = archive_entry_hardlink(entry) {
+            try applyHardlink(path, target: try EntryValidator.hardlinkTarget(target))
+            noteWritten(path)
+            return
+        }
+        let type = archive_entry_filetype(entry)
+        let perm = mode_t(archive_entry_perm(entry)) & 0o7777
+        try EntryValidator.checkRoot(path, type: type)
+        if path.isRoot {
+            try applyDirMetadata(fd: rootFD, path: path, entry: entry, perm: perm)
+            return
+        }
+        let parentFD = try resolver.directory(path.parent, create: true)
+        noteTouch(path.parent, parentFD)
+        switch type {
+        case UInt32(LK_S_IFREG):
+            try writeFile(parentFD, path, entry: entry, archive: archive, perm: perm)
+        case UInt32(LK_S_IFDIR):
+            try makeDirectory(parentFD, path, entry: entry, perm: perm)
+        case UInt32(LK_S_IFLNK):
+            let target = archive_entry_symlink(entry) ?? UnsafePointer(strdup(""))!
+            try makeSymlink(parentFD, path, target: target, entry: entry)
+        case UInt32(LK_S_IFCHR), UInt32(LK_S_IFBLK), UInt32(LK_S_IFIFO):
+            try makeNode(parentFD, path, type: type, entry: entry, perm: perm)
+        case UInt32(LK_S_IFSOCK):
+            warn("entry \"\(path)\": socket skipped")
+            return
+        default:
+            throw LayerError(.invalidEntry, "unsupported entry type 0o\(String(type, radix: 8))")
+        }
+        noteWritten(path)
+    }
+
+    /// Records that this layer wrote `path` (and so, that its ancestors exist in this layer).
+    private func noteWritten(_ path: EntryPath) {
+        written.insert(path)
+        let parent = path.parent
+        if parent == lastParent { return }
+        lastParent = parent
+        var p = parent
+        while !p.isRoot, writtenAncestors.insert(p).inserted { p = p.parent }
+    }
+
+    private func wasWritten(_ path: EntryPath) -> Bool {
+        written.contains(path) || writtenAncestors.contains(path)
+    }
+
+    // MARK: - Regular files
+
+    private func writeFile(_ parentFD: Int32, _ path: EntryPath, entry: OpaquePointer, archive: OpaquePointer, perm: mode_t) throws(LayerError) {
+        let createMode = perm & 0o777
+        // Atomic mode: the file is made under a temporary name and renamed over the real one once
+        // complete; otherwise under its name (the whole target is a staging dir).
+        let temporary: [UInt8]? = options.writesFilesAtomically ? Array(".layertool-partial-\(UInt64.random(in: 0...UInt64.max))".utf8) : nil
+        let name = temporary.map { $0[...] } ?? path.name
+        var fd = withCString(name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, createMode) }
+        if fd < 0 && errno == EEXIST && temporary == nil {
+            try removeExisting(parentFD, name)
+            fd = withCString(name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, createMode) }
+        }
+        guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot create file") }
+        var installed = temporary == nil
+        defer {
+            close(fd)
+            if !installed, let temporary { withCString(temporary) { _ = unlinkat(parentFD, $0, 0) } }
+        }
+        try writeFileContents(fd, entry: entry, archive: archive, perm: perm, createMode: createMode, path: path)
+        if let temporary {
+            // A dir cannot be renamed over; anything else is replaced in one step.
+            if let existing = FileSystem.lstat(parentFD, path.name) {
+                if FileSystem.isDirectory(existing) { try removeExisting(parentFD, path.name) }
+                if FileSystem.isSymlink(existing) { resolver.invalidate() }
+            }
+            let rc = withCString(temporary) { t in withCString(path.name) { renameat(parentFD, t, parentFD, $0) } }
+            guard rc == 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot rename the file into place") }
+            installed = true
+        }
+    }
+
+    private func writeFileContents(_ fd: Int32, entry: OpaquePointer, archive: OpaquePointer, perm: mode_t, createMode: mode_t,
+                                   path: EntryPath) throws(LayerError) {
+
+        // Data, zero-copy from libarchive's buffers; gaps between blocks stay holes.
+        let size = archive_entry_size(entry)
+        var block: UnsafeRawPointer? = nil
+        var blockSize = 0
+        var offset: la_int64_t = 0
+        var end: Int64 = 0
+        while true {
+            let rc = archive_read_data_block(archive, &block, &blockSize, &offset)
+            if rc == ARCHIVE_EOF { break }
+            if rc < ARCHIVE_WARN {
+                throw LayerError(.corruptArchive, TarReader.errorString(archive))
+            }
+            if blockSize == 0 { continue }
+            do throws(Errno) { try DataCopy.writeAll(fd, block!, blockSize, at: off_t(offset)) } catch {
+                throw .system(error, entry: nil, "cannot write file")
+            }
+            end = Int64(offset) + Int64(blockSize)
+        }
+        if end < size {
+            if ftruncate(fd, off_t(size)) != 0 {
+                throw .system(Errno(rawValue: errno), entry: nil, "cannot extend sparse file")
+            }
+        }
+        try setOwner(fd: fd, entry: entry)
+        // chown clears setuid/setgid, so a mode with them is always set again after it.
+        if perm != createMode & ~umask || perm & 0o6000 != 0 {
+            if fchmod(fd, perm) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chmod") }
+        }
+        applyXattrs(entry, path: path) { name, value, size in fsetxattr(fd, name, value, size, 0) }
+        if withTimes(entryTimes(entry), { futimens(fd, $0) }) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
+    }
+
+    // MARK: - Directories
+
+    private func makeDirectory(_ parentFD: Int32, _ path: EntryPath, entry: OpaquePointer, perm: mode_t) throws(LayerError) {
+        let name = path.name
+        var replacedWhiteout = false
+        var merged = false
+        var rc = withCString(name) { mkdirat(parentFD, $0, 0o700) }
+        if rc != 0 && errno == EEXIST {
+            let existing = FileSystem.lstat(parentFD, name)
+            if let existing, FileSystem.isDirectory(existing) {
+                rc = 0  // dir over dir: merge, keep the contents
+                merged = true
+            } else {
+                if let existing, overlay != nil, LayerFormat.isWhiteoutDevice(existing) { replacedWhiteout = true }
+                try removeExisting(parentFD, name)
+                rc = withCString(name) { mkdirat(parentFD, $0, 0o700) }
+            }
+        }
+        guard rc == 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot create directory") }
+        let fd = withCString(name) { openat(parentFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot open directory") }
+        resolver.remember(path, fd)
+        if merged { dropStaleXattrs(fd: fd, parentFD: parentFD, name: name, entry: entry) }
+        try applyDirMetadata(fd: fd, path: path, entry: entry, perm: perm)
+        if replacedWhiteout { try setOpaque(fd, path) }
+    }
+
+    /// A dir entry over an existing dir replaces its attributes (image-spec layer.md): xattrs the
+    /// entry does not carry go, among those an archive may set (host-only ones such as
+    /// `trusted.*` or an SELinux label the archive does not manage are left alone).
+    private func dropStaleXattrs(fd: Int32, parentFD: Int32, name: ArraySlice<UInt8>, entry: OpaquePointer) {
+        let current = Xattrs.all(fd: fd)
+        guard !current.isEmpty else { return }
+        var carried = Set<String>()
+        if archive_entry_xattr_reset(entry) > 0 {
+            var namePtr: UnsafePointer<CChar>? = nil
+            var value: UnsafeRawPointer? = nil
+            var size = 0
+            while archive_entry_xattr_next(entry, &namePtr, &value, &size) == ARCHIVE_OK {
+                if let namePtr { carried.insert(String(cString: namePtr)) }
+            }
+        }
+        for attribute in current where options.xattrPolicy.carries(attribute.name) && !carried.contains(attribute.name) {
+            fremovexattr(fd, attribute.name)
+        }
+    }
+
+    private func applyDirMetadata(fd: Int32, path: EntryPath, entry: OpaquePointer, perm: mode_t) throws(LayerError) {
+        try setOwner(fd: fd, entry: entry)
+        if fchmod(fd, perm) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chmod directory") }
+        applyXattrs(entry, path: path) { name, value, size in fsetxattr(fd, name, value, size, 0) }
+        let times = entryTimes(entry)
+        dirTimes.append((path, times.0, times.1))
+    }
+
+    // MARK: - Links and special files
+
+    private func makeSymlink(_ parentFD: Int32, _ path: EntryPath, target: UnsafePointer<CChar>, entry: OpaquePointer) throws(LayerError) {
+        let name = path.name
+        var rc = withCString(name) { symlinkat(target, parentFD, $0) }
+        if rc != 0 && errno == EEXIST {
+            try removeExisting(parentFD, name)
+            rc = withCString(name) { symlinkat(target, parentFD, $0) }
+        }
+        guard rc == 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot create symlink") }
+        try finishNode(parentFD, path, entry: entry, perm: nil)
+    }
+
+    private func makeNode(_ parentFD: Int32, _ path: EntryPath, type: UInt32, entry: OpaquePointer, perm: mode_t) throws(LayerError) {
+        let device = type == UInt32(LK_S_IFIFO) ? 0 : try EntryValidator.deviceNumber(of: entry)
+        let mode = mode_t(type) | (perm & 0o777)
+        let name = path.name
+        var rc = withCString(name) { mknodat(parentFD, $0, mode, device) }
+        if rc != 0 && errno == EEXIST {
+            try removeExisting(parentFD, name)
+            rc = withCString(name) { mknodat(parentFD, $0, mode, device) }
+        }
+        if rc != 0 {
+            let err = errno
+            if err == EPERM && geteuid() != 0 && type != UInt32(LK_S_IFIFO) {
+                warn("entry \"\(path)\": device node skipped (creating devices needs privilege)")
+                return
+            }
+            throw .system(Errno(rawValue: err), entry: nil, "cannot create \(type == UInt32(LK_S_IFIFO) ? "fifo" : "device")")
+        }
+        try finishNode(parentFD, path, entry: entry, perm: perm)
+    }
+
+    /// Owner, mode, xattrs and times of a symlink or node, by name, never following it.
+    private func finishNode(_ parentFD: Int32, _ path: EntryPath, entry: OpaquePointer, perm: mode_t?) throws(LayerError) {
+        let name = path.name
+        let uid = uid_t(truncatingIfNeeded: archive_entry_uid(entry))
+        let gid = gid_t(truncatingIfNeeded: archive_entry_gid(entry))
+        // Always: a new entry in a setgid dir takes the dir's group, not the caller's.
+        if options.preserveOwnership {
+            let rc = withCString(name) { fchownat(parentFD, $0, uid, gid, AT_SYMLINK_NOFOLLOW) }
+            if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chown") }
+        }
+        if let perm, perm != perm & 0o777 & ~umask || perm & 0o7000 != 0 {
+            // The node was created just now by name in a dir we hold: it is not a symlink.
+            let rc = withCString(name) { fchmodat(parentFD, $0, perm, 0) }
+            if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chmod") }
+        }
+        if archive_entry_xattr_count(entry) > 0 {
+            let procPath = "/proc/self/fd/\(parentFD)/" + String(decoding: name, as: UTF8.self)
+            applyXattrs(entry, path: path) { xname, value, size in lsetxattr(procPath, xname, value, size, 0) }
+        }
+        let times = entryTimes(entry)
+        let rc = withCString(name) { n in withTimes(times) { utimensat(parentFD, n, $0, AT_SYMLINK_NOFOLLOW) } }
+        if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
+    }
+
+    private func applyHardlink(_ path: EntryPath, target: EntryPath) throws(LayerError) {
+        let targetText = target.description
+        guard !path.isRoot else { throw LayerError(.invalidEntry, "the root of the target can only be a directory") }
+        let canCopyUp = overlay != nil && !lowers.isEmpty
+        let targetParent: Int32
+        do throws(LayerError) {
+            targetParent = try resolver.directory(target.parent, create: false)
+        } catch {
+            guard error.errno == .noSuchFileOrDirectory, canCopyUp else {
+                throw LayerError(.invalidEntry, "hardlink target \"\(targetText)\" not found")
+            }
+            try lowers.copyUp(target, into: resolver)
+            targetParent = try resolver.directory(target.parent, create: false)
+        }
+        let parentFD = try resolver.directory(path.parent, create: true)
+        noteTouch(path.parent, parentFD)
+        let name = path.name
+        let targetName = target.name
+        func link() -> Int32 {
+            withCString(targetName) { t in withCString(name) { n in linkat(targetParent, t, parentFD, n, 0) } }
+        }
+        var rc = link()
+        if rc != 0 && errno == ENOENT && canCopyUp {
+            try lowers.copyUp(target, into: resolver)
+            rc = link()
+        }
+        if rc != 0 && errno == EEXIST {
+            // Linking a name to itself (or to another name of the same inode) changes nothing.
+            if let a = FileSystem.lstat(parentFD, name), let b = FileSystem.lstat(targetParent, targetName), FileSystem.sameInode(a, b) {
+                return
+            }
+            try removeExisting(parentFD, name)
+            rc = link()
+        }
+        if rc != 0 {
+            let err = Errno(rawValue: errno)
+            if err == .noSuchFileOrDirectory {
+                throw LayerError(.invalidEntry, "hardlink target \"\(targetText)\" not found")
+            }
+            if err == .notPermitted, let st = FileSystem.lstat(targetParent, targetName), FileSystem.isDirectory(st) {
+                throw LayerError(.invalidEntry, "hardlink target \"\(targetText)\" is a directory")
+            }
+            throw .system(err, entry: nil, "cannot create hardlink to \"\(targetText)\"")
+        }
+    }
+
+    // MARK: - Whiteouts
+
+    /// `DIR/.wh..wh..opq`: in overlay format the dir is marked opaque; in plain format what lower
+    /// layers put in it goes.
+    private func applyOpaqueMarker(in dir: EntryPath) throws(LayerError) {
+        if overlay != nil {
+            try setOpaque(try resolver.directory(dir, create: true), dir)
+        } else {
+            try pruneLower(dir)
+        }
+    }
+
+    /// `DIR/.wh.NAME`: in overlay format a whiteout device at NAME; in plain format NAME goes.
+    private func applyWhiteout(_ dir: EntryPath, _ hidden: [UInt8], entry: OpaquePointer) throws(LayerError) {
+        let victim = dir.appending(hidden)
+        if overlay != nil {
+            let parentFD = try resolver.directory(dir, create: true)
+            if wasWritten(victim) {
+                // This layer's own entry stays; as a dir it now hides what lower layers have there.
+                if let st = FileSystem.lstat(parentFD, hidden), FileSystem.isDirectory(st) {
+                    try setOpaque(try resolver.directory(victim, create: false), victim)
+                }
+                return
+            }
+            var rc = withCString(hidden) { mknodat(parentFD, $0, LayerFormat.whiteoutDeviceMode, 0) }
+            if rc != 0 && errno == EEXIST {
+                try removeExisting(parentFD, hidden)
+                rc = withCString(hidden) { mknodat(parentFD, $0, LayerFormat.whiteoutDeviceMode, 0) }
+            }
+            if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot create whiteout device") }
+            // The marker's times, so the same layer always gives the same tree.
+            _ = withCString(hidden) { n in withTimes(entryTimes(entry)) { utimensat(parentFD, n, $0, AT_SYMLINK_NOFOLLOW) } }
+            written.insert(victim)
+            return
+        }
+        // Plain format: remove what lower layers have there (nothing if missing, or a non-dir parent).
+        let parentFD: Int32
+        do throws(LayerError) { parentFD = try resolver.directory(dir, create: false) } catch {
+            if error.errno == .noSuchFileOrDirectory || error.errno == .notDirectory { return }
+            throw error
+        }
+        if wasWritten(victim) {
+            if let st = FileSystem.lstat(parentFD, hidden), FileSystem.isDirectory(st) {
+                try pruneLower(victim)
+            }
+            return
+        }
+        noteTouch(dir, parentFD)
+        try removeExisting(parentFD, hidden)
+    }
+
+    /// Plain format, opaque dir: removes everything below `dir` that this layer did not write.
+    /// Iterative: the dirs of this layer inside `dir` are visited from a work list.
+    private func pruneLower(_ top: EntryPath) throws(LayerError) {
+        var work = [top]
+        while let dir = work.popLast() {
+            let fd: Int32
+            do throws(LayerError) { fd = try resolver.directory(dir, create: false) } catch {
+                if error.errno == .noSuchFileOrDirectory { continue }
+                throw error
+            }
+            noteTouch(dir, fd)
+            let names: [[UInt8]]
+            do throws(Errno) { names = try FileSystem.names(of: fd) } catch { throw .system(error, entry: dir.description, "cannot read directory") }
+            for child in names {
+                let childPath = dir.appending(child)
+                if wasWritten(childPath) {
+                    if let st = FileSystem.lstat(fd, child), FileSystem.isDirectory(st) { work.append(childPath) }
+                } else {
+                    try removeExisting(fd, child)
+                }
+            }
+        }
+    }
+
+    private func setOpaque(_ fd: Int32, _ path: EntryPath) throws(LayerError) {
+        guard let ns = overlay else { return }
+        let value = OverlayXattrNamespace.opaqueValue
+        let rc = value.withUnsafeBytes { fsetxattr(fd, ns.opaque, $0.baseAddress, $0.count, 0) }
+        if rc != 0 {
+            throw .system(Errno(rawValue: errno), entry: nil, "cannot mark \"\(path)\" opaque (\(ns.opaque))")
+        }
+    }
+
+    // MARK: - Metadata helpers
+
+    private func setOwner(fd: Int32, entry: OpaquePointer) throws(LayerError) {
+        guard options.preserveOwnership else { return }
+        let uid = uid_t(truncatingIfNeeded: archive_entry_uid(entry))
+        let gid = gid_t(truncatingIfNeeded: archive_entry_gid(entry))
+        // Always: a new file in a setgid dir takes the dir's group, and a dir merged over an
+        // existing one takes the entry's owner.
+        if fchown(fd, uid, gid) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chown to \(uid):\(gid)") }
+    }
+
+    /// Passes (atime, mtime) as the two-element array futimens/utimensat take.
+    @inline(__always)
+    private func withTimes(_ times: (timespec, timespec), _ body: (UnsafePointer<timespec>) -> Int32) -> Int32 {
+        var pair = times
+        return withUnsafePointer(to: &pair) { $0.withMemoryRebound(to: timespec.self, capacity: 2, body) }
+    }
+
+    private func entryTimes(_ entry: OpaquePointer) -> (timespec, timespec) {
+        var mtime = timespec(tv_sec: 0, tv_nsec: lk_utime_omit())
+        if archive_entry_mtime_is_set(entry) != 0 {
+            mtime = timespec(tv_sec: archive_entry_mtime(entry), tv_nsec: archive_entry_mtime_nsec(entry))
+        }
+        var atime = mtime
+        if archive_entry_atime_is_set(entry) != 0 {
+            atime = timespec(tv_sec: archive_entry_atime(entry), tv_nsec: archive_entry_atime_nsec(entry))
+        }
+        return (atime, mtime)
+    }
+
+    private func applyXattrs(_ entry: OpaquePointer, path: EntryPath, _ set: (UnsafePointer<CChar>, UnsafeRawPointer?, Int) -> Int32) {
+        guard archive_entry_xattr_reset(entry) > 0 else { return }
+        var namePtr: UnsafePointer<CChar>? = nil
+        var value: UnsafeRawPointer? = nil
+        var size = 0
+        while archive_entry_xattr_next(entry, &namePtr, &value, &size) == ARCHIVE_OK {
+            guard let namePtr else { continue }
+            let name = String(cString: namePtr)
+            guard options.xattrPolicy.carries(name) else { continue }
+            if set(namePtr, value, size) != 0 {
+                warn("entry \"\(path)\": xattr \(name) not applied: \(Errno(rawValue: errno).description)")
+            }
+        }
+    }
+
+    private func warn(_ message: String) {
+        warnings.append(message)
+        options.logger.warning("\(message)")
+    }
+
+    // MARK: - Finishing
+
+    private func noteTouch(_ dir: EntryPath, _ fd: Int32) {
+        if dir == lastTouched { return }
+        lastTouched = dir
+        if touchedDirs[dir] != nil { return }
+        if let st = FileSystem.attributes(of: fd) { touchedDirs[dir] = (st.st_atim, st.st_mtim) }
+    }
+
+    /// Sets the times of every dir this layer named, now that their contents are final, and
+    /// restores those of dirs it changed without naming them.
+    func finish() throws(LayerError) {
+        let named = Set(dirTimes.map(\.0))
+        for (path, times) in touchedDirs where !named.contains(path) {
+            let fd = resolver.openUncached(path)
+            guard fd >= 0 else { continue }
+            _ = withTimes(times) { futimens(fd, $0) }
+            close(fd)
+        }
+        touchedDirs.removeAll()
+        var seen = Set<EntryPath>()
+        for (path, atime, mtime) in dirTimes.reversed() where seen.insert(path).inserted {
+            let fd = resolver.openUncached(path)
+            guard fd >= 0 else { continue }  // removed or replaced later in the layer
+            _ = withTimes((atime, mtime)) { futimens(fd, $0) }
+            close(fd)
+        }
+        dirTimes.removeAll()
+        resolver.closeAll()
+    }
+
+    // MARK: - Removal (never follows symlinks)
+
+    /// Removes whatever is at `name` so a new entry can take its place. Cached dir fds are dropped
+    /// when a dir or symlink goes, since paths through it now resolve elsewhere.
+    private func removeExisting<Name: Collection>(_ parentFD: Int32, _ name: Name) throws(LayerError) where Name.Element == UInt8 {
+        guard let st = FileSystem.lstat(parentFD, name) else { return }
+        if FileSystem.isDirectory(st) || FileSystem.isSymlink(st) { resolver.invalidate() }
+        do throws(Errno) { try FileSystem.removeTree(parentFD, name) } catch {
+            if error == .resourceBusy {
+                throw LayerError(.system(error), "\(String(decoding: Array(name), as: UTF8.self)) is a mount point: not removing what is mounted there")
+            }
+            throw .system(error, entry: nil, "cannot remove existing entry")
+        }
+    }
+}

@@ -1,0 +1,198 @@
+import CLayerSys
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Finds what changed between two full trees: OLD and NEW are walked in step, dir by dir (names
+/// sorted), metadata first; contents are compared only where metadata cannot decide (same size and
+/// mtime, the mtime without a sub-second part, as tar-extracted files have), on the second core
+/// while the walk goes on.
+///
+/// The walk is iterative: two `DirectoryCursor`s move down and up together, so a tree of any
+/// depth is walked with two open dirs and a list of pending names per level.
+struct TreeComparer {
+    let oldFD: Int32
+    let changes: ChangeSet
+    let compareContents: Bool
+
+    /// Records the root dir's own entry when its metadata (or mtime) differs between the trees.
+    static func compareRoots(oldFD: Int32, changes: ChangeSet) throws(LayerError) {
+        guard let ost = FileSystem.attributes(of: oldFD), let nst = FileSystem.attributes(of: changes.newRootFD) else {
+            throw .system(Errno(rawValue: errno), entry: nil, "cannot stat the root")
+        }
+        let comparer = TreeComparer(oldFD: oldFD, changes: changes, compareContents: false)
+        if try comparer.metadataDiffers(ost, nst, oldDir: oldFD, newDir: changes.newRootFD, name: FileSystem.dot, path: .root, oldRoot: [])
+            || ost.st_mtim.tv_sec != nst.st_mtim.tv_sec || ost.st_mtim.tv_nsec != nst.st_mtim.tv_nsec {
+            changes.setRoot(nst)
+        }
+    }
+
+    /// Walks both trees and records every change in `changes`.
+    func run() throws(LayerError) {
+        try Self.compareRoots(oldFD: oldFD, changes: changes)
+        let oldRoot = FileSystem.path(of: oldFD)
+        let comparer = ContentComparer(oldFD: oldFD, newFD: changes.newRootFD)
+        comparer.start()
+        var walkError: LayerError?
+        do throws(LayerError) { try walk(oldRoot: oldRoot, comparer: comparer) } catch { walkError = error }
+        let compared = comparer.finish()
+        if let walkError { throw walkError }
+        let newFD = changes.newRootFD
+        for (item, result) in compared where result != 0 {
+            if result < 0 { throw LayerError(.input, entry: item.path.description, "cannot read to compare contents") }
+            let parentFD = item.path.parent.isRoot ? newFD : FileSystem.openBeneath(newFD, item.path.parent.bytes)
+            guard parentFD >= 0 else { throw .system(Errno(rawValue: errno), entry: item.path.description, "cannot open parent dir") }
+            defer { if parentFD != newFD { close(parentFD) } }
+            try changes.addNode(item.path, st: item.st, dirFD: parentFD)
+        }
+        try changes.completeHardlinkGroups()
+    }
+
+    /// One dir being compared: both sides' names, sorted, and how far the merge has come.
+    private struct Level {
+        let dir: EntryPath
+        let old: [[UInt8]]
+        let new: [[UInt8]]
+        var i = 0
+        var j = 0
+    }
+
+    private func walk(oldRoot: [UInt8], comparer: ContentComparer) throws(LayerError) {
+        let oldCursor: DirectoryCursor, newCursor: DirectoryCursor
+        do throws(Errno) {
+            oldCursor = try DirectoryCursor(root: oldFD)
+            newCursor = try DirectoryCursor(root: changes.newRootFD)
+        } catch { throw .system(error, entry: nil, "cannot open the trees") }
+        var levels = [try level(.root, oldCursor.fd, newCursor.fd)]
+        while !levels.isEmpty {
+            let top = levels.count - 1
+            let l = levels[top]
+            if l.i >= l.old.count && l.j >= l.new.count {
+                levels.removeLast()
+                if !levels.isEmpty {
+                    do throws(Errno) {
+                        try oldCursor.ascend()
+                        try newCursor.ascend()
+                    } catch { throw .system(error, entry: l.dir.description, "the tree changed during the walk") }
+                }
+                continue
+            }
+            let takeOld: Bool, takeNew: Bool
+            if l.i >= l.old.count { (takeOld, takeNew) = (false, true) }
+            else if l.j >= l.new.count { (takeOld, takeNew) = (true, false) }
+            else if l.old[l.i] == l.new[l.j] { (takeOld, takeNew) = (true, true) }
+            else if l.old[l.i].lexicographicallyPrecedes(l.new[l.j]) { (takeOld, takeNew) = (true, false) }
+            else { (takeOld, takeNew) = (false, true) }
+
+            if takeOld && !takeNew {
+                try changes.addWhiteout(l.dir.appending(l.old[l.i]))
+                levels[top].i += 1
+                continue
+            }
+            let name = l.new[l.j]
+            let path = l.dir.appending(name)
+            levels[top].j += 1
+            if takeOld { levels[top].i += 1 }
+            let newDir = newCursor.fd, oldDir = oldCursor.fd
+            guard let nst = FileSystem.lstat(newDir, name) else {
+                throw .system(Errno(rawValue: errno), entry: path.description, "cannot stat")
+            }
+            noteInode(path, nst)
+            guard takeOld, let ost = FileSystem.lstat(oldDir, name) else {
+                try addTree(path, st: nst, dirFD: newDir)
+                continue
+            }
+            if FileSystem.isDirectory(ost) && FileSystem.isDirectory(nst) {
+                if try metadataDiffers(ost, nst, oldDir: oldDir, newDir: newDir, name: name, path: path, oldRoot: oldRoot) {
+                    try changes.addNode(path, st: nst, dirFD: newDir)
+                }
+                do throws(Errno) {
+                    try oldCursor.descend(name)
+                    try newCursor.descend(name)
+                } catch { throw .system(error, entry: path.description, "cannot open directory") }
+                levels.append(try level(path, oldCursor.fd, newCursor.fd))
+                continue
+            }
+            var changed = FileSystem.fileType(ost) != FileSystem.fileType(nst)
+            if !changed { changed = try metadataDiffers(ost, nst, oldDir: oldDir, newDir: newDir, name: name, path: path, oldRoot: oldRoot) }
+            if changed {
+                try addTree(path, st: nst, dirFD: newDir)
+            } else if needsContentCompare(ost, nst) {
+                comparer.add(PendingCompare(path: path, st: nst))
+            }
+        }
+    }
+
+    private func level(_ dir: EntryPath, _ oldDir: Int32, _ newDir: Int32) throws(LayerError) -> Level {
+        do throws(Errno) {
+            return Level(dir: dir, old: try FileSystem.sortedNames(of: oldDir), new: try FileSystem.sortedNames(of: newDir))
+        } catch { throw .system(error, entry: dir.description, "cannot read directory") }
+    }
+
+    /// Adds an entry of the new tree and, for a dir, everything below it.
+    private func addTree(_ path: EntryPath, st: stat, dirFD: Int32) throws(LayerError) {
+        if FileSystem.fileType(st) == mode_t(LK_S_IFSOCK) {
+            changes.warn("entry \"\(path)\": socket skipped (a tar layer cannot hold sockets)")
+            return
+        }
+        try changes.addNode(path, st: st, dirFD: dirFD)
+        guard FileSystem.isDirectory(st) else { return }
+        let fd: Int32
+        do throws(Errno) { fd = try FileSystem.openDirectory(dirFD, path.name) } catch {
+            throw .system(error, entry: path.description, "cannot open directory")
+        }
+        defer { close(fd) }
+        let changes = self.changes
+        try StreamingWalker.contents(of: path, fd: fd, rootPath: changes.newRootPath,
+                                     emit: { (item) throws(LayerError) in try changes.add(item) }, warn: changes.warn)
+    }
+
+    private func noteInode(_ path: EntryPath, _ st: stat) {
+        if st.st_nlink > 1 && !FileSystem.isDirectory(st) {
+            changes.inodeNames[InodeKey(st), default: []].append(path)
+        }
+    }
+
+    /// Whether two entries of the same name differ in anything but their contents. For the root,
+    /// `oldDir`/`newDir` are the roots themselves.
+    fileprivate func metadataDiffers(_ a: stat, _ b: stat, oldDir: Int32, newDir: Int32, name: [UInt8],
+                                     path: EntryPath, oldRoot: [UInt8]) throws(LayerError) -> Bool {
+        if FileSystem.fileType(a) != FileSystem.fileType(b) { return true }
+        if a.st_mode & 0o7777 != b.st_mode & 0o7777 || a.st_uid != b.st_uid || a.st_gid != b.st_gid { return true }
+        let type = FileSystem.fileType(a)
+        if type != mode_t(LK_S_IFDIR) {
+            if a.st_mtim.tv_sec != b.st_mtim.tv_sec || a.st_mtim.tv_nsec != b.st_mtim.tv_nsec { return true }
+        }
+        if type == mode_t(LK_S_IFREG) {
+            if a.st_size != b.st_size || a.st_nlink != b.st_nlink { return true }
+        } else if type == mode_t(LK_S_IFCHR) || type == mode_t(LK_S_IFBLK) {
+            if a.st_rdev != b.st_rdev { return true }
+        } else if type == mode_t(LK_S_IFLNK) {
+            do throws(Errno) {
+                if try FileSystem.readLink(oldDir, name) != FileSystem.readLink(newDir, name) { return true }
+            } catch { throw .system(error, entry: path.description, "cannot read symlink") }
+        }
+        let policy = changes.xattrPolicy
+        let ax: [Xattrs.Attribute], bx: [Xattrs.Attribute]
+        if path.isRoot {
+            ax = Xattrs.all(fd: oldDir)
+            bx = Xattrs.all(fd: newDir)
+        } else {
+            ax = Xattrs.all(oldDir, name, absolute: ChangeSet.absolute(oldRoot, path))
+            bx = Xattrs.all(newDir, name, absolute: ChangeSet.absolute(changes.newRootPath, path))
+        }
+        let carriedA = ax.filter { policy.carries($0.name) }, carriedB = bx.filter { policy.carries($0.name) }
+        if carriedA.count != carriedB.count { return true }
+        for (x, y) in zip(carriedA, carriedB) where x.name != y.name || x.value != y.value { return true }
+        return false
+    }
+
+    /// Same size and mtime: only the bytes can tell, when the mtime has no sub-second part
+    /// (tar-extracted trees) or when asked to always look.
+    private func needsContentCompare(_ a: stat, _ b: stat) -> Bool {
+        guard FileSystem.isRegularFile(a), a.st_size > 0 else { return false }
+        guard compareContents || b.st_mtim.tv_nsec == 0 else { return false }
+        return !FileSystem.sameInode(a, b)
+    }
+}

@@ -1,0 +1,221 @@
+import CArchive
+import CLayerSys
+import Foundation
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The first stage of the pipeline, on its own thread: reads the blob in large chunks, hashes it
+/// (blob digest), detects and undoes the compression, hashes the result (diffID) and hands the
+/// tar bytes to the consumer through a `ChunkPipe`. It always reads to the end of the blob, so
+/// bytes after the tar end-of-archive marker are part of both digests.
+final class BlobDecoder: @unchecked Sendable {
+    let fd: Int32
+    let pipe: ChunkPipe
+    let gzip: GzipDecoderKind
+    private let finished = DispatchSemaphore(value: 0)
+
+    // Results, valid once `wait()` returns.
+    private(set) var compression: Compression = .none
+    private(set) var blobDigest: Digest?
+    private(set) var diffID: Digest?
+    private(set) var blobSize: Int64 = 0
+    private(set) var tarSize: Int64 = 0
+    private(set) var error: LayerError?
+
+    /// When set, a blob that fails to decode is read to its end anyway: if it does not hash to
+    /// this, the error reported is the digest mismatch (it was damaged or swapped), not the decoder's.
+    let expectedBlobDigest: Digest?
+    /// When set, the blob must be exactly this long: no byte beyond it is read, and a shorter
+    /// blob fails at its end.
+    let expectedSize: Int64?
+    /// Where every byte read is also written (the store's copy of the blob: the bytes hashed are
+    /// the bytes kept).
+    let copyFD: Int32?
+    /// Checked before each read: a cancelled unpack stops within a chunk.
+    let cancellation: CancellationFlag?
+
+    init(fd: Int32, pipe: ChunkPipe, gzip: GzipDecoderKind = .isal, expectedBlobDigest: Digest? = nil,
+         expectedSize: Int64? = nil, copyFD: Int32? = nil, cancellation: CancellationFlag? = nil) {
+        self.fd = fd
+        self.pipe = pipe
+        self.gzip = gzip
+        self.expectedBlobDigest = expectedBlobDigest
+        self.expectedSize = expectedSize
+        self.copyFD = copyFD
+        self.cancellation = cancellation
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            self.run()
+            self.finished.signal()
+        }
+        thread.name = "layerkit-decompress"
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    func wait() { finished.wait() }
+
+    private var blobHasher = SHA256Hasher()
+
+    private func run() {
+        do {
+            try produce()
+            pipe.finish(nil)
+        } catch {
+            var reported = error
+            if error.kind == .corruptArchive, let expected = expectedBlobDigest, let actual = try? hashRest(), actual != expected {
+                reported = LayerError(.digestMismatch, "digest mismatch: the blob does not match \(expected) (and the data does not decode: \(error.reason))")
+            }
+            self.error = reported
+            pipe.finish(reported)
+        }
+    }
+
+    /// Hashes what is left of the blob after a decoding failure.
+    private func hashRest() throws(LayerError) -> Digest {
+        let size = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        defer { buffer.deallocate() }
+        while try readBlob(buffer, size) > 0 {}
+        return blobHasher.finalize()
+    }
+
+    /// Reads up to `count` bytes of the blob, retrying short reads until its end (or the expected
+    /// size), and hashes, counts and copies them. Returns the number read; 0 at the end.
+    private func readBlob(_ buffer: UnsafeMutableRawPointer, _ count: Int) throws(LayerError) -> Int {
+        if cancellation?.isCancelled == true { throw LayerError(.cancelled, "cancelled") }
+        var want = count
+        if let expectedSize { want = Int(min(Int64(count), expectedSize - blobSize)) }
+        var total = 0
+        while total < want {
+            let n = read(fd, buffer + total, want - total)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LayerError(.input, "read error: \(Errno(rawValue: errno).description)")
+            }
+            if n == 0 { break }
+            total += n
+        }
+        if let expectedSize, total < want {
+            throw LayerError(.digestMismatch, "size mismatch: the blob ends after \(blobSize + Int64(total)) bytes, its descriptor says \(expectedSize)")
+        }
+        if let expectedSize, total == 0, count > 0 {
+            // At the expected size: the blob must end here.
+            var extra: UInt8 = 0
+            var n: Int
+            repeat { n = read(fd, &extra, 1) } while n < 0 && errno == EINTR
+            if n > 0 { throw LayerError(.digestMismatch, "size mismatch: the blob is larger than its descriptor's \(expectedSize) bytes") }
+        }
+        if total > 0 {
+            let bytes = UnsafeRawBufferPointer(start: buffer, count: total)
+            blobHasher.update(bytes)
+            blobSize += Int64(total)
+            if let copyFD {
+                do throws(Errno) { try DataCopy.writeAll(copyFD, buffer, total, at: nil) } catch {
+                    throw LayerError(.system(error), "cannot write the copy of the blob: \(error.description)")
+                }
+            }
+        }
+        return total
+    }
+
+    private func produce() throws(LayerError) {
+        guard let first = pipe.acquire() else { return }
+        let firstCount = try readBlob(first, pipe.chunkSize)
+        guard let detected = Compression.detect(UnsafeRawBufferPointer(start: first, count: min(firstCount, Compression.magicLength))) else {
+            pipe.giveBack(first)
+            throw LayerError(.corruptArchive, "not a layer: the data is neither gzip, zstd nor tar")
+        }
+        compression = detected
+
+        if detected == .none {
+            // Uncompressed: the blob is the tar; one hash serves as both digests.
+            var chunk = first
+            var count = firstCount
+            while count > 0 {
+                tarSize += Int64(count)
+                guard pipe.push(chunk, count: count) else { return }
+                guard let next = pipe.acquire() else { return }
+                chunk = next
+                count = try readBlob(chunk, pipe.chunkSize)
+            }
+            pipe.giveBack(chunk)
+            let digest = blobHasher.finalize()
+            blobDigest = digest
+            diffID = digest
+            return
+        }
+
+        var decoder: any StreamDecoder
+        switch detected {
+        case .gzip: decoder = gzip == .isal ? IsalGzipDecoder() as any StreamDecoder : ZlibGzipDecoder()
+        case .zstd: decoder = ZstdDecoder()
+        case .none: fatalError("unreachable")
+        }
+        defer { decoder.release() }
+
+        // The diffID is hashed by whichever thread has time (see ChunkPipe.enableSharedHash).
+        pipe.enableSharedHash()
+        let inputCapacity = pipe.chunkSize
+        let input = UnsafeMutableRawPointer.allocate(byteCount: inputCapacity, alignment: 64)
+        defer { input.deallocate() }
+        input.copyMemory(from: first, byteCount: firstCount)
+        pipe.giveBack(first)
+        var inputCount = firstCount
+
+        guard var out = pipe.acquire() else { return }
+        var outFill = 0
+        let outCapacity = pipe.chunkSize
+        /// Passes a full output chunk on and takes a fresh one; false once the consumer has stopped.
+        func handOver() -> Bool {
+            tarSize += Int64(outFill)
+            guard pipe.push(out, count: outFill), let next = pipe.acquire() else { return false }
+            out = next
+            outFill = 0
+            return true
+        }
+        while inputCount > 0 {
+            var offset = 0
+            while offset < inputCount {
+                let (consumed, produced) = try decoder.step(
+                    UnsafeRawBufferPointer(start: input + offset, count: inputCount - offset),
+                    UnsafeMutableRawBufferPointer(start: out + outFill, count: outCapacity - outFill))
+                offset += consumed
+                outFill += produced
+                if outFill == outCapacity {
+                    guard handOver() else { return }
+                } else if consumed == 0 && produced == 0 {
+                    break
+                }
+            }
+            inputCount = try readBlob(input, inputCapacity)
+        }
+        // Flush what the decoder still holds (zstd may keep output back until asked again).
+        while true {
+            let (_, produced) = try decoder.step(
+                UnsafeRawBufferPointer(start: input, count: 0),
+                UnsafeMutableRawBufferPointer(start: out + outFill, count: outCapacity - outFill))
+            outFill += produced
+            if outFill == outCapacity {
+                guard handOver() else { return }
+            } else if produced == 0 {
+                break
+            }
+        }
+        guard decoder.isComplete else {
+            pipe.giveBack(out)
+            throw LayerError(.corruptArchive, "\(detected.rawValue): unexpected end of data (the blob is truncated)")
+        }
+        if outFill > 0 {
+            tarSize += Int64(outFill)
+            pipe.push(out, count: outFill)
+        } else {
+            pipe.giveBack(out)
+        }
+        blobDigest = blobHasher.finalize()
+    }
+}

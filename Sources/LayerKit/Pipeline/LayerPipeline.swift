@@ -1,0 +1,147 @@
+import CArchive
+import CLayerSys
+import Foundation
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The reading half of an unpack: a `BlobDecoder` thread reads the blob in large chunks, hashes
+/// it, detects and undoes its compression and hashes the tar (the diffID); `consume` parses the
+/// tar on the calling thread from the chunks it hands over.
+enum LayerPipeline {
+    /// What a read is given besides its source.
+    struct Settings {
+        var expecting = LayerExpectation()
+        var gzip: GzipDecoderKind = .isal
+        /// Where the blob's bytes are also written as they are read.
+        var copyFD: Int32? = nil
+        var cancellation: CancellationFlag? = nil
+    }
+
+    /// Opens a source: the fd, whether it is ours to close, and the size it must have.
+    private static func open(_ source: LayerSource) throws(LayerError) -> (fd: Int32, owned: Bool, size: Int64?) {
+        switch source {
+        case .path(let path):
+            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                throw LayerError(.input, "cannot open: \(Errno(rawValue: errno).description)")
+            }
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+            return (fd, true, nil)
+        case .fileDescriptor(let given):
+            return (given, false, nil)
+        case .layoutBlob(let layout, let descriptor):
+            do throws(ImageError) {
+                let fd = try layout.openBlob(descriptor)
+                _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+                return (fd, true, descriptor.size)
+            } catch {
+                throw LayerError(error.kind == .blobMismatch ? .digestMismatch : .input, error.reason)
+            }
+        }
+    }
+
+    /// Reads a blob as it is stored, without decoding it, handing it over in chunks: up to `limit`
+    /// bytes, and one more to find a blob that is longer (the caller checks the size it got).
+    static func copyBlob(_ source: LayerSource, limit: Int64,
+                         _ body: (UnsafeRawBufferPointer) throws(LayerError) -> Void) throws(LayerError) {
+        let (fd, owned, _) = try open(source)
+        defer { if owned { close(fd) } }
+        let size = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        defer { buffer.deallocate() }
+        var total: Int64 = 0
+        while total <= limit {
+            let n = Glibc.read(fd, buffer, Int(min(Int64(size), limit + 1 - total)))
+            if n < 0 { if errno == EINTR { continue }; throw LayerError(.input, "read error: \(Errno(rawValue: errno).description)") }
+            if n == 0 { return }
+            total += Int64(n)
+            try body(UnsafeRawBufferPointer(start: buffer, count: n))
+        }
+    }
+
+    /// Decodes a blob and hands its tar bytes over in chunks, without parsing them (a layer being
+    /// recompressed). Returns the digests and sizes.
+    static func readTar(_ source: LayerSource, _ body: (UnsafeRawBufferPointer) throws(LayerError) -> Void) throws(LayerError) -> LayerSummary {
+        let (fd, owned, sourceSize) = try open(source)
+        defer { if owned { close(fd) } }
+        let pipe = ChunkPipe()
+        let producer = BlobDecoder(fd: fd, pipe: pipe, expectedSize: sourceSize)
+        producer.start()
+        var failure: LayerError?
+        do throws(LayerError) {
+            while let chunk = try pipe.next() {
+                defer { pipe.recycle(chunk) }
+                try body(UnsafeRawBufferPointer(start: chunk.base, count: chunk.count))
+            }
+        } catch {
+            failure = error
+            pipe.close()
+        }
+        producer.wait()
+        if let error = producer.error { throw error }
+        if let failure { throw failure }
+        guard let blobDigest = producer.blobDigest, let diffID = producer.diffID ?? pipe.sharedDigest() else {
+            throw LayerError(.corruptArchive, "no data")
+        }
+        return LayerSummary(blobDigest: blobDigest, diffID: diffID, compression: producer.compression,
+                            blobSize: producer.blobSize, tarSize: producer.tarSize, entryCount: 0, warnings: [])
+    }
+
+    /// Runs the pipeline: the decoder thread feeding `consume`, which runs on the calling thread.
+    static func read(_ source: LayerSource, _ settings: Settings,
+                     _ consume: (TarReader, OpaquePointer) throws(LayerError) -> Void) throws(LayerError) -> LayerSummary {
+        try settings.cancellation?.check()
+        let (fd, owned, sourceSize) = try open(source)
+        defer { if owned { close(fd) } }
+        let expectedBlobDigest = settings.expecting.blobDigest
+
+        let pipe = ChunkPipe()
+        let producer = BlobDecoder(fd: fd, pipe: pipe, gzip: settings.gzip, expectedBlobDigest: expectedBlobDigest,
+                                   expectedSize: settings.expecting.blobSize ?? sourceSize, copyFD: settings.copyFD,
+                                   cancellation: settings.cancellation)
+        producer.start()
+
+        // libarchive converts names to the thread's locale; UTF-8 keeps them byte-exact.
+        let utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", nil)
+        let previous = utf8.map { uselocale($0) }
+        defer {
+            if let previous { uselocale(previous) }
+            if let utf8 { freelocale(utf8) }
+        }
+
+        var failure: LayerError?
+        do throws(LayerError) {
+            let stream = try TarReader(pipe: pipe)
+            guard let entry = archive_entry_new() else { throw LayerError(.input, "libarchive: out of memory") }
+            defer { archive_entry_free(entry) }
+            try consume(stream, entry)
+            try stream.drain()
+        } catch {
+            failure = error
+        }
+        if let failure {
+            if expectedBlobDigest != nil, failure.kind == .corruptArchive || failure.kind == .pathEscapes || failure.kind == .invalidEntry {
+                // Read on to the end: a blob that is not the expected one is reported as such.
+                while let chunk = try? pipe.next() { pipe.recycle(chunk) }
+            } else {
+                pipe.close()
+            }
+        }
+        producer.wait()
+        // The producer's error (truncated or corrupt compressed data) explains a tar error it caused.
+        if let upstream = producer.error { throw upstream }
+        if let failure {
+            if let want = expectedBlobDigest, let got = producer.blobDigest, got != want {
+                throw LayerError(.digestMismatch, "digest mismatch: the blob does not match \(want) (and the content is bad: \(failure.description))")
+            }
+            throw failure
+        }
+        guard let blobDigest = producer.blobDigest, let diffID = producer.diffID ?? pipe.sharedDigest() else {
+            throw LayerError(.input, "the layer was not read to its end")
+        }
+        return LayerSummary(blobDigest: blobDigest, diffID: diffID, compression: producer.compression,
+                            blobSize: producer.blobSize, tarSize: producer.tarSize, entryCount: 0, warnings: [])
+    }
+}

@@ -44,7 +44,8 @@ public final class FuseUnionServer: @unchecked Sendable {
         public init() {}
     }
 
-    static let subtype = "layerkit-union"
+    /// The subtype the mounts show in mountinfo (`fuse.layerkit-union`).
+    public static let subtype = "layerkit-union"
 
     let union: UnionFileSystem
     let options: Options

@@ -39,7 +39,8 @@ struct Commit: ParsableCommand {
     var name: String
 
     func validate() throws {
-        guard Compression(rawValue: compression) != nil else { throw ValidationError("--compression is gzip, zstd or none") }
+        guard let chosen = Compression(rawValue: compression) else { throw ValidationError("--compression is gzip, zstd or none") }
+        try CompressionLevel.validate(level, for: chosen)
     }
 
     struct Record: Encodable {
@@ -50,6 +51,7 @@ struct Commit: ParsableCommand {
         var manifest: Descriptor
         var configDigest: Digest
         var unpacked: Bool
+        var layerDir: CommittedLayerDir
     }
 
     func run() throws {
@@ -62,7 +64,8 @@ struct Commit: ParsableCommand {
             throw fail(error)
         }
         let record = Record(image: result.image.name, chainID: result.chainID, layer: result.layer.descriptor, diffID: result.layer.diffID,
-                            manifest: result.manifest, configDigest: result.image.configDigest, unpacked: result.unpacked)
+                            manifest: result.manifest, configDigest: result.image.configDigest, unpacked: result.unpacked,
+                            layerDir: result.layerDir)
         if json { return print(Output.json(record)) }
         print([
             "image     \(record.image)",

@@ -61,6 +61,7 @@ struct Diff: ParsableCommand {
         if let compression, Compression(rawValue: compression) == nil {
             throw ValidationError("--compression is none, gzip or zstd")
         }
+        try CompressionLevel.validate(level, for: resolvedCompression)
     }
 
     var resolvedCompression: Compression {
@@ -85,7 +86,7 @@ struct Diff: ParsableCommand {
                 guard let container = try opened.container(trees[0]) else { throw StoreError(.notFound, "no container \(trees[0].debugDescription)") }
                 guard !container.readOnly else { throw StoreError(.invalidArgument, "container \(container.id) is read-only: it has no changes") }
                 try opened.flushChanges(of: container.id)
-                source = .upper(opened.upperDir(of: container.id))
+                source = .upper(opened.upperDir(of: container.id), lowerRoot: container.chainID.map(opened.paths.diffDir))
             } catch {
                 throw fail(error)
             }

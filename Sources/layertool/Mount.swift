@@ -89,6 +89,19 @@ struct Mount: ParsableCommand {
         let record: Record
         do throws(StoreError) {
             for stale in try opened.reconcileMounts() { warn(stale.description) }
+            // A container that exists (unmounted after a reboot, or by `umount`) is mounted again,
+            // with its changes; anything else names the image of a new container.
+            if containerName == nil, let existing = try opened.container(arguments[0]), !specOnly {
+                guard !existing.isMounted else {
+                    throw StoreError(.invalidArgument, "container \(existing.id) is already mounted at \(existing.mountpoint ?? "?")")
+                }
+                let mounted = try opened.mountContainer(existing.id, at: arguments.count > 1 ? arguments[1] : nil, driver: driver,
+                                                        userspace: DaemonFuseMounter())
+                if let reason = mounted.fallbackReason { warn("\(reason); using the FUSE driver") }
+                return printRecord(Record(container: existing.id, image: existing.image, chainID: existing.chainID,
+                                          mountpoint: mounted.mountpoint, driver: mounted.driver, method: mounted.method,
+                                          spec: mounted.spec, fallbackReason: mounted.fallbackReason))
+            }
             let container = try opened.createContainer(id: containerName, base: arguments[0], readOnly: readOnly,
                                                        volatile: volatile, driver: driver)
             if specOnly {

@@ -68,3 +68,16 @@ func fail(_ error: some Error & CustomStringConvertible) -> ExitCode {
     FileHandle.standardError.write(Data("layertool: \(error.description)\n".utf8))
     return ExitCode(1)
 }
+
+/// The compression levels each compressor takes.
+enum CompressionLevel {
+    static func validate(_ level: Int?, for compression: Compression) throws {
+        guard let level else { return }
+        switch compression {
+        case .gzip where !(1...9).contains(level): throw ValidationError("--level \(level): gzip takes 1-9")
+        case .zstd where !(1...19).contains(level): throw ValidationError("--level \(level): zstd takes 1-19")
+        case .none: throw ValidationError("--level does not go with an uncompressed layer")
+        default: break
+        }
+    }
+}

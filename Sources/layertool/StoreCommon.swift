@@ -13,7 +13,11 @@ struct StoreOptions: ParsableArguments {
     /// Opens the store, or returns nil when none was ever created there (read-only commands
     /// then have nothing to show, and do not create one).
     func openExisting() throws -> LayerStore? {
-        guard LayerStore.exists(at: resolvedRoot) else { return nil }
+        guard LayerStore.exists(at: resolvedRoot) else {
+            // A --root that names no store is a mistake, not an empty store.
+            if let root { throw fail(StoreError(.notFound, path: root, "no layer store here")) }
+            return nil
+        }
         return try open()
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LayerKit
+import LayerKitFUSE
 
 struct Umount: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,6 +44,12 @@ struct Umount: ParsableCommand {
                     try opened.unmountContainer(container.id, detach: detach)
                     print("unmounted \(mountpoint) (container \(container.id))")
                 } else {
+                    // Only what layertool mounts: an overlay, the FUSE union, or a layer's read-only bind.
+                    let table = MountTable.current()
+                    guard let entry = table.mount(at: target), entry.mountPoint != "/",
+                          entry.fileSystemType == "overlay" || entry.fileSystemType == "fuse.\(FuseUnionServer.subtype)" else {
+                        throw StoreError(.invalidArgument, path: target, "not a mount layertool made (an overlay or its FUSE union): not unmounting it")
+                    }
                     do throws(MountError) { try OverlayMounter.unmount(target, detach: detach) } catch { throw StoreError(error) }
                     print("unmounted \(target)")
                 }

@@ -270,10 +270,10 @@ private enum Interop {
     }
 
     @Test(.enabled(if: Interop.haveUmoci, "needs umoci and gzip, run as root"))
-    func onlyTrustedAndOverlayXattrsAreLeftOut() throws {
-        // By design (ApplyOptions.appliesXattr) LayerKit never applies trusted.* or user.overlay.*
-        // from an archive: they would forge overlayfs whiteouts/opaque dirs. umoci applies them.
-        // That is the only xattr difference allowed; everything else must match.
+    func onlyOverlayfsOwnXattrsAreLeftOut() throws {
+        // By design (XattrPolicy) LayerKit never applies overlayfs's own xattrs (trusted.overlay.*,
+        // user.overlay.*) from an archive: they would forge whiteouts and opaque dirs. Other
+        // trusted.* are applied, as umoci does. That is the only xattr difference allowed.
         let tmp = TempDir("interop-umoci-xattrs")
         let xattrs: [(String, [UInt8])] = [
             ("trusted.foo", Array("t".utf8)), ("user.overlay.opaque", Array("y".utf8)),
@@ -290,13 +290,12 @@ private enum Interop {
         let mine = Interop.snapshot(ours, dirMtimes: true)
         #expect(theirs.nodes["f"]?.xattrs.count == 4, "umoci applies all four: \(theirs.nodes["f"]?.xattrs.keys.sorted() ?? [])")
         for path in ["f", "d"] {
-            theirs.nodes[path]?.xattrs["trusted.foo"] = nil
             theirs.nodes[path]?.xattrs["user.overlay.opaque"] = nil
         }
         let diffs = theirs.differences(from: mine)
         #expect(diffs.isEmpty, "umoci (first) and LayerKit (second) differ:\n\(diffs.joined(separator: "\n"))")
-        #expect(mine.nodes["f"]?.xattrs.keys.sorted() == ["security.capability", "user.ok"])
-        #expect(mine.nodes["d"]?.xattrs.keys.sorted() == ["user.ok"])
+        #expect(mine.nodes["f"]?.xattrs.keys.sorted() == ["security.capability", "trusted.foo", "user.ok"])
+        #expect(mine.nodes["d"]?.xattrs.keys.sorted() == ["trusted.foo", "user.ok"])
     }
 
     @Test(.enabled(if: Interop.haveUmoci, "needs umoci and gzip, run as root"))

@@ -500,7 +500,9 @@ struct StoreMountTests {
             #expect(c2["state"] as? String == (point == "mount.recorded" ? ContainerState.unmounted : ContainerState.mounted).rawValue)
             let again = try Mounts.inNamespace(Mounts.prelude + """
                 "$T" umount --root "$S" c2 >/dev/null 2>&1 || true
-                "$T" mount --root "$S" c2 >/dev/null 2>&1 && exit 7
+                "$T" mount --root "$S" c2 >/dev/null || exit 7      # an existing container mounts again
+                test -x "$S/containers/c2/merged/bin/busybox" || exit 8
+                "$T" umount --root "$S" c2 >/dev/null
                 "$T" rm --root "$S" --force c2 >/dev/null
                 "$T" mount --root "$S" --name c2 bb >/dev/null
                 test -x "$S/containers/c2/merged/bin/busybox"

@@ -722,8 +722,10 @@ struct StoreTests {
             return try #require(try Tool.json(r.stdout) as? [[String: Any]], "\(args) printed \(r.stdout)")
         }
 
-        // Nothing yet: empty lists, no store created by looking.
-        #expect(try jsonArray(["ls"]).isEmpty)
+        // Nothing yet: a --root that names no store is an error (a typo must not look like an
+        // empty store), and looking creates none.
+        let none = try tool(["ls"])
+        #expect(none.status == 1 && none.stderr == "layertool: \(root): no layer store here\n", "\(none.stderr)")
         #expect(!LayerStore.exists(at: root))
 
         let imported = try tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"])

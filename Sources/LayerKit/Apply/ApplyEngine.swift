@@ -14,6 +14,8 @@ import Glibc
 /// hardlinked from elsewhere is never changed).
 final class ApplyEngine {
     private let resolver: ConfinedResolver
+    /// For an overlay-format layer on lowers: resolution through the whole stack.
+    private let merged: MergedResolver?
     private let options: ApplyOptions
     private let overlay: OverlayXattrNamespace?
     private let lowers: LowerLayers
@@ -36,9 +38,15 @@ final class ApplyEngine {
     private(set) var warnings: [String] = []
     private(set) var entryCount = 0
 
-    init(rootFD: Int32, options: ApplyOptions, cancellation: CancellationFlag? = nil) {
+    init(rootFD: Int32, options: ApplyOptions, cancellation: CancellationFlag? = nil) throws(LayerError) {
         self.cancellation = cancellation
-        self.resolver = ConfinedResolver(rootFD: rootFD)
+        let resolver = ConfinedResolver(rootFD: rootFD)
+        self.resolver = resolver
+        if case .overlay(let ns) = options.format, !options.lowerDirs.isEmpty {
+            merged = try MergedResolver(layer: resolver, lowers: options.lowerDirs, namespace: ns, policy: options.xattrPolicy)
+        } else {
+            merged = nil
+        }
         self.options = options
         if case .overlay(let ns) = options.format { overlay = ns } else { overlay = nil }
         self.lowers = LowerLayers(directories: options.lowerDirs)
@@ -46,6 +54,21 @@ final class ApplyEngine {
     }
 
     private var rootFD: Int32 { resolver.rootFD }
+
+    /// The dir an entry goes into, and the entry's path there: as named in a plain unpack (the
+    /// kernel resolves it inside the target); through the whole stack for an overlay-format layer
+    /// on lowers (`MergedResolver`), so the mounted stack shows what a plain unpack shows.
+    private func place(_ path: EntryPath, create: Bool) throws(LayerError) -> (parentFD: Int32, path: EntryPath) {
+        guard let merged else { return (try resolver.directory(path.parent, create: create), path) }
+        let (fd, dir) = try merged.directory(path.parent, create: create)
+        return (fd, dir.appending(path.name))
+    }
+
+    /// A dir or symlink of this layer went or came: paths through it resolve elsewhere now.
+    private func invalidateResolution() {
+        resolver.invalidate()
+        merged?.invalidate()
+    }
 
     // MARK: - Entries
 
@@ -72,8 +95,7 @@ final class ApplyEngine {
         case .invalidWhiteout: throw LayerError(.invalidEntry, "invalid whiteout name")
         }
         if let target = archive_entry_hardlink(entry) {
-            try applyHardlink(path, target: try EntryValidator.hardlinkTarget(target))
-            noteWritten(path)
+            noteWritten(try applyHardlink(path, target: try EntryValidator.hardlinkTarget(target)))
             return
         }
         let type = archive_entry_filetype(entry)
@@ -83,7 +105,8 @@ final class ApplyEngine {
             try applyDirMetadata(fd: rootFD, path: path, entry: entry, perm: perm)
             return
         }
-        let parentFD = try resolver.directory(path.parent, create: true)
+        let (parentFD, placed) = try place(path, create: true)
+        let path = placed
         noteTouch(path.parent, parentFD)
         switch type {
         case UInt32(LK_S_IFREG):
@@ -142,7 +165,7 @@ final class ApplyEngine {
             // A dir cannot be renamed over; anything else is replaced in one step.
             if let existing = FileSystem.lstat(parentFD, path.name) {
                 if FileSystem.isDirectory(existing) { try removeExisting(parentFD, path.name) }
-                if FileSystem.isSymlink(existing) { resolver.invalidate() }
+                if FileSystem.isSymlink(existing) { invalidateResolution() }
             }
             let rc = withCString(temporary) { t in withCString(path.name) { renameat(parentFD, t, parentFD, $0) } }
             guard rc == 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot rename the file into place") }
@@ -190,13 +213,13 @@ final class ApplyEngine {
     private func makeDirectory(_ parentFD: Int32, _ path: EntryPath, entry: OpaquePointer, perm: mode_t) throws(LayerError) {
         let name = path.name
         var replacedWhiteout = false
-        var merged = false
+        var overExisting = false
         var rc = withCString(name) { mkdirat(parentFD, $0, 0o700) }
         if rc != 0 && errno == EEXIST {
             let existing = FileSystem.lstat(parentFD, name)
             if let existing, FileSystem.isDirectory(existing) {
                 rc = 0  // dir over dir: merge, keep the contents
-                merged = true
+                overExisting = true
             } else {
                 if let existing, overlay != nil, LayerFormat.isWhiteoutDevice(existing) { replacedWhiteout = true }
                 try removeExisting(parentFD, name)
@@ -207,7 +230,8 @@ final class ApplyEngine {
         let fd = withCString(name) { openat(parentFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot open directory") }
         resolver.remember(path, fd)
-        if merged { dropStaleXattrs(fd: fd, parentFD: parentFD, name: name, entry: entry) }
+        self.merged?.invalidate()
+        if overExisting { dropStaleXattrs(fd: fd, parentFD: parentFD, name: name, entry: entry) }
         try applyDirMetadata(fd: fd, path: path, entry: entry, perm: perm)
         if replacedWhiteout { try setOpaque(fd, path) }
     }
@@ -250,6 +274,7 @@ final class ApplyEngine {
             rc = withCString(name) { symlinkat(target, parentFD, $0) }
         }
         guard rc == 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot create symlink") }
+        merged?.invalidate()
         try finishNode(parentFD, path, entry: entry, perm: nil)
     }
 
@@ -297,10 +322,20 @@ final class ApplyEngine {
         if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
     }
 
-    private func applyHardlink(_ path: EntryPath, target: EntryPath) throws(LayerError) {
-        let targetText = target.description
-        guard !path.isRoot else { throw LayerError(.invalidEntry, "the root of the target can only be a directory") }
-        let canCopyUp = overlay != nil && !lowers.isEmpty
+    /// Links `entryPath` to `entryTarget` and returns the path it was made at.
+    private func applyHardlink(_ entryPath: EntryPath, target entryTarget: EntryPath) throws(LayerError) -> EntryPath {
+        let targetText = entryTarget.description
+        guard !entryPath.isRoot else { throw LayerError(.invalidEntry, "the root of the target can only be a directory") }
+        var target = entryTarget
+        if let merged {
+            // Through the stack: a target a lower layer shows is copied up into this layer first.
+            guard let found = try merged.locateFile(entryTarget) else {
+                throw LayerError(.invalidEntry, "hardlink target \"\(targetText)\" not found")
+            }
+            target = found.path
+            if found.layer != 0 { try merged.copyUp(found.path, from: found.layer) }
+        }
+        let canCopyUp = merged == nil && overlay != nil && !lowers.isEmpty
         let targetParent: Int32
         do throws(LayerError) {
             targetParent = try resolver.directory(target.parent, create: false)
@@ -311,7 +346,7 @@ final class ApplyEngine {
             try lowers.copyUp(target, into: resolver)
             targetParent = try resolver.directory(target.parent, create: false)
         }
-        let parentFD = try resolver.directory(path.parent, create: true)
+        let (parentFD, path) = try place(entryPath, create: true)
         noteTouch(path.parent, parentFD)
         let name = path.name
         let targetName = target.name
@@ -326,7 +361,7 @@ final class ApplyEngine {
         if rc != 0 && errno == EEXIST {
             // Linking a name to itself (or to another name of the same inode) changes nothing.
             if let a = FileSystem.lstat(parentFD, name), let b = FileSystem.lstat(targetParent, targetName), FileSystem.sameInode(a, b) {
-                return
+                return path
             }
             try removeExisting(parentFD, name)
             rc = link()
@@ -341,6 +376,7 @@ final class ApplyEngine {
             }
             throw .system(err, entry: nil, "cannot create hardlink to \"\(targetText)\"")
         }
+        return path
     }
 
     // MARK: - Whiteouts
@@ -348,7 +384,11 @@ final class ApplyEngine {
     /// `DIR/.wh..wh..opq`: in overlay format the dir is marked opaque; in plain format what lower
     /// layers put in it goes.
     private func applyOpaqueMarker(in dir: EntryPath) throws(LayerError) {
-        if overlay != nil {
+        if let merged {
+            let (fd, canonical) = try merged.directory(dir, create: true)
+            try setOpaque(fd, canonical)
+            merged.invalidate()
+        } else if overlay != nil {
             try setOpaque(try resolver.directory(dir, create: true), dir)
         } else {
             try pruneLower(dir)
@@ -356,10 +396,17 @@ final class ApplyEngine {
     }
 
     /// `DIR/.wh.NAME`: in overlay format a whiteout device at NAME; in plain format NAME goes.
-    private func applyWhiteout(_ dir: EntryPath, _ hidden: [UInt8], entry: OpaquePointer) throws(LayerError) {
-        let victim = dir.appending(hidden)
+    private func applyWhiteout(_ entryDir: EntryPath, _ hidden: [UInt8], entry: OpaquePointer) throws(LayerError) {
+        var dir = entryDir
         if overlay != nil {
-            let parentFD = try resolver.directory(dir, create: true)
+            let parentFD: Int32
+            if let merged {
+                (parentFD, dir) = try merged.directory(entryDir, create: true)
+                merged.invalidate()
+            } else {
+                parentFD = try resolver.directory(dir, create: true)
+            }
+            let victim = dir.appending(hidden)
             if wasWritten(victim) {
                 // This layer's own entry stays; as a dir it now hides what lower layers have there.
                 if let st = FileSystem.lstat(parentFD, hidden), FileSystem.isDirectory(st) {
@@ -379,6 +426,7 @@ final class ApplyEngine {
             return
         }
         // Plain format: remove what lower layers have there (nothing if missing, or a non-dir parent).
+        let victim = dir.appending(hidden)
         let parentFD: Int32
         do throws(LayerError) { parentFD = try resolver.directory(dir, create: false) } catch {
             if error.errno == .noSuchFileOrDirectory || error.errno == .notDirectory { return }
@@ -457,18 +505,30 @@ final class ApplyEngine {
         return (atime, mtime)
     }
 
+    /// Sets the entry's xattrs that the policy carries, then its POSIX ACLs given as ACL records
+    /// (unless it carries them as `system.posix_acl_*` xattrs already).
     private func applyXattrs(_ entry: OpaquePointer, path: EntryPath, _ set: (UnsafePointer<CChar>, UnsafeRawPointer?, Int) -> Int32) {
-        guard archive_entry_xattr_reset(entry) > 0 else { return }
-        var namePtr: UnsafePointer<CChar>? = nil
-        var value: UnsafeRawPointer? = nil
-        var size = 0
-        while archive_entry_xattr_next(entry, &namePtr, &value, &size) == ARCHIVE_OK {
-            guard let namePtr else { continue }
-            let name = String(cString: namePtr)
-            guard options.xattrPolicy.carries(name) else { continue }
-            if set(namePtr, value, size) != 0 {
-                warn("entry \"\(path)\": xattr \(name) not applied: \(Errno(rawValue: errno).description)")
+        var applied = Set<String>()
+        if archive_entry_xattr_reset(entry) > 0 {
+            var namePtr: UnsafePointer<CChar>? = nil
+            var value: UnsafeRawPointer? = nil
+            var size = 0
+            while archive_entry_xattr_next(entry, &namePtr, &value, &size) == ARCHIVE_OK {
+                guard let namePtr else { continue }
+                let name = String(cString: namePtr)
+                guard options.xattrPolicy.carries(name) else { continue }
+                applied.insert(name)
+                if set(namePtr, value, size) != 0 {
+                    warn("entry \"\(path)\": xattr \(name) not applied: \(Errno(rawValue: errno).description)")
+                }
             }
+        }
+        for isDefault in [false, true] {
+            let name = AccessControlList.xattrName(default: isDefault)
+            guard !applied.contains(name),
+                  let value = AccessControlList.xattrValue(entry, type: isDefault ? ARCHIVE_ENTRY_ACL_TYPE_DEFAULT : ARCHIVE_ENTRY_ACL_TYPE_ACCESS) else { continue }
+            let rc = value.withUnsafeBytes { bytes in name.withCString { set($0, bytes.baseAddress, bytes.count) } }
+            if rc != 0 { warn("entry \"\(path)\": ACL \(name) not applied: \(Errno(rawValue: errno).description)") }
         }
     }
 
@@ -514,7 +574,7 @@ final class ApplyEngine {
     /// when a dir or symlink goes, since paths through it now resolve elsewhere.
     private func removeExisting<Name: Collection>(_ parentFD: Int32, _ name: Name) throws(LayerError) where Name.Element == UInt8 {
         guard let st = FileSystem.lstat(parentFD, name) else { return }
-        if FileSystem.isDirectory(st) || FileSystem.isSymlink(st) { resolver.invalidate() }
+        if FileSystem.isDirectory(st) || FileSystem.isSymlink(st) { invalidateResolution() }
         do throws(Errno) { try FileSystem.removeTree(parentFD, name) } catch {
             if error == .resourceBusy {
                 throw LayerError(.system(error), "\(String(decoding: Array(name), as: UTF8.self)) is a mount point: not removing what is mounted there")

@@ -21,6 +21,8 @@ public struct LayerApplier: Sendable {
     /// Applies `source` onto the directory `target` (which must exist).
     ///
     /// - Parameters:
+    ///   - source: the blob.
+    ///   - target: the directory to write into.
     ///   - name: how the layer is named in errors (defaults to the path, or `-`).
     ///   - expecting: digests to check; a mismatch throws `.digestMismatch`. The changes are then
     ///     already made: callers that must leave the target untouched apply into a staging dir
@@ -62,7 +64,7 @@ public struct LayerApplier: Sendable {
     func apply(_ source: LayerSource, rootFD: Int32, name: String, expecting: LayerExpectation,
                copyingBlobTo copyFD: Int32?, cancellation: CancellationFlag?) throws(LayerError) -> LayerSummary {
         do throws(LayerError) {
-            let engine = ApplyEngine(rootFD: rootFD, options: options, cancellation: cancellation)
+            let engine = try ApplyEngine(rootFD: rootFD, options: options, cancellation: cancellation)
             let settings = LayerPipeline.Settings(expecting: expecting, gzip: options.gzipDecoder, copyFD: copyFD, cancellation: cancellation)
             var summary = try LayerPipeline.read(source, settings) { (stream, entry) throws(LayerError) in
                 while try stream.next(entry) {

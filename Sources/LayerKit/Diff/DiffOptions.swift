@@ -1,3 +1,4 @@
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,6 +26,9 @@ public struct DiffOptions: Sendable {
     /// or a first layer with an empty OLD): compression starts with the first entry. The output is
     /// the same byte for byte either way; off only to compare the two paths.
     public var streamFullLayers: Bool = true
+    /// Where warnings go (sockets skipped, files that shrank while read); they are also returned
+    /// in the `DiffResult`. Discards by default.
+    public var logger: Logger = .discarding
 
     public init(compression: Compression = .gzip, level: Int? = nil, sourceDateEpoch: Int64? = nil,
                 compareContents: Bool = false, xattrPolicy: XattrPolicy = XattrPolicy(), threads: Int = 2) {

@@ -72,9 +72,10 @@ public struct LayerDiffer: Sendable {
     func write(_ source: ChangeSource, to outputFD: Int32, cancellation: CancellationFlag?) throws(LayerError) -> DiffResult {
         let newPath: String
         var oldPath: String? = nil
+        var lowerRoot: String? = nil
         switch source {
         case .trees(let old, let new): oldPath = old; newPath = new
-        case .upper(let upper): newPath = upper
+        case .upper(let upper, let lower): newPath = upper; lowerRoot = lower
         }
         let newFD = open(newPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard newFD >= 0 else { throw LayerError(.input, layer: newPath, "cannot open directory: \(Errno(rawValue: errno).description)") }
@@ -100,6 +101,11 @@ public struct LayerDiffer: Sendable {
                         throw LayerError(.input, layer: oldPath, "cannot read directory: \(error.description)")
                     }
                 }
+            }
+            if oldFD < 0, let lowerRoot {
+                // An upper dir's root is the merged root: a chmod, chown or xattr change of the
+                // container's `/` lives there, and the layer must say it.
+                try TreeComparer.compareUpperRoot(lowerRoot: lowerRoot, changes: changes)
             }
             if streaming {
                 if oldFD >= 0 { try TreeComparer.compareRoots(oldFD: oldFD, changes: changes) }
@@ -163,6 +169,7 @@ public struct LayerDiffer: Sendable {
         // Every chunk has been taken (the output stage is done): the shared digest is complete.
         diffID = pipe.sharedDigest()
         let blobDigest = options.compression == .none ? diffID! : output.sink.hasher.finalize()
+        for warning in warnings { options.logger.warning("\(warning)", metadata: ["layer": "\(newPath)"]) }
         let descriptor = Descriptor(mediaType: options.mediaType, digest: blobDigest, size: output.sink.size)
         return DiffResult(descriptor: descriptor, diffID: diffID!, tarSize: tarSize, entryCount: entries, warnings: warnings)
     }

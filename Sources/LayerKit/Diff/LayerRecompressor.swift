@@ -11,7 +11,12 @@ public enum LayerRecompressor {
     /// Decodes the blob `source` (gzip, zstd or tar, detected from its bytes) and writes it to the
     /// open file `outputFD` with `compression`, both digests computed in the same pass.
     ///
-    /// - Parameter expectedDiffID: when given, a tar that hashes otherwise is an error.
+    /// - Parameters:
+    ///   - source: the blob to rewrite.
+    ///   - outputFD: an open file to write the new blob to.
+    ///   - compression: the new compression.
+    ///   - level: its level (nil: the default).
+    ///   - expectedDiffID: when given, a tar that hashes otherwise is an error.
     public static func recompress(_ source: LayerSource, to outputFD: Int32, compression: Compression,
                                   level: Int? = nil, expectedDiffID: Digest? = nil) throws(LayerError) -> DiffResult {
         let options = DiffOptions(compression: compression, level: level)

@@ -28,6 +28,22 @@ struct TreeComparer {
         }
     }
 
+    /// Records the root's own entry of an upper dir when its owner, mode or xattrs differ from
+    /// those of the lower layer's root (its mtime changes with every name made at the root, so it
+    /// does not count).
+    static func compareUpperRoot(lowerRoot: String, changes: ChangeSet) throws(LayerError) {
+        let lowerFD = open(lowerRoot, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard lowerFD >= 0 else { throw LayerError(.input, layer: lowerRoot, "cannot open directory: \(Errno(rawValue: errno).description)") }
+        defer { close(lowerFD) }
+        guard let lower = FileSystem.attributes(of: lowerFD), let upper = FileSystem.attributes(of: changes.newRootFD) else {
+            throw .system(Errno(rawValue: errno), entry: nil, "cannot stat the root")
+        }
+        let comparer = TreeComparer(oldFD: lowerFD, changes: changes, compareContents: false)
+        if try comparer.metadataDiffers(lower, upper, oldDir: lowerFD, newDir: changes.newRootFD, name: FileSystem.dot, path: .root, oldRoot: []) {
+            changes.setRoot(upper)
+        }
+    }
+
     /// Walks both trees and records every change in `changes`.
     func run() throws(LayerError) {
         try Self.compareRoots(oldFD: oldFD, changes: changes)

@@ -27,6 +27,7 @@ public enum OverlayMounter {
     @discardableResult
     public static func mount(_ request: OverlayMountRequest, at target: String, options: Options = .init()) throws(MountError) -> MountMethod {
         try request.validate()
+        try checkTarget(target)
         if request.isSingleReadOnlyLayer {
             try bindReadOnly(request.lowerDirs[0], at: target)
             return .bind
@@ -34,6 +35,20 @@ public enum OverlayMounter {
         if !options.forceMountSyscall, try mountWithFileSystemContext(request, at: target) { return .mountAPI }
         try mountWithMountData(request, at: target)
         return .mountSyscall
+    }
+
+    /// A mount target must be a directory named as itself: a symlink there would put the mount
+    /// wherever it points.
+    static func checkTarget(_ target: String) throws(MountError) {
+        var st = stat()
+        guard lstat(target, &st) == 0 else {
+            if errno == ENOENT { throw MountError(path: target, "the mount target must be an existing directory") }
+            throw MountError.lastErrno(path: target, "cannot use as a mount point")
+        }
+        guard !FileSystem.isSymlink(st) else {
+            throw MountError(path: target, "the mount point is a symlink: give the directory it should be (nothing is mounted through a link)")
+        }
+        guard FileSystem.isDirectory(st) else { throw MountError(path: target, "the mount target must be an existing directory") }
     }
 
     /// Unmounts `target`. With `detach`, a busy mount is detached now and cleaned up by the

@@ -22,6 +22,7 @@ public enum UnionMounter {
     public static func mount(_ request: OverlayMountRequest, at target: String, driver: MountDriver,
                              userspace: (any UserspaceUnionMounter)?, options: OverlayMounter.Options = .init()) throws(MountError) -> MountOutcome {
         var fallback: String? = nil
+        try OverlayMounter.checkTarget(target)
         if driver != .fuse {
             do throws(MountError) {
                 return MountOutcome(driver: .overlay, method: try OverlayMounter.mount(request, at: target, options: options))

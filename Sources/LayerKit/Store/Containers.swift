@@ -102,6 +102,9 @@ extension LayerStore {
         if !readOnly {
             try Self.makeDir(upperDir(of: id), 0o755)
             try Self.makeDir(workDir(of: id), 0o700)
+            // The upper dir is the merged root: it starts as the image's root looks (owner, mode,
+            // times), so mounting changes nothing about `/` until the container does.
+            if let top = chainID { Self.copyRootMetadata(from: paths.diffDir(top), to: upperDir(of: id)) }
         }
         try Self.makeDir(mergedDir(of: id), 0o755)
         if chainID == nil { try Self.makeDir(dir + "/empty", 0o755) }
@@ -145,6 +148,9 @@ extension LayerStore {
         guard var record = try container(id) else { throw StoreError(.notFound, "no container \(id.debugDescription)") }
         if record.isMounted, let at = record.mountpoint {
             throw StoreError(.invalidArgument, path: at, "container \(record.id) is already mounted here")
+        }
+        if let target {
+            do throws(MountError) { try OverlayMounter.checkTarget(target) } catch { throw StoreError(error) }
         }
         let mountpoint = MountTable.resolve(target ?? mergedDir(of: record.id))
         var st = stat()
@@ -301,6 +307,16 @@ extension LayerStore {
             if state == "Z" || state == "X" { return }
             usleep(10_000)
         }
+    }
+
+    /// Gives `target` the owner, mode and times of `source` (both dirs).
+    static func copyRootMetadata(from source: String, to target: String) {
+        var st = stat()
+        guard lstat(source, &st) == 0 else { return }
+        if geteuid() == 0 { _ = lchown(target, st.st_uid, st.st_gid) }
+        _ = chmod(target, st.st_mode & 0o7777)
+        var times = [st.st_atim, st.st_mtim]
+        _ = utimensat(AT_FDCWD, target, &times, AT_SYMLINK_NOFOLLOW)
     }
 
     static func randomID() -> String {

@@ -172,7 +172,7 @@ enum FileSystem {
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 256)
         while fgets(&line, 256, f) != nil {
-            let s = String(cString: line)
+            let s = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             if s.hasPrefix("Umask:") {
                 let digits = s.dropFirst(6).filter { $0 >= "0" && $0 <= "7" }
                 return mode_t(digits, radix: 8) ?? 0o022

@@ -126,7 +126,7 @@ extension UnionFileSystem {
     /// Copies the xattrs a reader sees (not overlayfs's own) onto an fd or, for non-files, a path.
     private func copyXattrs(from source: [UInt8], to fd: Int32, orPath target: [UInt8]?, path: [UInt8]) throws(UnionError) {
         guard let names = Xattrs.names(atPath: source) else { throw .last("copy-up: list xattrs", path) }
-        for name in names where !OverlayXattrNamespace.isOverlayXattr(name) {
+        for name in names where XattrPolicy.copyUp.carries(name) {
             guard let value = Xattrs.value(atPath: source, name) else { continue }
             let rc = value.withUnsafeBytes { v in
                 if let target { return withCString(target) { lsetxattr($0, name, v.baseAddress, v.count, 0) } }

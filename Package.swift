@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "LayerKit", targets: ["LayerKit"]),
         .library(name: "LayerKitFUSE", targets: ["LayerKitFUSE"]),
         .library(name: "LayerKitRegistry", targets: ["LayerKitRegistry"]),
+        .library(name: "LayerKitSnapshotter", targets: ["LayerKitSnapshotter"]),
         .executable(name: "layertool", targets: ["layertool"]),
     ],
     dependencies: [
@@ -20,6 +21,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        // containerd's snapshots service over gRPC (LayerKitSnapshotter).
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // C libraries, each behind a tiny module so the Swift code imports only what it uses.
@@ -58,17 +64,31 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // containerd's snapshots service (a proxy snapshotter plugin) on the layer store. The
+        // .proto files it was generated from, and the script that regenerates the Swift code
+        // (scripts/generate-snapshotter-protos.sh), are kept beside the code but not compiled.
+        .target(
+            name: "LayerKitSnapshotter",
+            dependencies: [
+                "LayerKit",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["Protos"]
+        ),
         .executableTarget(
             name: "layertool",
             dependencies: [
-                "LayerKit", "LayerKitFUSE", "LayerKitRegistry",
+                "LayerKit", "LayerKitFUSE", "LayerKitRegistry", "LayerKitSnapshotter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "LayerKitTests",
             dependencies: [
-                "LayerKit", "LayerKitFUSE", "LayerKitRegistry", "CArchive", "CLayerSys", "layertool",
+                "LayerKit", "LayerKitFUSE", "LayerKitRegistry", "LayerKitSnapshotter", "CArchive", "CLayerSys", "layertool",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

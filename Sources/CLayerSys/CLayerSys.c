@@ -33,6 +33,9 @@ uint32_t lk_major(uint64_t dev) { return major(dev); }
 uint32_t lk_minor(uint64_t dev) { return minor(dev); }
 long lk_utime_omit(void) { return UTIME_OMIT; }
 
+int lk_o_path(void) { return O_PATH; }
+int lk_at_empty_path(void) { return AT_EMPTY_PATH; }
+
 ssize_t lk_copy_file_range(int fd_in, int fd_out, size_t len) {
     return copy_file_range(fd_in, NULL, fd_out, NULL, len, 0);
 }

@@ -51,6 +51,7 @@ struct Commit: ParsableCommand {
         var manifest: Descriptor
         var configDigest: Digest
         var unpacked: Bool
+        var layerDir: CommittedLayerDir
     }
 
     func run() throws {
@@ -63,7 +64,8 @@ struct Commit: ParsableCommand {
             throw fail(error)
         }
         let record = Record(image: result.image.name, chainID: result.chainID, layer: result.layer.descriptor, diffID: result.layer.diffID,
-                            manifest: result.manifest, configDigest: result.image.configDigest, unpacked: result.unpacked)
+                            manifest: result.manifest, configDigest: result.image.configDigest, unpacked: result.unpacked,
+                            layerDir: result.layerDir)
         if json { return print(Output.json(record)) }
         print([
             "image     \(record.image)",

@@ -13,7 +13,7 @@ struct LayerTool: AsyncParsableCommand {
             Every error is one line on stderr, `layertool: ...`: exit status 1 when the command
             failed, 2 when it was called wrongly.
             """,
-        subcommands: [Unpack.self, Diff.self, Inspect.self, Mount.self, Umount.self, Commit.self, Export.self, Ls.self, Rm.self, Gc.self, FuseServe.self]
+        subcommands: [Unpack.self, Diff.self, Inspect.self, Mount.self, Umount.self, Commit.self, Export.self, Ls.self, Rm.self, Gc.self, FuseServe.self, Pull.self, Push.self, Snapshotter.self]
     )
 
     /// Runs the command, keeping the error contract: a usage error is one line (not a usage dump)

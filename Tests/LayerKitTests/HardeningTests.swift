@@ -85,6 +85,20 @@ struct HardeningTests {
         #expect(diff.status == 0, "\(diff.stderr)")
         let listing = try run(which("tar")!, ["-tf", tmp.sub("deep.tar")])
         #expect(listing.stdout.split(separator: "\n").count == 10_000, "every nested dir is in the layer")
+        // Commit copies the upper dir (it never unpacks the blob, whose paths are too long for any
+        // single call), and the image's layer holds the whole depth.
+        let committed = try opened.commit(container: "deep", as: "deep:committed")
+        #expect(committed.layerDir == .copiedFromUpperDir)
+        var deepest = open(opened.paths.diffDir(committed.chainID), O_RDONLY | O_DIRECTORY)
+        var levels = 0
+        while true {
+            let next = openat(deepest, "d", O_RDONLY | O_DIRECTORY)
+            close(deepest)
+            guard next >= 0 else { break }
+            deepest = next
+            levels += 1
+        }
+        #expect(levels == 10_000)
         let removed = try Self.tool(["rm", "deep", "--root", store])
         #expect(removed.status == 0, "\(removed.stderr)")
         #expect(!FileManager.default.fileExists(atPath: store + "/containers/deep"))

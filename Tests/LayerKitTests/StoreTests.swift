@@ -995,8 +995,8 @@ struct StoreTests {
         let tables = try store.withConnection { (db) throws(DatabaseError) in
             try db.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name", []) { (row) throws(DatabaseError) in try row.string(0) }
         }
-        #expect(tables == ["containers", "images", "layers", "schema_migrations", "store_settings"])
-        for dir in ["layers", "l", "staging", "locks", "blobs/sha256", "containers"] {
+        #expect(tables == ["containers", "images", "layers", "schema_migrations", "snapshots", "sqlite_sequence", "store_settings"])
+        for dir in ["layers", "l", "staging", "locks", "blobs/sha256", "containers", "snapshots"] {
             #expect(lstatOrNil(store.root + "/" + dir).map { $0.st_mode & 0o7777 } == 0o700, "\(dir)")
         }
         // The namespace is fixed at creation.

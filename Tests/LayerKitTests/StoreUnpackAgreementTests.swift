@@ -84,6 +84,11 @@ struct StoreUnpackAgreementTests {
             [.dir("d"), .symlink("l", "d")],
             [.file("l", "now a file\n")],
         ]),
+        AgreementCase(name: "the root's metadata from a lower layer stays under layers that do not name it", layers: [
+            [.dir(".", mode: 0o700, uid: 5, gid: 6), .file("a", "a\n")],
+            [.file("b", "b\n")],
+            [.dir("c")],
+        ]),
         AgreementCase(name: "a symlink loop is refused by both", layers: [
             [.symlink("a", "b"), .symlink("b", "a")],
             [.file("a/x", "x\n")],

@@ -342,3 +342,59 @@ extension UnionCoreTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: f.work).isEmpty)
     }
 }
+
+extension UnionCoreTests {
+    /// The fds of this process that refer to `path` (readlink of /proc/self/fd/N), which the
+    /// kernel shows with " (deleted)" once its name is gone.
+    private func fdsOpen(on path: String) -> Int {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return fds.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == path }.count
+    }
+
+    /// An entry the kernel still holds (an open fd) outlives its last name, as on overlayfs: an
+    /// upper file stays readable and changeable through its inode number, a lower one readable
+    /// (changes other than the times refused, as overlayfs refuses their copy-up); nothing of
+    /// either is left in the upper or the work dir, and the union lets go of the backing file
+    /// when the kernel forgets the inode.
+    @Test(arguments: forms)
+    func anEntryTheKernelHoldsOutlivesItsLastNameUntilForgotten(_ form: UnionWhiteoutForm) throws {
+        let f = try CoreFixture(form, lowers: ["echo lower > low"])
+        let root = UnionFileSystem.rootInode
+        let (created, fd) = try f.union.create(parent: root, name: Array("tmp".utf8), mode: 0o644, flags: O_RDWR, caller: .current)
+        _ = "hello".withCString { write(fd, $0, 5) }
+        close(fd)
+        let tmp = UInt64(created.st_ino)
+        try f.union.unlink(parent: root, name: Array("tmp".utf8))
+
+        #expect(try f.union.attributes(tmp).st_nlink == 0)
+        let changed = try f.union.setAttributes(tmp, UnionAttributeChange(mode: 0o600, size: 2, modificationTime: timespec(tv_sec: 1_000_000_000, tv_nsec: 0)))
+        #expect(changed.st_size == 2 && changed.st_mode & 0o7777 == 0o600 && changed.st_mtim.tv_sec == 1_000_000_000 && changed.st_ino == tmp)
+        let again = try f.union.open(tmp, flags: O_RDWR)
+        var buffer = [UInt8](repeating: 0, count: 16)
+        #expect(pread(again, &buffer, 16, 0) == 2 && buffer[0..<2] == [UInt8(ascii: "h"), UInt8(ascii: "e")])
+        close(again)
+        #expect(!FileManager.default.fileExists(atPath: f.upper + "/tmp"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.work).isEmpty)
+        let deleted = URL(fileURLWithPath: f.upper).resolvingSymlinksInPath().path + "/tmp (deleted)"
+        #expect(fdsOpen(on: deleted) == 1, "the union holds the unlinked file by one fd")
+        f.union.forget(tmp, count: 1)
+        #expect(f.errno { _ = try f.union.attributes(tmp) } == ESTALE)
+        #expect(fdsOpen(on: deleted) == 0, "forgotten, the unlinked file is let go")
+
+        let low = UInt64(try f.union.lookup(parent: root, name: Array("low".utf8)).st_ino)
+        try f.union.unlink(parent: root, name: Array("low".utf8))
+        #expect(try f.union.attributes(low).st_size == 6)
+        let reader = try f.union.open(low, flags: O_RDONLY)
+        #expect(pread(reader, &buffer, 16, 0) == 6 && buffer[0..<6] == Array("lower\n".utf8)[...])
+        close(reader)
+        #expect(f.errno { _ = try f.union.setAttributes(low, UnionAttributeChange(mode: 0o600)) } == EEXIST)
+        #expect(f.errno { _ = try f.union.open(low, flags: O_RDWR) } == EEXIST)
+        #expect(f.errno { try f.union.setXattr(low, name: "user.k", value: [1], flags: 0) } == EEXIST)
+        #expect(f.errno { _ = try f.union.setAttributes(low, UnionAttributeChange(modificationTime: timespec(tv_sec: 5, tv_nsec: 0))) } == 0)
+        #expect(try f.union.attributes(low).st_mode & 0o7777 == 0o644)
+        #expect(f.upperHasWhiteout("low", form: form))
+        f.union.forget(low, count: 1)
+        #expect(f.errno { _ = try f.union.attributes(low) } == ESTALE)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.work).isEmpty)
+    }
+}

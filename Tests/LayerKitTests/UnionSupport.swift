@@ -17,6 +17,9 @@ enum UnionDriver: String, CaseIterable, CustomTestStringConvertible, Sendable {
     /// The FUSE union run in a user namespace (`unshare -Ur`): no `trusted.*` xattrs there, so
     /// opaque dirs are marked `user.overlay.opaque`. Only uid/gid 0 are mapped.
     case fuseUserNamespace
+    /// The FUSE union without the kernel's writeback cache (`--no-writeback-cache`): every write
+    /// and attribute change reaches the union as it happens.
+    case fuseWithoutWritebackCache
 
     /// The drivers the semantics suite compares (all ids mapped).
     static let semanticsDrivers: [UnionDriver] = [.kernel, .fuse, .fuseAufs]
@@ -27,6 +30,7 @@ enum UnionDriver: String, CaseIterable, CustomTestStringConvertible, Sendable {
         case .fuse: return "FUSE union"
         case .fuseAufs: return "FUSE union, aufs-form upper"
         case .fuseUserNamespace: return "FUSE union in a user namespace"
+        case .fuseWithoutWritebackCache: return "FUSE union without writeback cache"
         }
     }
 }
@@ -76,9 +80,10 @@ enum UnionMounts {
                 mount -t overlay overlay -o \(q("lowerdir=" + lowers.joined(separator: ":") + ",upperdir=\(upper),workdir=\(work),redirect_dir=off,metacopy=off,index=off")) \(q(merged)) || exit \(mountFailed)
                 DPID=
                 """
-        case .fuse, .fuseAufs, .fuseUserNamespace:
+        case .fuse, .fuseAufs, .fuseUserNamespace, .fuseWithoutWritebackCache:
             var lowerArgs = lowers.map { "--lower \(q($0))" }.joined(separator: " ")
             if driver == .fuseAufs { lowerArgs += " --whiteout-form aufs" }
+            if driver == .fuseWithoutWritebackCache { lowerArgs += " --no-writeback-cache" }
             return """
                 rm -f \(q(scratch + "/ready")); mkfifo \(q(scratch + "/ready")) || exit \(mountFailed)
                 \(q(layertool)) fuse-serve \(lowerArgs) --upper \(q(upper)) --work \(q(work)) --ready-fd 3 \(q(merged)) 3>\(q(scratch + "/ready")) 2>>\(q(scratch + "/daemon.err")) &

@@ -41,6 +41,10 @@ uint32_t lk_minor(uint64_t dev);
 /// UTIME_OMIT / UTIME_NOW for utimensat.
 long lk_utime_omit(void);
 
+/// O_PATH and AT_EMPTY_PATH (they need _GNU_SOURCE in the headers).
+int lk_o_path(void);
+int lk_at_empty_path(void);
+
 /// syncfs(2): writes out everything dirty on the file system holding fd.
 int lk_syncfs(int fd);
 

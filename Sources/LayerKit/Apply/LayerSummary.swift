@@ -14,6 +14,23 @@ public struct LayerSummary: Sendable, Codable, Equatable {
     public var entryCount: Int
     /// Things skipped without failing: xattrs the file system refused, sockets, ...
     public var warnings: [String]
+    /// Where the two threads of the pipeline waited for each other (not part of equality).
+    public var stageWaits: StageWaits? = nil
+
+    public static func == (a: LayerSummary, b: LayerSummary) -> Bool {
+        a.blobDigest == b.blobDigest && a.diffID == b.diffID && a.compression == b.compression && a.blobSize == b.blobSize
+            && a.tarSize == b.tarSize && a.entryCount == b.entryCount && a.warnings == b.warnings
+    }
+}
+
+/// How long each stage of an unpack's pipeline waited for the other, in seconds: the decoding
+/// thread for a free buffer (the applying side was behind), the applying thread for data (the
+/// decoding side was behind). The stage that waited less is the critical path.
+public struct StageWaits: Sendable, Codable, Equatable {
+    /// The decoding thread (read, inflate), waiting for the applying side.
+    public var decoding: Double
+    /// The applying thread (tar parsing, files), waiting for the decoding side.
+    public var applying: Double
 }
 
 /// What a layer is expected to be; a mismatch fails the apply.

@@ -167,7 +167,7 @@ public struct LayerDiffer: Sendable {
         if let e = output.error { throw e.inLayer(newPath) }
         if let failure { throw failure.inLayer(newPath) }
         // Every chunk has been taken (the output stage is done): the shared digest is complete.
-        diffID = pipe.sharedDigest()
+        diffID = try pipe.sharedDigest()
         let blobDigest = options.compression == .none ? diffID! : output.sink.hasher.finalize()
         for warning in warnings { options.logger.warning("\(warning)", metadata: ["layer": "\(newPath)"]) }
         let descriptor = Descriptor(mediaType: options.mediaType, digest: blobDigest, size: output.sink.size)

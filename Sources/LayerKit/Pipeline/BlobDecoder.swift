@@ -6,10 +6,14 @@ import SystemPackage
 import Glibc
 #endif
 
-/// The first stage of the pipeline, on its own thread: reads the blob in large chunks, hashes it
-/// (blob digest), detects and undoes the compression, hashes the result (diffID) and hands the
-/// tar bytes to the consumer through a `ChunkPipe`. It always reads to the end of the blob, so
-/// bytes after the tar end-of-archive marker are part of both digests.
+/// The first stage of the pipeline, on its own thread: reads the blob in large chunks, detects
+/// and undoes the compression, and hands the tar bytes to the consumer through a `ChunkPipe`.
+/// It always reads to the end of the blob, so bytes after the tar end-of-archive marker are part
+/// of both digests.
+///
+/// Hashing is left to the pipe: the blob's own chunks (a compressed blob) and the tar's chunks are
+/// hashed in order by whichever thread has time, so that on a large layer this thread does little
+/// but inflate — the critical path — and the other core takes the two SHA-256s and the writes.
 final class BlobDecoder: @unchecked Sendable {
     let fd: Int32
     let pipe: ChunkPipe
@@ -18,8 +22,6 @@ final class BlobDecoder: @unchecked Sendable {
 
     // Results, valid once `wait()` returns.
     private(set) var compression: Compression = .none
-    private(set) var blobDigest: Digest?
-    private(set) var diffID: Digest?
     private(set) var blobSize: Int64 = 0
     private(set) var tarSize: Int64 = 0
     private(set) var error: LayerError?
@@ -30,8 +32,8 @@ final class BlobDecoder: @unchecked Sendable {
     /// When set, the blob must be exactly this long: no byte beyond it is read, and a shorter
     /// blob fails at its end.
     let expectedSize: Int64?
-    /// Where every byte read is also written (the store's copy of the blob: the bytes hashed are
-    /// the bytes kept).
+    /// Where every byte of the blob is also written, from the bytes hashed (the store's copy of
+    /// the blob: the bytes kept are the bytes verified).
     let copyFD: Int32?
     /// Checked before each read: a cancelled unpack stops within a chunk.
     let cancellation: CancellationFlag?
@@ -59,7 +61,15 @@ final class BlobDecoder: @unchecked Sendable {
 
     func wait() { finished.wait() }
 
-    private var blobHasher = SHA256Hasher()
+    /// The stream whose digest is the blob digest: the blob's own chunks when compressed, the tar
+    /// itself when not.
+    var blobStream: ChunkPipe.Kind { compression == .none ? .data : .blob }
+
+    /// The blob digest, once the consumer has taken every chunk.
+    func blobDigest() throws(LayerError) -> Digest? { try pipe.sharedDigest(blobStream) }
+
+    /// The diffID, once the consumer has taken every chunk.
+    func diffID() throws(LayerError) -> Digest? { try pipe.sharedDigest(.data) }
 
     private func run() {
         do {
@@ -75,17 +85,23 @@ final class BlobDecoder: @unchecked Sendable {
         }
     }
 
-    /// Hashes what is left of the blob after a decoding failure.
-    private func hashRest() throws(LayerError) -> Digest {
+    /// Hashes what is left of the blob after a decoding failure (the consumer may have stopped:
+    /// what it has not hashed yet is hashed here).
+    private func hashRest() throws(LayerError) -> Digest? {
+        pipe.hashQueuedChunks(blobStream)
         let size = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
         defer { buffer.deallocate() }
-        while try readBlob(buffer, size) > 0 {}
-        return blobHasher.finalize()
+        while true {
+            let n = try readBlob(buffer, size)
+            if n == 0 { break }
+            pipe.hashMore(blobStream, UnsafeRawBufferPointer(start: buffer, count: n))
+        }
+        return try blobDigest()
     }
 
     /// Reads up to `count` bytes of the blob, retrying short reads until its end (or the expected
-    /// size), and hashes, counts and copies them. Returns the number read; 0 at the end.
+    /// size), and counts them. Returns the number read; 0 at the end.
     private func readBlob(_ buffer: UnsafeMutableRawPointer, _ count: Int) throws(LayerError) -> Int {
         if cancellation?.isCancelled == true { throw LayerError(.cancelled, "cancelled") }
         var want = count
@@ -110,16 +126,7 @@ final class BlobDecoder: @unchecked Sendable {
             repeat { n = read(fd, &extra, 1) } while n < 0 && errno == EINTR
             if n > 0 { throw LayerError(.digestMismatch, "size mismatch: the blob is larger than its descriptor's \(expectedSize) bytes") }
         }
-        if total > 0 {
-            let bytes = UnsafeRawBufferPointer(start: buffer, count: total)
-            blobHasher.update(bytes)
-            blobSize += Int64(total)
-            if let copyFD {
-                do throws(Errno) { try DataCopy.writeAll(copyFD, buffer, total, at: nil) } catch {
-                    throw LayerError(.system(error), "cannot write the copy of the blob: \(error.description)")
-                }
-            }
-        }
+        blobSize += Int64(total)
         return total
     }
 
@@ -128,12 +135,16 @@ final class BlobDecoder: @unchecked Sendable {
         let firstCount = try readBlob(first, pipe.chunkSize)
         guard let detected = Compression.detect(UnsafeRawBufferPointer(start: first, count: min(firstCount, Compression.magicLength))) else {
             pipe.giveBack(first)
+            // Hashed here, so a digest mismatch can still be told from garbage.
+            pipe.enableSharedHash(.data)
+            pipe.hashMore(.data, UnsafeRawBufferPointer(start: first, count: firstCount))
             throw LayerError(.corruptArchive, "not a layer: the data is neither gzip, zstd nor tar")
         }
         compression = detected
 
         if detected == .none {
             // Uncompressed: the blob is the tar; one hash serves as both digests.
+            pipe.enableSharedHash(.data, copyingTo: copyFD)
             var chunk = first
             var count = firstCount
             while count > 0 {
@@ -144,9 +155,6 @@ final class BlobDecoder: @unchecked Sendable {
                 count = try readBlob(chunk, pipe.chunkSize)
             }
             pipe.giveBack(chunk)
-            let digest = blobHasher.finalize()
-            blobDigest = digest
-            diffID = digest
             return
         }
 
@@ -158,23 +166,27 @@ final class BlobDecoder: @unchecked Sendable {
         }
         defer { decoder.release() }
 
-        // The diffID is hashed by whichever thread has time (see ChunkPipe.enableSharedHash).
-        pipe.enableSharedHash()
-        let inputCapacity = pipe.chunkSize
-        let input = UnsafeMutableRawPointer.allocate(byteCount: inputCapacity, alignment: 64)
-        defer { input.deallocate() }
-        input.copyMemory(from: first, byteCount: firstCount)
-        pipe.giveBack(first)
+        pipe.enableSharedHash(.data)
+        pipe.enableSharedHash(.blob, copyingTo: copyFD)
+        // Each input chunk is a pipe buffer: once inflated it goes on as a blob chunk, to be
+        // hashed (and copied) by whichever side has time.
+        var input = first
         var inputCount = firstCount
+        var holdingInput = true
+        defer { if holdingInput { pipe.giveBack(input) } }
 
         guard var out = pipe.acquire() else { return }
+        var holdingOut = true
+        defer { if holdingOut { pipe.giveBack(out) } }
         var outFill = 0
         let outCapacity = pipe.chunkSize
         /// Passes a full output chunk on and takes a fresh one; false once the consumer has stopped.
         func handOver() -> Bool {
             tarSize += Int64(outFill)
+            holdingOut = false
             guard pipe.push(out, count: outFill), let next = pipe.acquire() else { return false }
             out = next
+            holdingOut = true
             outFill = 0
             return true
         }
@@ -192,12 +204,19 @@ final class BlobDecoder: @unchecked Sendable {
                     break
                 }
             }
-            inputCount = try readBlob(input, inputCapacity)
+            holdingInput = false
+            guard pipe.push(input, count: inputCount, kind: .blob), let nextInput = pipe.acquire() else { return }
+            input = nextInput
+            holdingInput = true
+            inputCount = try readBlob(input, pipe.chunkSize)
         }
+        pipe.giveBack(input)
+        holdingInput = false
         // Flush what the decoder still holds (zstd may keep output back until asked again).
         while true {
+            var empty: UInt8 = 0
             let (_, produced) = try decoder.step(
-                UnsafeRawBufferPointer(start: input, count: 0),
+                UnsafeRawBufferPointer(start: &empty, count: 0),
                 UnsafeMutableRawBufferPointer(start: out + outFill, count: outCapacity - outFill))
             outFill += produced
             if outFill == outCapacity {
@@ -207,15 +226,14 @@ final class BlobDecoder: @unchecked Sendable {
             }
         }
         guard decoder.isComplete else {
-            pipe.giveBack(out)
             throw LayerError(.corruptArchive, "\(detected.rawValue): unexpected end of data (the blob is truncated)")
         }
+        holdingOut = false
         if outFill > 0 {
             tarSize += Int64(outFill)
             pipe.push(out, count: outFill)
         } else {
             pipe.giveBack(out)
         }
-        blobDigest = blobHasher.finalize()
     }
 }

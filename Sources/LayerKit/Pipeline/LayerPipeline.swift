@@ -82,7 +82,7 @@ enum LayerPipeline {
         producer.wait()
         if let error = producer.error { throw error }
         if let failure { throw failure }
-        guard let blobDigest = producer.blobDigest, let diffID = producer.diffID ?? pipe.sharedDigest() else {
+        guard let blobDigest = try producer.blobDigest(), let diffID = try producer.diffID() else {
             throw LayerError(.corruptArchive, "no data")
         }
         return LayerSummary(blobDigest: blobDigest, diffID: diffID, compression: producer.compression,
@@ -112,15 +112,19 @@ enum LayerPipeline {
         }
 
         var failure: LayerError?
+        var reader: TarReader?
         do throws(LayerError) {
             let stream = try TarReader(pipe: pipe)
+            reader = stream
             guard let entry = archive_entry_new() else { throw LayerError(.input, "libarchive: out of memory") }
             defer { archive_entry_free(entry) }
             try consume(stream, entry)
             try stream.drain()
         } catch {
-            failure = error
+            // What cut libarchive off (the tar validator) explains the error libarchive gave.
+            failure = reader?.context.upstreamError ?? error
         }
+        reader = nil
         if let failure {
             if expectedBlobDigest != nil, failure.kind == .corruptArchive || failure.kind == .pathEscapes || failure.kind == .invalidEntry {
                 // Read on to the end: a blob that is not the expected one is reported as such.
@@ -133,15 +137,17 @@ enum LayerPipeline {
         // The producer's error (truncated or corrupt compressed data) explains a tar error it caused.
         if let upstream = producer.error { throw upstream }
         if let failure {
-            if let want = expectedBlobDigest, let got = producer.blobDigest, got != want {
+            if let want = expectedBlobDigest, let got = try? producer.blobDigest(), got != want {
                 throw LayerError(.digestMismatch, "digest mismatch: the blob does not match \(want) (and the content is bad: \(failure.description))")
             }
             throw failure
         }
-        guard let blobDigest = producer.blobDigest, let diffID = producer.diffID ?? pipe.sharedDigest() else {
+        guard let blobDigest = try producer.blobDigest(), let diffID = try producer.diffID() else {
             throw LayerError(.input, "the layer was not read to its end")
         }
-        return LayerSummary(blobDigest: blobDigest, diffID: diffID, compression: producer.compression,
-                            blobSize: producer.blobSize, tarSize: producer.tarSize, entryCount: 0, warnings: [])
+        var summary = LayerSummary(blobDigest: blobDigest, diffID: diffID, compression: producer.compression,
+                                   blobSize: producer.blobSize, tarSize: producer.tarSize, entryCount: 0, warnings: [])
+        summary.stageWaits = StageWaits(decoding: pipe.waits.producer, applying: pipe.waits.consumer)
+        return summary
     }
 }

@@ -15,6 +15,20 @@ public struct CommitResult: Sendable, Codable, Equatable {
     public var unpacked: Bool
     /// The new image manifest.
     public var manifest: Descriptor
+    /// How the layer dir was made: copied from the upper dir while the blob was written, or (an
+    /// aufs-form upper) unpacked from the blob.
+    public var layerDir: CommittedLayerDir
+}
+
+/// How a commit made its layer dir.
+public enum CommittedLayerDir: String, Sendable, Codable {
+    /// Copied from the container's upper dir (in the store's overlay format) while the blob was
+    /// written: the blob is never read back.
+    case copiedFromUpperDir
+    /// Unpacked from the blob, as an import would (an upper in the aufs form).
+    case unpackedFromBlob
+    /// The store had a layer with that chainID already.
+    case alreadyPresent
 }
 
 /// Committing a container's changes as a new layer and image.
@@ -62,26 +76,48 @@ extension LayerStore {
         try flushChanges(of: container.id)
 
         // 1. The layer blob, written into the content dir under a temporary name (renamed to its
-        // digest once known; a crash leaves a temporary file gc removes).
+        // digest once known; a crash leaves a temporary file gc removes). Meanwhile, on the other
+        // core, the upper dir (already in the store's overlay format) is copied into a staging dir
+        // as the layer dir: nothing is decompressed or applied again.
+        let upper = upperDir(of: container.id)
+        let staging = try makeStagingDirectory()
+        var stagingKept = false
+        defer { if !stagingKept { try? Self.removeTree(staging) } }
+        let copy = try UpperCopy(upper: upper, into: staging + "/diff", namespace: overlayNamespace)
+        copy.start()
         let blob = try PendingBlob(in: paths.blobsDir, for: nil)
         var options = DiffOptions(compression: compression, level: level)
         options.logger = configuration.logger
         let diff: DiffResult
         do throws(LayerError) {
-            diff = try LayerDiffer(options: options).write(.upper(upperDir(of: container.id), lowerRoot: chain.last.map(paths.diffDir)),
+            diff = try LayerDiffer(options: options).write(.upper(upper, lowerRoot: chain.last.map(paths.diffDir)),
                                                           to: blob.fd, cancellation: cancellation)
-        } catch { throw StoreError(error) }
+        } catch {
+            copy.wait()
+            throw StoreError(error)
+        }
+        let copied = copy.wait()
         try blob.commit(as: diff.descriptor.digest, sync: true)
         let chainID = ChainID.chain(baseLayers.map(\.diffID) + [diff.diffID]).last!
         FaultInjection.point("commit.diffed")
 
-        // 2. The layer itself, as an import would make it (from the blob just written; a crash
-        // in between leaves a blob no record needs, which gc removes).
-        let layerSource = LayerSource.path(paths.blob(diff.descriptor.digest))
-        let imported = try importLayer(ImageLayer(descriptor: diff.descriptor, diffID: diff.diffID, source: layerSource),
+        // 2. The layer itself: the copy, installed as an import installs an unpacked layer. An
+        // aufs-form upper (the FUSE union where 0/0 devices cannot be made) is not a layer dir as
+        // it is: that layer is unpacked from the blob just written, as an import would.
+        let imported: ImportedLayer
+        let made: CommittedLayerDir
+        if let size = copied {
+            imported = try installCommittedLayer(staging: staging, chainID: chainID, parent: container.chainID, diff: diff, size: size)
+            stagingKept = imported.unpacked
+            made = imported.unpacked ? .copiedFromUpperDir : .alreadyPresent
+        } else {
+            let layerSource = LayerSource.path(paths.blob(diff.descriptor.digest))
+            imported = try importLayer(ImageLayer(descriptor: diff.descriptor, diffID: diff.diffID, source: layerSource),
                                        chainID: chainID, parent: container.chainID,
                                        lowerDirs: chain.reversed().map(paths.diffDir), name: "container \(container.id)",
                                        cancellation: cancellation)
+            made = imported.unpacked ? .unpackedFromBlob : .alreadyPresent
+        }
 
         // 3. Config and manifest, from the base image's where the store has them.
         var base: StoredImage? = nil
@@ -115,7 +151,25 @@ extension LayerStore {
         try recordImage(name, manifest: manifestDigest, config: configDigest, top: chainID)
         guard let image = try image(named: name) else { throw StoreError(.notFound, "image \(name) vanished after it was recorded") }
         return CommitResult(image: image, layer: diff, chainID: chainID, unpacked: imported.unpacked,
-                            manifest: Descriptor(mediaType: MediaType.ociManifest, digest: manifestDigest, size: Int64(manifestBytes.count)))
+                            manifest: Descriptor(mediaType: MediaType.ociManifest, digest: manifestDigest, size: Int64(manifestBytes.count)),
+                            layerDir: made)
+    }
+
+    /// Records the layer copied from an upper dir, unless the store has that chainID already.
+    private func installCommittedLayer(staging: String, chainID: Digest, parent: Digest?, diff: DiffResult,
+                                       size: Int64) throws(StoreError) -> ImportedLayer {
+        let lock = try FileLock(path: paths.layerLock(chainID))
+        try lock.lock(.exclusive)
+        defer { lock.unlock() }
+        let existing = try layer(chainID)
+        if let existing, Self.isDirectory(paths.diffDir(chainID)) {
+            return ImportedLayer(chainID: chainID, diffID: diff.diffID, blobDigest: diff.descriptor.digest, unpacked: false, size: existing.size)
+        }
+        let layerDir = paths.layerDir(chainID)
+        if access(layerDir, F_OK) == 0 { try Self.removeTree(layerDir) }
+        try installStagedLayer(staging, chainID: chainID, link: existing?.link ?? ShortLink.generate(), existing: existing != nil,
+                               diffID: diff.diffID, descriptor: diff.descriptor, parent: parent, size: size, blob: nil)
+        return ImportedLayer(chainID: chainID, diffID: diff.diffID, blobDigest: diff.descriptor.digest, unpacked: true, size: size)
     }
 
     // MARK: Documents

@@ -8,7 +8,8 @@ import Glibc
 /// power cut or `kill -9` would. Unarmed, a check is one load. Points: `import.unpacked`,
 /// `import.synced`, `import.renamed`, `import.linked`, `import.recorded`, `import.blobs`,
 /// `gc.deleted`, `gc.removed-one`, `mount.recorded`, `mount.mounted`, `container.deleted`,
-/// `commit.diffed`, `commit.blobs`. (`layertool` arms it from `LAYERKIT_STORE_CRASH`.)
+/// `commit.diffed`, `commit.blobs`, `snapshot.created-dirs`, `snapshot.commit.layer-dir`,
+/// `snapshot.commit.recorded`, `snapshot.removed-record`. (`layertool` arms it from `LAYERKIT_STORE_CRASH`.)
 public enum FaultInjection {
     private struct Target: Sendable {
         var point: String

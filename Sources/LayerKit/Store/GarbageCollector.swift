@@ -5,14 +5,16 @@ import Glibc
 
 /// Removing layers nothing uses.
 extension LayerStore {
-    /// The layers no image or container references, directly or as the parent of a referenced
-    /// layer (a recursive walk down the parent links from every image's top layer and every
-    /// container's layer).
+    /// The layers no image, container or snapshot references, directly or as the parent of a referenced
+    /// layer (a recursive walk down the parent links from every image's top layer, every
+    /// container's layer and every committed snapshot's layer).
     static let unreferencedLayersSQL = """
         WITH RECURSIVE live (chain_id) AS (
             SELECT top_chain_id FROM images WHERE top_chain_id IS NOT NULL
             UNION
             SELECT chain_id FROM containers WHERE chain_id IS NOT NULL
+            UNION
+            SELECT chain_id FROM snapshots WHERE chain_id IS NOT NULL
             UNION
             SELECT layers.parent FROM layers JOIN live ON layers.chain_id = live.chain_id
             WHERE layers.parent IS NOT NULL

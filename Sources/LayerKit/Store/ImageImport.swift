@@ -155,6 +155,9 @@ extension LayerStore {
         defer { if !renamed { try? Self.removeTree(staging) } }
         let diff = staging + "/diff"
         guard mkdir(diff, 0o755) == 0, chmod(diff, 0o755) == 0 else { throw .lastErrno(path: diff, "cannot create directory") }
+        // The merged root is the top layer's root: it keeps what the layers below say of `/`
+        // unless this layer names `./` itself (as a plain unpack keeps it).
+        if let below = lowerDirs.first { Self.copyRootMetadata(from: below, to: diff) }
         let diffFD = open(diff, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard diffFD >= 0 else { throw .lastErrno(path: diff, "cannot open") }
         defer { close(diffFD) }
@@ -173,10 +176,24 @@ extension LayerStore {
         }
         FaultInjection.point("import.unpacked")
         let size = try DiskUsage.of(diff)
+        try installStagedLayer(staging, chainID: chainID, link: link, existing: existing != nil, diffID: layer.diffID,
+                               descriptor: layer.descriptor, parent: parent, size: size, blob: blob)
+        renamed = true
+        return ImportedLayer(chainID: chainID, diffID: layer.diffID, blobDigest: layer.descriptor.digest, unpacked: true, size: size)
+    }
+
+    /// Puts a complete layer dir into the store: `staging/diff` holds the layer, `blob` (if any)
+    /// its blob. Syncs the file system, commits the blob, renames the staging dir to
+    /// `layers/<chainID>`, makes the short link and records the layer, in that order. The caller
+    /// holds the layer's lock; on failure the layer dir is taken back out (the staging dir, once
+    /// renamed, is the caller's no more).
+    func installStagedLayer(_ staging: String, chainID: Digest, link: String, existing: Bool, diffID: Digest,
+                            descriptor: Descriptor, parent: Digest?, size: Int64, blob: PendingBlob?) throws(StoreError) {
+        let layerDir = paths.layerDir(chainID)
         try Self.writeFile(staging + "/link", link)
         // One syncfs makes the layer's files and its blob durable.
         try Durability.syncFileSystem(containing: staging)
-        try blob?.commit(as: layer.descriptor.digest, sync: false)
+        try blob?.commit(as: descriptor.digest, sync: false)
         FaultInjection.point("import.synced")
 
         if lk_renameat2(AT_FDCWD, staging, AT_FDCWD, layerDir, UInt32(LK_RENAME_NOREPLACE)) != 0 {
@@ -185,7 +202,6 @@ extension LayerStore {
                 throw .lastErrno(path: layerDir, "cannot rename the staging dir \(staging) into place")
             }
         }
-        renamed = true
         var recorded = false
         defer {
             // The record failed: take the dir back out rather than leave it for the next cleanup.
@@ -204,18 +220,16 @@ extension LayerStore {
         try Durability.syncDirectory(paths.linksDir)
         FaultInjection.point("import.linked")
 
-        if existing != nil {
+        if existing {
             try execute("UPDATE layers SET size = ? WHERE chain_id = ?", [size, chainID])
         } else {
             try execute("""
                 INSERT INTO layers (chain_id, diff_id, blob_digest, blob_size, media_type, parent, link, size, created)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, [chainID, layer.diffID, layer.descriptor.digest, layer.descriptor.size, layer.descriptor.mediaType,
-                      parent, link, size, Self.now()])
+                """, [chainID, diffID, descriptor.digest, descriptor.size, descriptor.mediaType, parent, link, size, Self.now()])
         }
         recorded = true
         FaultInjection.point("import.recorded")
-        return ImportedLayer(chainID: chainID, diffID: layer.diffID, blobDigest: layer.descriptor.digest, unpacked: true, size: size)
     }
 
     static func writeFile(_ path: String, _ text: String) throws(StoreError) {

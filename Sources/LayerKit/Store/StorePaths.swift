@@ -34,7 +34,7 @@ public struct StorePaths: Sendable, Equatable {
     public var blobsDir: String { root + "/blobs/sha256" }
     public var containersDir: String { root + "/containers" }
     /// The dirs the store makes below its root.
-    var ownDirectories: [String] { [layersDir, linksDir, stagingDir, locksDir, root + "/blobs", blobsDir, containersDir] }
+    var ownDirectories: [String] { [layersDir, linksDir, stagingDir, locksDir, root + "/blobs", blobsDir, containersDir, snapshotsDir] }
     /// The lock that imports share and garbage collection and cleanup take alone.
     public var storeLock: String { locksDir + "/store.lock" }
 

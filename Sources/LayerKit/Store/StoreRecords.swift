@@ -142,8 +142,10 @@ public struct StoreCleanup: Sendable, Equatable {
     public var restoredLinks: [String] = []
     /// Container dirs without a record, removed.
     public var orphanContainers: [String] = []
+    /// containerd snapshot dirs without a record, removed, and interrupted commits finished.
+    public var snapshotRepairs: [String] = []
     /// False when another process was using the store, so nothing was looked at.
     public var ran = false
 
-    public var isEmpty: Bool { stagingDirs.isEmpty && unrecordedLayers.isEmpty && danglingLinks.isEmpty && restoredLinks.isEmpty && orphanContainers.isEmpty }
+    public var isEmpty: Bool { stagingDirs.isEmpty && unrecordedLayers.isEmpty && danglingLinks.isEmpty && restoredLinks.isEmpty && orphanContainers.isEmpty && snapshotRepairs.isEmpty }
 }

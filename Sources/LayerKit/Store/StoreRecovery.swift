@@ -21,6 +21,8 @@ extension LayerStore {
     /// The caller holds the store lock exclusively.
     func cleanUp() throws(StoreError) -> StoreCleanup {
         var cleanup = StoreCleanup(ran: true)
+        // First, so that a commit it finishes has its layer dir complete for the checks below.
+        cleanup.snapshotRepairs = try recoverSnapshots()
         for name in try Self.entries(of: paths.stagingDir) {
             let path = paths.stagingDir + "/" + name
             try Self.removeTree(path)

@@ -49,6 +49,27 @@ enum StoreSchema {
             ALTER TABLE containers ADD COLUMN daemon_pid INTEGER;
             CREATE UNIQUE INDEX containers_mountpoint ON containers (mountpoint) WHERE mountpoint IS NOT NULL;
             """),
+        // containerd's snapshots (`layertool snapshotter`): a committed one names its layer (the
+        // layer gc keeps), an active or view one its committed parent. `id` names the dir
+        // ROOT/snapshots/<id> and is never reused (AUTOINCREMENT). Times in nanoseconds; labels
+        // a JSON object.
+        Migration(version: 3, name: "containerd snapshots", sql: """
+            CREATE TABLE snapshots (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                name       TEXT    NOT NULL UNIQUE,
+                kind       TEXT    NOT NULL CHECK (kind IN ('active', 'view', 'committed')),
+                parent     INTEGER REFERENCES snapshots (id) ON DELETE RESTRICT,
+                chain_id   TEXT    REFERENCES layers (chain_id) ON DELETE RESTRICT,
+                owns_layer INTEGER NOT NULL DEFAULT 0,
+                labels     TEXT    NOT NULL DEFAULT '{}',
+                created    INTEGER NOT NULL,
+                updated    INTEGER NOT NULL,
+                CHECK ((kind = 'committed') = (chain_id IS NOT NULL)),
+                CHECK (parent IS NULL OR parent <> id)
+            );
+            CREATE INDEX snapshots_parent ON snapshots (parent);
+            CREATE INDEX snapshots_chain ON snapshots (chain_id);
+            """),
     ]
 
     /// The schema version this code writes.

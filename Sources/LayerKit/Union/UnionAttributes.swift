@@ -34,6 +34,7 @@ extension UnionFileSystem {
     public func openFile(_ ino: UInt64, flags: Int32) throws(UnionError) -> (fd: Int32, inUpper: Bool) {
         try mutex.locked { () throws(UnionError) -> (fd: Int32, inUpper: Bool) in
             let node = try node(ino, "open")
+            if let held = node.heldFD { return (try openHeld(node, held, flags: flags), node.layer == UnionLayerStack.upper) }
             guard !node.isDirectory else { throw .with(EISDIR, "open", try linkedPath(node, "open")) }
             if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
                 try copyUp(node, withoutData: true)   // the content is about to go: copy only the metadata
@@ -58,6 +59,7 @@ extension UnionFileSystem {
     public func setAttributes(_ ino: UInt64, _ change: UnionAttributeChange, fd: Int32? = nil) throws(UnionError) -> stat {
         try mutex.locked { () throws(UnionError) -> stat in
             let node = try node(ino, "setattr")
+            if let held = node.heldFD { return try setHeldAttributes(node, held, change, fd: fd) }
             try copyUp(node)
             let path = try linkedPath(node, "setattr")
             let upper = layers.fds[UnionLayerStack.upper]
@@ -89,16 +91,13 @@ extension UnionFileSystem {
 
     // MARK: Extended attributes
 
-    private func xattrTarget(_ ino: UInt64, _ operation: String) throws(UnionError) -> (UnionNode, [UInt8]) {
-        let node = try node(ino, operation)
-        return (node, try linkedPath(node, operation))
-    }
-
     /// One xattr; overlayfs's own (`trusted.overlay.*`, `user.overlay.*`) are never shown.
     public func getXattr(_ ino: UInt64, name: String) throws(UnionError) -> [UInt8] {
         try mutex.locked { () throws(UnionError) -> [UInt8] in
-            let (node, path) = try xattrTarget(ino, "getxattr")
-            if OverlayXattrNamespace.isOverlayXattr(name) { throw .with(ENODATA, "getxattr \(name)", path) }
+            let node = try node(ino, "getxattr")
+            if OverlayXattrNamespace.isOverlayXattr(name) { throw .with(ENODATA, "getxattr \(name)", node.path ?? []) }
+            if let held = node.heldFD { return try heldXattr(node, held, name: name) }
+            let path = try linkedPath(node, "getxattr")
             guard let value = Xattrs.value(atPath: FileSystem.absolute(layers.roots[node.layer], path), name) else {
                 throw .last("getxattr \(name)", path)
             }
@@ -109,7 +108,9 @@ extension UnionFileSystem {
     /// The xattr names a reader may see.
     public func listXattrs(_ ino: UInt64) throws(UnionError) -> [String] {
         try mutex.locked { () throws(UnionError) -> [String] in
-            let (node, path) = try xattrTarget(ino, "listxattr")
+            let node = try node(ino, "listxattr")
+            if let held = node.heldFD { return try heldXattrNames(node, held).filter { !OverlayXattrNamespace.isOverlayXattr($0) } }
+            let path = try linkedPath(node, "listxattr")
             guard let names = Xattrs.names(atPath: FileSystem.absolute(layers.roots[node.layer], path)) else {
                 throw .last("listxattr", path)
             }
@@ -120,8 +121,9 @@ extension UnionFileSystem {
     /// Sets an xattr (copying the entry up). overlayfs's own names are refused with EPERM.
     public func setXattr(_ ino: UInt64, name: String, value: [UInt8], flags: Int32) throws(UnionError) {
         try mutex.locked { () throws(UnionError) in
-            let (node, before) = try xattrTarget(ino, "setxattr")
-            if OverlayXattrNamespace.isOverlayXattr(name) { throw .with(EPERM, "setxattr \(name)", before) }
+            let node = try node(ino, "setxattr")
+            if OverlayXattrNamespace.isOverlayXattr(name) { throw .with(EPERM, "setxattr \(name)", node.path ?? []) }
+            if let held = node.heldFD { return try setHeldXattr(node, held, name: name, value: value, flags: flags) }
             try copyUp(node)
             let path = try linkedPath(node, "setxattr")
             let rc = value.withUnsafeBytes { v in
@@ -134,8 +136,10 @@ extension UnionFileSystem {
     /// Removes an xattr (copying the entry up). overlayfs's own names are refused with EPERM.
     public func removeXattr(_ ino: UInt64, name: String) throws(UnionError) {
         try mutex.locked { () throws(UnionError) in
-            let (node, before) = try xattrTarget(ino, "removexattr")
-            if OverlayXattrNamespace.isOverlayXattr(name) { throw .with(EPERM, "removexattr \(name)", before) }
+            let node = try node(ino, "removexattr")
+            if OverlayXattrNamespace.isOverlayXattr(name) { throw .with(EPERM, "removexattr \(name)", node.path ?? []) }
+            if let held = node.heldFD { return try removeHeldXattr(node, held, name: name) }
+            let before = try linkedPath(node, "removexattr")
             // Nothing to remove: answer without copying up.
             if Xattrs.value(atPath: FileSystem.absolute(layers.roots[node.layer], before), name) == nil { throw .last("removexattr \(name)", before) }
             try copyUp(node)

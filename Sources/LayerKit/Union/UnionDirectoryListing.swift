@@ -16,9 +16,14 @@ public struct UnionDirectoryEntry: Sendable, Equatable {
 
 extension UnionFileSystem {
     /// The merged listing of a dir: the upper's names first, then each lower's names not seen
-    /// above; whiteouts and opaque dirs hide the names below them; markers are never listed.
+    /// above; whiteouts and opaque dirs hide the names below them; markers are never listed. A
+    /// dir removed while it was open (or someone's cwd) lists empty.
     public func readDirectory(_ ino: UInt64) throws(UnionError) -> [UnionDirectoryEntry] {
         try mutex.locked { () throws(UnionError) -> [UnionDirectoryEntry] in
+            if let node = nodes[ino], node.heldFD != nil {
+                guard node.isDirectory else { throw .with(ENOTDIR, "readdir", []) }
+                return []
+            }
             let (dir, path) = try directory(ino, "readdir")
             return try mergedListing(dir, path)
         }

@@ -74,6 +74,10 @@ public final class UnionFileSystem: @unchecked Sendable {
         nodes[Self.rootInode] = root
     }
 
+    deinit {
+        for node in nodes.values { if let held = node.heldFD { close(held) } }
+    }
+
     /// The whiteout form the upper is written in.
     public var whiteoutForm: UnionWhiteoutForm { layers.form }
 
@@ -109,12 +113,20 @@ public final class UnionFileSystem: @unchecked Sendable {
         if node.names.isEmpty && node.lookups == 0 && !node.isRoot {
             nodes[node.ino] = nil
             if let key = node.hardlinkKey, hardlinks[key] === node { hardlinks[key] = nil }
+            if let held = node.heldFD {
+                close(held)
+                node.heldFD = nil
+            }
         }
     }
 
-    /// Unlinks `name` from the tree (after the backing entry was removed or replaced).
-    func detach(_ node: UnionNode, parent: UnionNode, name: [UInt8]) {
+    /// Unlinks `name` from the tree (after the backing entry was removed or replaced). `held` is
+    /// what `holdBeforeLastName` answered before the removal: kept by the node once it has no name.
+    func detach(_ node: UnionNode, parent: UnionNode, name: [UInt8], held: Int32? = nil) {
         node.removeName(parent: parent, name: name)
+        if let held {
+            if node.isLinked || node.heldFD != nil { close(held) } else { node.heldFD = held }
+        }
         releaseIfUnused(node)
     }
 
@@ -217,6 +229,7 @@ public final class UnionFileSystem: @unchecked Sendable {
     public func attributes(_ ino: UInt64) throws(UnionError) -> stat {
         try mutex.locked { () throws(UnionError) -> stat in
             let node = try node(ino, "getattr")
+            if let held = node.heldFD { return try heldStat(node, held, "getattr") }
             return try stat(of: node, path: try linkedPath(node, "getattr"), "getattr")
         }
     }
@@ -242,6 +255,7 @@ public final class UnionFileSystem: @unchecked Sendable {
     public func readLink(_ ino: UInt64) throws(UnionError) -> [UInt8] {
         try mutex.locked { () throws(UnionError) -> [UInt8] in
             let node = try node(ino, "readlink")
+            if let held = node.heldFD { return try readHeldLink(node, held) }
             let path = try linkedPath(node, "readlink")
             var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
             let n = withCString(path) { p in buffer.withUnsafeMutableBytes { readlinkat(layers.fds[node.layer], p, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) } }

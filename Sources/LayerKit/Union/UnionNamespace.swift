@@ -169,13 +169,16 @@ extension UnionFileSystem {
             let path = FileSystem.join(dirPath, name)
             guard let node = try child(dir, dirPath, name) else { throw .with(ENOENT, "unlink", path) }
             guard !node.isDirectory else { throw .with(EISDIR, "unlink", path) }
+            var held = try holdBeforeLastName(node, at: path, "unlink")
+            defer { if let held { close(held) } }
             if lowerHas(dir, dirPath, name) {
                 try copyUp(dir)
                 try placeWhiteout(dirPath, name)
             } else if withCString(path, { unlinkat(layers.fds[UnionLayerStack.upper], $0, 0) }) != 0 {
                 throw .last("unlink", path)
             }
-            detach(node, parent: dir, name: name)
+            detach(node, parent: dir, name: name, held: held)
+            held = nil
         }
     }
 
@@ -187,6 +190,8 @@ extension UnionFileSystem {
             guard let node = try child(dir, dirPath, name) else { throw .with(ENOENT, "rmdir", path) }
             guard node.isDirectory else { throw .with(ENOTDIR, "rmdir", path) }
             guard try isEmptyInUnion(node, path) else { throw .with(ENOTEMPTY, "rmdir", path) }
+            var held = try holdBeforeLastName(node, at: path, "rmdir")
+            defer { if let held { close(held) } }
             let needWhiteout = lowerHas(dir, dirPath, name)
             try copyUp(dir)
             let upper = layers.fds[UnionLayerStack.upper]
@@ -214,7 +219,8 @@ extension UnionFileSystem {
             } else if needWhiteout {
                 try placeWhiteout(dirPath, name)
             }
-            detach(node, parent: dir, name: name)
+            detach(node, parent: dir, name: name, held: held)
+            held = nil
         }
     }
 
@@ -256,6 +262,9 @@ extension UnionFileSystem {
             let newHasLower = lowerHas(newDir, newDirPath, newName)
             try copyUp(node)
             try copyUp(newDir)
+            var heldTarget: Int32?
+            defer { if let heldTarget { close(heldTarget) } }
+            if let target { heldTarget = try holdBeforeLastName(target, at: newPath, "rename") }
             let upper = layers.fds[UnionLayerStack.upper]
             if let target, target.isDirectory, target.dirLayers.contains(UnionLayerStack.upper) {
                 try clearMarkers(newPath)
@@ -295,7 +304,10 @@ extension UnionFileSystem {
                 let marker = FileSystem.join(newDirPath, LayerFormat.whiteoutName(for: newName))
                 if withCString(marker, { unlinkat(upper, $0, 0) }) != 0 && errno != ENOENT { throw .last("rename: remove whiteout", newPath) }
             }
-            if let target { detach(target, parent: newDir, name: newName) }
+            if let target {
+                detach(target, parent: newDir, name: newName, held: heldTarget)
+                heldTarget = nil
+            }
             node.removeName(parent: dir, name: name)
             node.names.append((newDir, newName))
             newDir.children[newName] = node

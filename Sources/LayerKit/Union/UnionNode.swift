@@ -25,6 +25,10 @@ final class UnionNode {
     var copyingUp = false
     /// For an upper file with several names: its backing (dev, ino), the key all names share.
     var hardlinkKey: UnionFileSystem.HardlinkKey?
+    /// Once its last name is gone while the kernel still holds it (an open fd, a cwd): an O_PATH
+    /// fd on the backing entry, through which it is still reached (UnionHeldEntries.swift).
+    /// Closed when the kernel forgets the node.
+    var heldFD: Int32?
 
     init(ino: UInt64, parent: UnionNode?, name: [UInt8], layer: Int, dirLayers: [Int], type: mode_t) {
         self.ino = ino

@@ -281,8 +281,21 @@ public final class LayerStore: @unchecked Sendable {
             try makeDirectory(paths.root)
         }
         // 0700: layers hold image files as they are (setuid binaries included); no one but the
-        // store's owner should reach them except through a mount.
-        for dir in paths.ownDirectories { try makeDirectory(dir) }
+        // store's owner should reach them except through a mount. Each is made in its parent
+        // opened through real dirs only: an own dir replaced by a symlink (`blobs -> elsewhere`)
+        // must not get `sha256` made at the other end; `checkOwnership` then refuses the symlink.
+        let rootFD = open(paths.root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard rootFD >= 0 else { throw .lastErrno(path: paths.root, "cannot open the store") }
+        defer { close(rootFD) }
+        for dir in paths.ownDirectories {
+            let (parent, name) = FileSystem.split(String(dir.dropFirst(paths.root.count + 1)))
+            let parentFD = parent == "." ? rootFD : FileSystem.openBeneath(rootFD, Array(parent.utf8))
+            guard parentFD >= 0 else { continue }
+            defer { if parentFD != rootFD { close(parentFD) } }
+            if mkdirat(parentFD, name, 0o700) != 0 && errno != EEXIST {
+                throw .lastErrno(path: dir, "cannot create directory")
+            }
+        }
     }
 
     private static func makeDirectory(_ path: String) throws(StoreError) {

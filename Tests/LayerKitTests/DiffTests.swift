@@ -223,6 +223,80 @@ func copyTree(_ from: String, _ to: String) throws {
         #expect(result.tarSize == 1024)
     }
 
+    /// A file dated before 1970 with a sub-second part (st_mtim (-86401 s, 250000000 ns)) is
+    /// written with its whole seconds: LayerKit reads the layer back (a negative PAX time with a
+    /// fraction is ambiguous between Go and libarchive, and was written 1.5 s off) and applies
+    /// -86401 s; a time after the epoch keeps its nanoseconds. Found by the upper-diff fuzz target.
+    @Test func aTimeBeforeTheEpochIsWrittenInWholeSecondsAndReadBack() throws {
+        let tmp = TempDir()
+        let old = tmp.mkdir("old")
+        let new = tmp.mkdir("new")
+        for (name, time) in [("before", timespec(tv_sec: -86_401, tv_nsec: 250_000_000)),
+                             ("after", timespec(tv_sec: 1_600_000_000, tv_nsec: 123_456_789))] {
+            FileManager.default.createFile(atPath: new + "/" + name, contents: Data(name.utf8))
+            var times = [time, time]
+            #expect(utimensat(AT_FDCWD, new + "/" + name, &times, 0) == 0)
+        }
+        let layer = tmp.sub("l.tar")
+        let result = try LayerDiffer(options: DiffOptions(compression: .none)).write(.trees(old: old, new: new), toFile: layer)
+        let inspected = try LayerApplier().inspect(.path(layer), validate: true)
+        #expect(inspected.diffID == result.diffID)
+        let applied = tmp.mkdir("applied")
+        _ = try LayerApplier().apply(.path(layer), to: applied)
+        var st = stat()
+        #expect(lstat(applied + "/before", &st) == 0)
+        #expect(st.st_mtim.tv_sec == -86_401 && st.st_mtim.tv_nsec == 0)
+        #expect(lstat(applied + "/after", &st) == 0)
+        #expect(st.st_mtim.tv_sec == 1_600_000_000 && st.st_mtim.tv_nsec == 123_456_789)
+    }
+
+    /// A file dated before 1970 with a sub-second part (st_mtim (-86401 s, 250000000 ns)) is
+    /// written with its whole seconds: LayerKit reads the layer back (a negative PAX time with a
+    /// fraction is ambiguous between Go and libarchive, and was written 1.5 s off) and applies
+    /// -86401 s; a time after the epoch keeps its nanoseconds. Found by the upper-diff fuzz target.
+    @Test func aTimeBeforeTheEpochIsWrittenInWholeSecondsAndReadBack() throws {
+        let tmp = TempDir()
+        let old = tmp.mkdir("old")
+        let new = tmp.mkdir("new")
+        for (name, time) in [("before", timespec(tv_sec: -86_401, tv_nsec: 250_000_000)),
+                             ("after", timespec(tv_sec: 1_600_000_000, tv_nsec: 123_456_789))] {
+            FileManager.default.createFile(atPath: new + "/" + name, contents: Data(name.utf8))
+            var times = [time, time]
+            #expect(utimensat(AT_FDCWD, new + "/" + name, &times, 0) == 0)
+        }
+        let layer = tmp.sub("l.tar")
+        let result = try LayerDiffer(options: DiffOptions(compression: .none)).write(.trees(old: old, new: new), toFile: layer)
+        let inspected = try LayerApplier().inspect(.path(layer), validate: true)
+        #expect(inspected.diffID == result.diffID)
+        let applied = tmp.mkdir("applied")
+        _ = try LayerApplier().apply(.path(layer), to: applied)
+        var st = stat()
+        #expect(lstat(applied + "/before", &st) == 0)
+        #expect(st.st_mtim.tv_sec == -86_401 && st.st_mtim.tv_nsec == 0)
+        #expect(lstat(applied + "/after", &st) == 0)
+        #expect(st.st_mtim.tv_sec == 1_600_000_000 && st.st_mtim.tv_nsec == 123_456_789)
+    }
+
+    /// An error names an entry on one line whatever bytes its name holds (a newline in the name
+    /// of an upper dir's file came out raw). Found by the upper-diff fuzz target.
+    @Test func anEntryNameWithANewlineIsEscapedInTheError() throws {
+        let tmp = TempDir()
+        let upper = tmp.mkdir("upper")
+        let file = upper + "/new\nline"
+        FileManager.default.createFile(atPath: file, contents: Data())
+        // A redirect xattr (user. or, as root, trusted.) makes the diff refuse the entry.
+        let names: [String] = ["user.overlay.redirect", "trusted.overlay.redirect"]
+        let marked = names.contains { (name: String) -> Bool in setxattr(file, name, "/x", 2, 0) == 0 }
+        try #require(marked, "cannot set an overlay redirect xattr in \(upper)")
+        do throws(LayerError) {
+            _ = try LayerDiffer(options: DiffOptions(compression: .none)).write(.upper(upper), toFile: tmp.sub("l.tar"))
+            Issue.record("an upper dir using redirect_dir was diffed")
+        } catch {
+            #expect(error.description.contains("entry \"new\\nline\""), "\(error)")
+            #expect(!error.description.contains("\n"), "\(error)")
+        }
+    }
+
     @Test func outputIsReproducibleAndEpochClamped() throws {
         let tmp = TempDir()
         let old = tmp.mkdir("old")

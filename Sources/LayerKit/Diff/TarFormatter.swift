@@ -36,7 +36,11 @@ struct TarFormatter {
         if h.size > 0o77777777777 { records.append(("size", Array(String(h.size).utf8))) }
         if h.mtimeNsec != 0 || h.mtime < 0 || h.mtime > 0o77777777777 {
             var s = String(h.mtime)
-            if h.mtimeNsec != 0 {
+            // A fraction only after the epoch: Go reads "-2.25" as -2.25 s, libarchive as -2 s
+            // and +250000000 ns, so LayerKit refuses a negative time with a fraction as ambiguous
+            // (and wrote st_mtim's (-3 s, 750000000 ns) as "-3.75", 1.5 s off). Before the epoch
+            // the whole seconds are kept (tv_sec, the time rounded down).
+            if h.mtimeNsec != 0 && h.mtime >= 0 {
                 var frac = String(h.mtimeNsec)
                 frac = String(repeating: "0", count: 9 - frac.count) + frac
                 while frac.hasSuffix("0") { frac.removeLast() }

@@ -41,10 +41,26 @@ public struct LayerError: Error, CustomStringConvertible, Sendable {
 
     public var description: String {
         var parts = [String]()
-        if let layer { parts.append(layer) }
-        if let entry { parts.append("entry \"\(entry)\"") }
+        if let layer { parts.append(Self.oneLine(layer)) }
+        if let entry { parts.append("entry \"\(Self.oneLine(entry))\"") }
         parts.append(reason)
         return parts.joined(separator: ": ")
+    }
+
+    /// `text` with its control characters escaped (`\n`, `\x1b`): a name may hold any byte but
+    /// `/` and NUL, an error is one line.
+    static func oneLine(_ text: String) -> String {
+        guard text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) else { return text }
+        var escaped = ""
+        for scalar in text.unicodeScalars {
+            switch scalar.value {
+            case 0x0a: escaped += "\\n"
+            case 0x09: escaped += "\\t"
+            case 0..<0x20, 0x7f: escaped += "\\x" + (scalar.value < 16 ? "0" : "") + String(scalar.value, radix: 16)
+            default: escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return escaped
     }
 
     /// The same error, attributed to a layer.

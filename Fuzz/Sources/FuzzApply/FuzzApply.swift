@@ -3,7 +3,9 @@
 // Each input is applied in one of three ways, picked by a hash of the input:
 // - plain, with `LayerApplier`, onto an empty dir; then `inspect(validate: true)` must agree:
 //   the same digests and entry count when the apply succeeded, a rejection when the apply
-//   rejected the archive for what it says (not for what the tree held);
+//   rejected the archive for what it says (not for what the tree held); and the same apply with
+//   file-creating workers (1 or 2, by the hash) and without (0) must give the same tree, the
+//   same summary and warnings, or the same error;
 // - overlay format, onto an empty dir above a lower dir (which must stay as it was);
 // - `Unpacker` onto a dir that has content: a layer rejected for what it says leaves it as it was.
 // After every run: nothing outside the target changed (a sentinel dir beside it, the lower dir,
@@ -65,11 +67,43 @@ enum ApplyFuzz {
         Fixtures.makeSentinel(at: run + "/sentinel")
         let target = run + "/target"
 
-        switch fnv1a(input) % 3 {
+        let hash = fnv1a(input)
+        switch hash % 3 {
         case 0:
             mkdir(target, 0o755)
-            let applied = Invariant.noDescriptorLeak("apply (plain)") {
-                Result { () throws(LayerError) in try LayerApplier(options: ApplyOptions(format: .plain)).apply(.path(blob), to: target) }
+            var withWorkers = ApplyOptions(format: .plain)
+            withWorkers.applyWorkers = hash & 8 == 0 ? 1 : 2
+            let applied = Invariant.noDescriptorLeak("apply (plain, \(withWorkers.applyWorkers) workers)") {
+                Result { () throws(LayerError) in try LayerApplier(options: withWorkers).apply(.path(blob), to: target) }
+            }
+            let serialTarget = run + "/serial"
+            mkdir(serialTarget, 0o755)
+            var serialOptions = ApplyOptions(format: .plain)
+            serialOptions.applyWorkers = 0
+            let serial = Invariant.noDescriptorLeak("apply (plain, serial)") {
+                Result { () throws(LayerError) in try LayerApplier(options: serialOptions).apply(.path(blob), to: serialTarget) }
+            }
+            switch (applied, serial) {
+            case (.success(let a), .success(let s)):
+                if a.blobDigest != s.blobDigest || a.diffID != s.diffID || a.entryCount != s.entryCount || a.warnings != s.warnings {
+                    Invariant.fail("apply with and without workers disagree:\nworkers: \(a)\nserial:  \(s)")
+                }
+            case (.failure(let a), .failure(let s)):
+                // An error may name the dir it was applied to. A corrupt compressed layer may be
+                // reported by the decoder (its checksum) or by the tar reader (the garbage it
+                // inflated to), whichever thread gets there first, with or without workers.
+                let bothCorrupt = a.kind == .corruptArchive && s.kind == .corruptArchive
+                if !bothCorrupt && a.description.replacing(target, with: serialTarget) != s.description {
+                    Invariant.fail("apply with and without workers fail differently:\nworkers: \(a)\nserial:  \(s)")
+                }
+            case (.success(let a), .failure(let s)):
+                Invariant.fail("apply succeeds with workers but fails without: \(s)\nworkers: \(a)")
+            case (.failure(let a), .success(let s)):
+                Invariant.fail("apply fails with workers but succeeds without: \(a)\nserial: \(s)")
+            }
+            let treeWithWorkers = TreeSignature(of: target), serialTree = TreeSignature(of: serialTarget)
+            if treeWithWorkers != serialTree {
+                Invariant.fail("apply with and without workers made different trees:\n\(treeWithWorkers.difference(from: serialTree))")
             }
             let inspected = Invariant.noDescriptorLeak("inspect") {
                 Result { () throws(LayerError) in try LayerApplier().inspect(.path(blob), validate: true) }
@@ -115,7 +149,7 @@ enum ApplyFuzz {
         }
 
         let names = Set(TreeSignature.names(run))
-        if !names.isSubset(of: ["layer", "sentinel", "target"]) {
+        if !names.isSubset(of: ["layer", "sentinel", "target", "serial"]) {
             Invariant.fail("something was created beside the target: \(names.sorted())")
         }
         let sentinel = TreeSignature(of: run + "/sentinel")

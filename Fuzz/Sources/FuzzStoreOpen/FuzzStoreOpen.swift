@@ -179,7 +179,9 @@ struct StoreTamperer {
             case 1:  // a store dir's mode
                 let path = root + "/" + Self.storeDirs[input.below(Self.storeDirs.count)]
                 let mode = [0o777, 0o000, 0o755, 0o1777, 0o700][input.below(5)]
-                guard isInside(path) else { break }
+                // Only a dir: junk planted there may be a hardlink to the sentinel's file.
+                var st = stat()
+                guard isInside(path), lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { break }
                 chmod(path, mode_t(mode))
             case 2, 3, 4:  // junk inside a store dir
                 let dir = root + "/" + Self.storeDirs[input.below(Self.storeDirs.count)]

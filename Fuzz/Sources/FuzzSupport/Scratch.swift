@@ -74,7 +74,7 @@ public enum Scratch {
 
     /// Writes `bytes` to `path` (a new file).
     public static func write(_ bytes: UnsafeRawBufferPointer, to path: String) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0o644)
         guard fd >= 0 else { Invariant.fail("cannot create \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var done = 0

@@ -143,7 +143,7 @@ struct UpperBuilder {
             case 2:  // regular file
                 let p = path(name(&input))
                 let content = input.bytes(upTo: 200)
-                let fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o644)
+                let fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK, 0o644)
                 if fd >= 0 {
                     _ = content.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
                     close(fd)
@@ -169,14 +169,14 @@ struct UpperBuilder {
                 fuzz_setxattr(current, key, value, value.utf8.count)
             case 6:  // aufs whiteout
                 let p = path(".wh." + name(&input))
-                close(open(p, O_WRONLY | O_CREAT | O_NOFOLLOW, 0o444))
+                close(open(p, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0o444))
                 last = p
             case 7:  // aufs opaque marker
-                close(open(path(".wh..wh..opq"), O_WRONLY | O_CREAT | O_NOFOLLOW, 0o444))
+                close(open(path(".wh..wh..opq"), O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0o444))
             case 8:  // aufs bookkeeping dir with something inside
                 let p = path(".wh..wh.plnk")
                 mkdir(p, 0o700)
-                close(open(p + "/123.456", O_WRONLY | O_CREAT | O_NOFOLLOW, 0o444))
+                close(open(p + "/123.456", O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0o444))
             case 9:  // hardlink to an earlier file
                 guard !files.isEmpty else { break }
                 let target = files[input.below(files.count)]
@@ -221,11 +221,11 @@ struct UpperBuilder {
                     p += "/d"
                     if mkdir(p, 0o755) != 0 { break }
                 }
-                close(open(p + "/leaf", O_WRONLY | O_CREAT | O_NOFOLLOW, 0o644))
+                close(open(p + "/leaf", O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0o644))
                 last = p
             case 17:  // a sparse file
                 let p = path(name(&input))
-                let fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o644)
+                let fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK, 0o644)
                 if fd >= 0 {
                     let offset = off_t(input.uint16()) * 4096
                     let data = input.bytes(upTo: 64)

@@ -24,6 +24,8 @@ enum BusyboxFixture {
         "sha256:b4b440e5186b23932c70e5a0df2931d32cce16fe7923573c960f6fc52284829d",
         "sha256:6a24f99c3a20a70e4e2d937b9b11219a0df93c296ef872f4dc113e0e0e75c55a",
     ]
+    /// The layer blobs' sizes, bottom first.
+    static let layerSizes = [1_031_631, 300]
     /// The layers' diffIDs (sha256 of the uncompressed tars), bottom first.
     static let diffIDs = [
         "sha256:0763ad56266eef7808506d5feafa461aaace603b78cd626ae0c9750809a39b5e",

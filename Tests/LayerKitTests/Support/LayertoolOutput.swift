@@ -78,6 +78,23 @@ enum LayertoolOutput {
         }
     }
 
+    /// `pull --json`.
+    struct Pull: Decodable {
+        var reference: String
+        var manifestDigest: String
+        var layers: [Layer]
+    }
+
+    /// `push --json`: what happened to each blob.
+    struct Push: Decodable {
+        var blobs: [Blob]
+
+        struct Blob: Decodable {
+            /// `uploaded`, `present` or `mounted`.
+            var outcome: String
+        }
+    }
+
     /// `commit --json`.
     struct Commit: Decodable {
         var chainID: String

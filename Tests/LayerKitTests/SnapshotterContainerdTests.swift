@@ -45,7 +45,7 @@ final class ContainerdEnvironment {
                 address = "\(snapshotterSocket)"
             """
         try config.write(toFile: tmp.sub("containerd.toml"), atomically: true, encoding: .utf8)
-        let daemon = try BackgroundProcess(which("containerd")!, ["--config", tmp.sub("containerd.toml")], logPath: containerdLog)
+        let daemon = try BackgroundProcess(try requireTool("containerd"), ["--config", tmp.sub("containerd.toml")], logPath: containerdLog)
         containerd = daemon
         let up = daemon.waitUntil(seconds: 60) { SnapshotterTestEnv.socketAnswers(containerdSocket) }
         try #require(up, "containerd did not start:\n\(daemon.output.suffix(8000))")
@@ -82,8 +82,8 @@ final class ContainerdEnvironment {
     }
 
     /// `ctr` on this daemon, in namespace `e2e`.
-    func ctr(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        try run(which("ctr")!, ["--address", containerdSocket, "--namespace", "e2e"] + arguments)
+    func ctr(_ arguments: [String]) throws -> ProcessResult {
+        try run(try requireTool("ctr"), ["--address", containerdSocket, "--namespace", "e2e"] + arguments)
     }
 
     /// containerd's log so far.
@@ -92,7 +92,7 @@ final class ContainerdEnvironment {
     /// The busybox fixture as an OCI archive (what `ctr images import` reads).
     func busyboxArchive() throws -> String {
         let path = tmp.sub("busybox.tar")
-        let r = try run(which("tar")!, ["-C", SnapshotterTestEnv.busyboxLayout, "-cf", path, "."])
+        let r = try run(try requireTool("tar"), ["-C", BusyboxFixture.layout, "-cf", path, "."])
         try #require(r.status == 0, "tar: \(r.stderr)")
         return path
     }
@@ -109,7 +109,7 @@ final class ContainerdEnvironment {
     static let runScript = "cat /etc/hostname; ls /etc/removed-later; test -e /etc/motd || echo motd-gone; echo written > /tmp/new; cat /tmp/new"
     static let runOutput = "layer2-host\nkept\nmotd-gone\nwritten\n"
 
-    func runBusybox(_ image: String, id: String) throws -> (status: Int32, stdout: String, stderr: String) {
+    func runBusybox(_ image: String, id: String) throws -> ProcessResult {
         try ctr(["run", "--rm", "--snapshotter", "layertool", image, id, "/bin/sh", "-c", Self.runScript])
     }
 
@@ -141,7 +141,7 @@ final class ContainerdEnvironment {
     /// Import, run, list, remove: what containerd applied is in the store as layers, and after
     /// `ctr images rm --sync` (containerd's gc: Remove of each snapshot, then Cleanup) the store
     /// holds no snapshot, layer or dir.
-    @Test(.enabled(if: SnapshotterTestEnv.canRunContainerd, "needs root, containerd, ctr, runc, skopeo, docker-registry and Go"))
+    @Test(.requires(SnapshotterTestEnv.containerdRequirements))
     func importRunRemove() throws {
         let env = try ContainerdEnvironment()
         let image = try env.importBusybox()
@@ -177,7 +177,7 @@ final class ContainerdEnvironment {
     /// The server killed while containerd unpacks (it dies committing the second layer, after
     /// the records, before the move), restarted: the next import and run succeed, and gc then
     /// leaves nothing, the snapshot of the interrupted commit included.
-    @Test(.enabled(if: SnapshotterTestEnv.canRunContainerd, "needs root, containerd, ctr, runc, skopeo, docker-registry and Go"))
+    @Test(.requires(SnapshotterTestEnv.containerdRequirements))
     func killedMidUnpack() throws {
         let env = try ContainerdEnvironment()
         env.server?.stop()
@@ -208,18 +208,18 @@ final class ContainerdEnvironment {
     /// --image`), containerd's unpacker (client.Pull with unpack, the path CRI and nerdctl take)
     /// pulls it from a registry and applies no layer: each Prepare is answered AlreadyExists with
     /// a committed snapshot on the store's layer, found by List with containerd's label filter.
-    @Test(.enabled(if: SnapshotterTestEnv.canRunContainerd, "needs root, containerd, ctr, runc, skopeo, docker-registry and Go"))
+    @Test(.requires(SnapshotterTestEnv.containerdRequirements))
     func pullOfAnImageTheStoreHasAppliesNothing() throws {
         let binaries = try SnapshotterTestEnv.harnessBinaries()
         let env = try ContainerdEnvironment()
-        let unpacked = try run(SnapshotterTestEnv.layertool, ["unpack", "--image", SnapshotterTestEnv.busyboxLayout + ":latest",
+        let unpacked = try run(Layertool.path, ["unpack", "--image", BusyboxFixture.layout + ":latest",
                                                               "--name", "busybox", "--root", env.store])
         try #require(unpacked.status == 0, "layertool unpack: \(unpacked.stderr)")
         let storeImage = try #require(try LayerStore(root: env.store).image(named: "busybox"))
 
         let registry = try LocalRegistry(in: env.tmp)
         let reference = "127.0.0.1:\(registry.port)/layerkit/busybox:latest"
-        let copied = try run(which("skopeo")!, ["copy", "--dest-tls-verify=false", "oci:" + SnapshotterTestEnv.busyboxLayout + ":latest",
+        let copied = try run(try requireTool("skopeo"), ["copy", "--dest-tls-verify=false", "oci:" + BusyboxFixture.layout + ":latest",
                                                 "docker://" + reference])
         try #require(copied.status == 0, "skopeo copy: \(copied.stderr)")
 
@@ -270,7 +270,7 @@ final class LocalRegistry {
               addr: 127.0.0.1:\(port)
             """
         try config.write(toFile: dir.sub("registry.yml"), atomically: true, encoding: .utf8)
-        process = try BackgroundProcess(which("docker-registry")!, ["serve", dir.sub("registry.yml")], logPath: dir.sub("registry.log"))
+        process = try BackgroundProcess(try requireTool("docker-registry"), ["serve", dir.sub("registry.yml")], logPath: dir.sub("registry.log"))
         let port = self.port
         let up = process.waitUntil(seconds: 30) { Self.answers(port) }
         try #require(up, "docker-registry did not start: \(process.output)")

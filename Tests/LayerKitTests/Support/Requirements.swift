@@ -48,6 +48,11 @@ struct Requirement: Sendable {
     static let kernelOverlay = Requirement(skipReason: KernelOverlay.available ? nil
                                            : "no kernel overlayfs (not in /proc/filesystems, even after modprobe overlay)")
 
+    /// A file or dir that must be readable (`what` names it in the skip reason).
+    static func file(_ path: String, _ what: String) -> Requirement {
+        Requirement(skipReason: access(path, R_OK) == 0 ? nil : "no \(what) (\(path))")
+    }
+
     /// A /dev/fuse this process can open for reading and writing.
     static var fuseDevice: Requirement {
         Requirement(skipReason: access("/dev/fuse", R_OK | W_OK) == 0 ? nil : "no usable /dev/fuse")

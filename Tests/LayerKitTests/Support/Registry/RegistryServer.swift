@@ -20,7 +20,7 @@ final class RegistryServer: @unchecked Sendable {
 
     let port: Int
     let dir: TempDir
-    private let process: Process
+    private let process: BackgroundProcess
     var host: String { "127.0.0.1:\(port)" }
 
     init(auth: Auth = .none, tls: TLS? = nil) throws {
@@ -56,30 +56,23 @@ final class RegistryServer: @unchecked Sendable {
             config += "auth:\n  token:\n    realm: \(realm)\n    service: \(service)\n    issuer: \(issuer)\n    rootcertbundle: \(bundle)\n"
         }
         try RegistryTools.write(config, to: dir.sub("config.yml"))
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: try requireTool("docker-registry"))
-        process.arguments = ["serve", dir.sub("config.yml")]
-        createFile(dir.sub("registry.log"))
-        let log = try #require(FileHandle(forWritingAtPath: dir.sub("registry.log")), "cannot open the registry's log")
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
+        let process = try BackgroundProcess(try requireTool("docker-registry"), ["serve", dir.sub("config.yml")],
+                                            logPath: dir.sub("registry.log"))
+        self.process = process
         // Bounded wait for the listener (the registry starts in well under a second).
-        for _ in 0..<400 where !RegistryTools.isListening(port) {
-            guard process.isRunning else { break }
-            usleep(50_000)
-        }
-        guard RegistryTools.isListening(port) else {
+        let port = self.port
+        guard process.waitUntil(seconds: 20, { RegistryTools.isListening(port) }) else {
             stop()
-            let log = (try? String(contentsOfFile: dir.sub("registry.log"), encoding: .utf8)) ?? ""
-            throw RegistryTestError("docker-registry did not start: \(log)")
+            throw RegistryTestError("docker-registry did not start: \(process.output)")
         }
     }
 
+    /// SIGTERM, and a bounded wait for the exit (the process is killed when the object goes if
+    /// it is still running).
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
+        if process.process.isRunning {
+            process.signal(SIGTERM)
+            _ = process.waitForExit(seconds: 30)
         }
     }
 

@@ -66,9 +66,7 @@ import Glibc
 
         init(_ outside: Outside = .victim, format: ApplyOptions.Format = .plain) {
             tmp = TempDir("breakout")
-            let resolved = realpath(tmp.path, nil)!
-            base = String(cString: resolved)
-            free(resolved)
+            base = resolvedPath(tmp.path)!
             dest = base + "/dest"
             victim = base + "/victim"
             evil = base + "/dest-evil"

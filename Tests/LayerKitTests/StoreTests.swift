@@ -129,13 +129,6 @@ private func statOf(_ path: String) throws -> stat {
 
 private func parseDigest(_ text: String) throws -> LayerKit.Digest { try LayerKit.Digest(parsing: text) }
 
-/// realpath(3), or nil.
-private func resolvedPath(_ path: String) -> String? {
-    guard let p = realpath(path, nil) else { return nil }
-    defer { free(p) }
-    return String(cString: p)
-}
-
 // MARK: - Import
 
 @Suite(.requires(.root(because: "overlay-format layers: char device whiteouts, trusted.* xattrs")))

@@ -13,6 +13,13 @@ func lstatOrNil(_ path: String) -> stat? {
     return lstat(path, &st) == 0 ? st : nil
 }
 
+/// realpath(3) of `path` (every symlink resolved), or nil when it cannot be resolved.
+func resolvedPath(_ path: String) -> String? {
+    guard let resolved = realpath(path, nil) else { return nil }
+    defer { free(resolved) }
+    return String(cString: resolved)
+}
+
 /// The content of the file at `path` as UTF-8 text, or nil when it cannot be read.
 func contents(_ path: String) -> String? {
     FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) }

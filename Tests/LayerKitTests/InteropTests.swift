@@ -100,12 +100,6 @@ private enum Interop {
         .file("added-last", "top\n"),
     ]
 
-    static func shell(_ script: String, _ args: String...) throws -> String {
-        let r = try run(try requireTool("bash"), ["-c", "set -euo pipefail; " + script, "bash"] + args)
-        try #require(r.status == 0, "bash -c '\(script)' failed: \(r.stderr)")
-        return r.stdout
-    }
-
     /// Writes `entries` as a tar file; returns its path.
     static func writeTar(_ entries: [TarEntry], to path: String) -> String {
         TarBuilder.write(entries, to: path)
@@ -117,7 +111,7 @@ private enum Interop {
         var layers = [TestLayout.Layer]()
         for tar in tarFiles {
             let tarData = try #require(FileManager.default.contents(atPath: tar))
-            let gz = try Interop.shell(#"gzip -n -9 -c "$1" | base64 -w0"#, tar)
+            let gz = try bash(#"gzip -n -9 -c "$1" | base64 -w0"#, tar)
             layers.append(TestLayout.Layer(blob: try #require(Data(base64Encoded: gz)), diffID: DigestOracle.sha256(tarData),
                                            mediaType: ImageSpec.gzipLayerMediaType))
         }
@@ -147,21 +141,11 @@ private enum Interop {
         for s in summaries { #expect(s.warnings.isEmpty, "warnings: \(s.warnings)") }
     }
 
-    static func snapshot(_ root: String, dirMtimes: Bool) -> TreeSnapshot {
-        var options = TreeSnapshot.Options()
-        options.dirMtimes = dirMtimes
-        var snap = TreeSnapshot(root, options: options)
-        snap.nodes["."]?.mtime = nil
-        return snap
-    }
-
+    /// Expects the peer's tree and LayerKit's to be equal entry by entry; returns both snapshots.
     static func expectSameTree(_ peer: String, _ peerName: String, _ ours: String, dirMtimes: Bool,
                                sourceLocation: SourceLocation = #_sourceLocation) -> (TreeSnapshot, TreeSnapshot) {
-        let theirs = snapshot(peer, dirMtimes: dirMtimes), mine = snapshot(ours, dirMtimes: dirMtimes)
-        let diffs = theirs.differences(from: mine)
-        #expect(diffs.isEmpty, "\(peerName) (first) and LayerKit (second) differ:\n\(diffs.joined(separator: "\n"))",
-                sourceLocation: sourceLocation)
-        #expect(theirs.nodes.count > 1, "\(peerName) extracted nothing", sourceLocation: sourceLocation)
+        let theirs = TreeSnapshot.unpacked(peer, dirMtimes: dirMtimes), mine = TreeSnapshot.unpacked(ours, dirMtimes: dirMtimes)
+        TreeSnapshot.expectSame(theirs, peerName, mine, "LayerKit", sourceLocation: sourceLocation)
         return (theirs, mine)
     }
 
@@ -243,8 +227,8 @@ private enum Interop {
         let umociRoot = try Interop.umociUnpack(layout, tag: "x", bundle: tmp.sub("bundle"))
         let ours = tmp.sub("layertool")
         try Interop.layerKitUnpack(layout, tag: "x", to: ours)
-        var theirs = Interop.snapshot(umociRoot, dirMtimes: true)
-        let mine = Interop.snapshot(ours, dirMtimes: true)
+        var theirs = TreeSnapshot.unpacked(umociRoot, dirMtimes: true)
+        let mine = TreeSnapshot.unpacked(ours, dirMtimes: true)
         #expect(theirs.nodes["f"]?.xattrs.count == 4, "umoci applies all four: \(theirs.nodes["f"]?.xattrs.keys.sorted() ?? [])")
         for path in ["f", "d"] {
             theirs.nodes[path]?.xattrs["user.overlay.opaque"] = nil
@@ -262,7 +246,7 @@ private enum Interop {
         let tmp = TempDir("interop-umoci-fixtures")
         let layers = fixturesDir + "/layers"
         let bb1 = tmp.sub("bb1.tar"), bb2 = tmp.sub("bb2.tar")
-        _ = try Interop.shell(#"gzip -dc < "$1" > "$2"; zstd -q -dc < "$3" > "$4""#,
+        _ = try bash(#"gzip -dc < "$1" > "$2"; zstd -q -dc < "$3" > "$4""#,
                               BusyboxFixture.layerBlob(0), bb1, BusyboxFixture.layerBlob(1), bb2)
         let lower = Interop.writeTar([
             .dir("gone-dir"), .file("gone-dir/x", "x\n"), .dir("gone-dir/sub"), .file("gone-dir/sub/y"),
@@ -317,12 +301,12 @@ private enum Interop {
         let tar = Interop.writeTar(Self.setgidDirEntries, to: tmp.sub("setgid.tar"))
         let ours = tmp.sub("layertool")
         try Interop.layerKitUnpack(files: [tar], to: ours)
-        let mine = Interop.snapshot(ours, dirMtimes: true)
+        let mine = TreeSnapshot.unpacked(ours, dirMtimes: true)
         Self.expectArchiveGroups(mine, "LayerKit")
         for (name, extract) in [("GNU tar", Interop.gnuTarExtract), ("bsdtar", Interop.bsdtarExtract)] as [(String, (String, String) throws -> Void)] {
             let theirs = tmp.mkdir(name.replacingOccurrences(of: " ", with: "-"))
             try extract(tar, theirs)
-            Self.expectArchiveGroups(Interop.snapshot(theirs, dirMtimes: true), name)
+            Self.expectArchiveGroups(TreeSnapshot.unpacked(theirs, dirMtimes: true), name)
             _ = Interop.expectSameTree(theirs, name, ours, dirMtimes: true)
         }
         // The same in an image, in one layer and with the dir in the layer below.

@@ -9,6 +9,11 @@ enum DigestOracle {
         SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
     }
 
+    /// The lowercase hex sha256 of the content of the file at `path`, or nil when it cannot be read.
+    static func hex(ofFile path: String) -> String? {
+        FileManager.default.contents(atPath: path).map { hex($0) }
+    }
+
     /// `sha256:<hex>` of `bytes`, as OCI digests are written.
     static func sha256(_ bytes: some DataProtocol) -> String { "sha256:" + hex(bytes) }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -37,6 +38,16 @@ func run(_ executable: String, _ arguments: [String], stdin: Data? = nil,
     return ProcessResult(status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal,
                          stdout: String(decoding: outData, as: UTF8.self),
                          stderr: String(decoding: errData.wait(), as: UTF8.self))
+}
+
+/// Runs a bash script (after `set -euo pipefail`) with `arguments` as `$1`, `$2`, ... and returns
+/// its stdout; a non-zero exit fails the test, naming the script and quoting its stderr.
+func bash(_ script: String, _ arguments: String..., sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+    let result = try run(try requireTool("bash", sourceLocation: sourceLocation),
+                         ["-c", "set -euo pipefail; " + script, "bash"] + arguments)
+    try #require(result.status == 0, "bash -c '\(script)' \(arguments.joined(separator: " ")) failed: \(result.stderr)",
+                 sourceLocation: sourceLocation)
+    return result.stdout
 }
 
 /// A pipe read to its end on another thread.

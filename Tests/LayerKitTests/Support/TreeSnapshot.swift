@@ -110,8 +110,7 @@ struct TreeSnapshot: Equatable, CustomStringConvertible {
 
     /// The hex sha256 of a file's content (DigestOracle), or "unreadable".
     static func sha256(ofFile path: String) -> String {
-        guard let data = FileManager.default.contents(atPath: path) else { return "unreadable" }
-        return DigestOracle.hex(data)
+        DigestOracle.hex(ofFile: path) ?? "unreadable"
     }
 
     /// Every extended attribute of `path` (a symlink's own) but those starting with one of `ignoring`.
@@ -136,12 +135,22 @@ struct TreeSnapshot: Equatable, CustomStringConvertible {
 
 extension TreeSnapshot {
     /// Expects `got` to equal `want` entry by entry, listing the first differences, and `want` to
-    /// hold more than its root (so that "equal" is not "both empty").
+    /// hold at least `minimumEntries` entries, its root included (so that "equal" is not "both
+    /// empty").
     static func expectSame(_ want: TreeSnapshot, _ wantName: String, _ got: TreeSnapshot, _ gotName: String,
-                           sourceLocation: SourceLocation = #_sourceLocation) {
+                           atLeast minimumEntries: Int = 2, sourceLocation: SourceLocation = #_sourceLocation) {
         let diffs = want.differences(from: got)
         #expect(diffs.isEmpty, Comment(rawValue: "\(wantName) (first) and \(gotName) (second) differ:\n" + diffs.prefix(40).joined(separator: "\n")),
                 sourceLocation: sourceLocation)
-        #expect(want.nodes.count > 1, "\(wantName) is empty", sourceLocation: sourceLocation)
+        #expect(want.nodes.count >= minimumEntries, "\(wantName) holds \(want.nodes.count) entries, fewer than \(minimumEntries)",
+                sourceLocation: sourceLocation)
+    }
+
+    /// A tree as two extractions of one image are compared: the root's own mtime left out (the
+    /// extracting tool sets it), dir mtimes compared only when asked.
+    static func unpacked(_ root: String, dirMtimes: Bool = false) -> TreeSnapshot {
+        var snapshot = TreeSnapshot(root, options: Options(dirMtimes: dirMtimes))
+        snapshot.nodes["."]?.mtime = nil
+        return snapshot
     }
 }

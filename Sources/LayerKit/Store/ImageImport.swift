@@ -166,16 +166,20 @@ extension LayerStore {
         let blob: PendingBlob? = hasBlob(layer.descriptor.digest) ? nil : try PendingBlob(in: paths.blobsDir, for: layer.descriptor.digest)
         var options = ApplyOptions(format: .overlay(overlayNamespace), lowerDirs: lowerDirs)
         options.gzipDecoder = configuration.gzipDecoder
+        options.applyWorkers = configuration.applyWorkers
         options.logger = configuration.logger
+        let summary: LayerSummary
         do throws(LayerError) {
-            _ = try LayerApplier(options: options).apply(layer.source, rootFD: diffFD, name: name,
-                                                         expecting: LayerExpectation(layer.descriptor, diffID: layer.diffID),
-                                                         copyingBlobTo: blob?.fd, cancellation: cancellation)
+            summary = try LayerApplier(options: options).apply(layer.source, rootFD: diffFD, name: name,
+                                                               expecting: LayerExpectation(layer.descriptor, diffID: layer.diffID),
+                                                               copyingBlobTo: blob?.fd, cancellation: cancellation)
         } catch {
             throw StoreError(error)
         }
         FaultInjection.point("import.unpacked")
-        let size = try DiskUsage.of(diff)
+        // Counted while the layer was written; measured only when the apply could not count it.
+        let size: Int64
+        if let counted = summary.allocatedBytes { size = counted } else { size = try DiskUsage.of(diff) }
         try installStagedLayer(staging, chainID: chainID, link: link, existing: existing != nil, diffID: layer.diffID,
                                descriptor: layer.descriptor, parent: parent, size: size, blob: blob)
         renamed = true

@@ -1,4 +1,3 @@
-import CLayerSys
 import Foundation
 import SystemPackage
 #if canImport(Glibc)
@@ -243,23 +242,15 @@ public final class StreamingImport: @unchecked Sendable {
             progress?(.reading(layer: i))
             let directory = stagingDir + "/layer-\(i)"
             let diff = directory + "/diff"
-            guard mkdir(directory, 0o700) == 0, mkdir(diff, 0o755) == 0, chmod(diff, 0o755) == 0 else {
-                throw .lastErrno(path: diff, "cannot create directory")
-            }
-            // The merged root is the top layer's root, as in `importLayer`.
-            if let below = lowerDirs.last { LayerStore.copyRootMetadata(from: below, to: diff) }
-            let diffFD = open(diff, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            guard diffFD >= 0 else { throw .lastErrno(path: diff, "cannot open") }
+            guard mkdir(directory, 0o700) == 0 else { throw .lastErrno(path: directory, "cannot create directory") }
+            let diffFD = try LayerStore.makeStagedDiff(diff, below: lowerDirs.last)
             defer { close(diffFD) }
             // The blob is written from the very bytes the unpack reads and hashes.
             let needsBlob = !store.hasBlob(layer.descriptor.digest) && !blobs.contains { $0.digest == layer.descriptor.digest }
             let blob = needsBlob ? try StagedBlob(in: stagingDir, digest: layer.descriptor.digest) : nil
-            var options = ApplyOptions(format: .overlay(store.overlayNamespace), lowerDirs: lowerDirs.reversed())
-            options.gzipDecoder = store.configuration.gzipDecoder
-            options.logger = store.configuration.logger
             let summary: LayerSummary
             do throws(LayerError) {
-                summary = try LayerApplier(options: options).apply(.stream(stream), rootFD: diffFD, name: name,
+                summary = try LayerApplier(options: store.layerApplyOptions(lowerDirs: lowerDirs.reversed())).apply(.stream(stream), rootFD: diffFD, name: name,
                                                                      expecting: LayerExpectation(layer.descriptor, diffID: layer.diffID),
                                                                      copyingBlobTo: blob?.fd, cancellation: cancellation)
             } catch {
@@ -359,13 +350,7 @@ public final class StreamingImport: @unchecked Sendable {
         }
         FaultInjection.point("stream-import.blobs")
         for layer in staged {
-            let target = paths.layerDir(image.layers[layer.index].chainID)
-            if lk_renameat2(AT_FDCWD, layer.directory, AT_FDCWD, target, UInt32(LK_RENAME_NOREPLACE)) != 0 {
-                // File systems without RENAME_NOREPLACE: the target was checked absent under the lock.
-                guard errno == EINVAL, rename(layer.directory, target) == 0 else {
-                    throw .lastErrno(path: target, "cannot rename the staging dir \(layer.directory) into place")
-                }
-            }
+            try LayerStore.renameStagedLayer(layer.directory, to: paths.layerDir(image.layers[layer.index].chainID))
             renamed.append(layer)
         }
         try Durability.syncDirectory(paths.layersDir)
@@ -381,20 +366,12 @@ public final class StreamingImport: @unchecked Sendable {
         try Durability.syncDirectory(paths.linksDir)
         FaultInjection.point("stream-import.linked")
 
-        let now = LayerStore.now()
         try store.transaction { () throws(StoreError) in
             for layer in staged {
                 let incoming = image.layers[layer.index]
-                if layer.recordExists {
-                    try store.execute("UPDATE layers SET size = ? WHERE chain_id = ?", [layer.size, incoming.chainID])
-                } else {
-                    let parent: Digest? = layer.index > 0 ? image.layers[layer.index - 1].chainID : nil
-                    try store.execute("""
-                        INSERT INTO layers (chain_id, diff_id, blob_digest, blob_size, media_type, parent, link, size, created)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """, [incoming.chainID, incoming.diffID, incoming.descriptor.digest, incoming.descriptor.size,
-                              incoming.descriptor.mediaType, parent, layer.link, layer.size, now])
-                }
+                try store.recordLayer(incoming.chainID, diffID: incoming.diffID, descriptor: incoming.descriptor,
+                                      parent: layer.index > 0 ? image.layers[layer.index - 1].chainID : nil,
+                                      link: layer.link, size: layer.size, existing: layer.recordExists)
             }
             try store.recordImage(name, manifest: image.manifestDescriptor.digest, config: image.manifest.config.digest,
                                   top: image.chainID)

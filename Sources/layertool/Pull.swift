@@ -46,6 +46,9 @@ struct Pull: AsyncParsableCommand {
     @Option(name: .customLong("max-concurrent-downloads"), help: ArgumentHelp("Layers downloaded at once.", valueName: "N"))
     var maxConcurrentDownloads: Int = 3
 
+    @Option(help: ArgumentHelp("Threads that create small files beside the one parsing each layer (0: all on one thread).", valueName: "N"))
+    var applyWorkers: Int = ApplyOptions.defaultApplyWorkers
+
     @OptionGroup var registryFlags: RegistryFlags
 
     @Flag(help: "Print the result as JSON.")
@@ -61,6 +64,7 @@ struct Pull: AsyncParsableCommand {
         guard maxConcurrentDownloads >= 1 && maxConcurrentDownloads <= 64 else {
             throw ValidationError("--max-concurrent-downloads is 1 to 64")
         }
+        guard (0...64).contains(applyWorkers) else { throw ValidationError("--apply-workers is 0 to 64") }
         if destination != nil && (store.root != nil || name != nil) {
             throw ValidationError("--root and --name are for pulling into the store, not with DEST")
         }
@@ -106,9 +110,13 @@ struct Pull: AsyncParsableCommand {
 
     func run() async throws {
         let referenceText = reference, platformText = platform, flags = registryFlags
-        let baseOptions = PullOptions(maximumConcurrentDownloads: maxConcurrentDownloads, apply: ToolEnvironment.applyOptions())
+        var applyOptions = ToolEnvironment.applyOptions()
+        applyOptions.applyWorkers = applyWorkers
+        let baseOptions = PullOptions(maximumConcurrentDownloads: maxConcurrentDownloads, apply: applyOptions)
         let progress = PullProgress()
-        let layerStore: LayerStore? = destination == nil ? try store.open() : nil
+        var storeConfiguration = ToolEnvironment.storeConfiguration()
+        storeConfiguration.applyWorkers = applyWorkers
+        let layerStore: LayerStore? = destination == nil ? try store.open(configuration: storeConfiguration) : nil
         let destination = self.destination, storeName = name
         let outcome = try await runRegistryOperation { () throws(RegistryError) -> PullOutcome in
             let reference = try ImageReference(parsing: referenceText)

@@ -26,7 +26,9 @@ extension Unpack {
         let storeRoot = root ?? StorePaths.defaultRoot(environment: ToolEnvironment.variables)
         let result: ImportResult
         do throws(StoreError) {
-            let store = try LayerStore(root: storeRoot, configuration: ToolEnvironment.storeConfiguration())
+            var configuration = ToolEnvironment.storeConfiguration()
+            configuration.applyWorkers = applyWorkers
+            let store = try LayerStore(root: storeRoot, configuration: configuration)
             let progress: LayerStore.ImportProgress = { i, count, chainID in Output.progress("[\(i + 1)/\(count)] \(chainID)") }
             if DockerArchive.isArchive(layoutPath) {
                 result = try store.importArchive(layoutPath, reference: reference, name: name, progress: progress)

@@ -45,6 +45,9 @@ struct Unpack: ParsableCommand {
     @Flag(help: "Apply security.selinux labels from the archive (skipped by default).")
     var selinuxLabels = false
 
+    @Option(help: ArgumentHelp("Threads that create small files beside the one parsing the archive (0: all on one thread). Used when DEST starts empty.", valueName: "N"))
+    var applyWorkers: Int = ApplyOptions.defaultApplyWorkers
+
     @Flag(help: "Print the results as JSON.")
     var json = false
 
@@ -73,6 +76,7 @@ struct Unpack: ParsableCommand {
             }
         }
         guard format == "plain" || format == "overlay" else { throw ValidationError("--format is plain or overlay") }
+        guard (0...64).contains(applyWorkers) else { throw ValidationError("--apply-workers is 0 to 64") }
     }
 
     func run() throws {
@@ -81,6 +85,7 @@ struct Unpack: ParsableCommand {
         var options = ToolEnvironment.applyOptions()
         options.format = format == "overlay" ? .overlay(.trusted) : .plain
         options.xattrPolicy.carriesSELinuxLabels = selinuxLabels
+        options.applyWorkers = applyWorkers
 
         if let image {
             let (layoutPath, reference) = OCIImageLayout.parse(image)

@@ -35,8 +35,22 @@ final class ApplyEngine {
     private var touchedDirs: [EntryPath: (timespec, timespec)] = [:]
     private var lastTouched: EntryPath? = nil
 
-    private(set) var warnings: [String] = []
+    /// Warnings with the number of the entry that raised them (files made by the pool report later).
+    private var warningLog: [(sequence: Int, message: String)] = []
     private(set) var entryCount = 0
+
+    /// Creates small files on other threads; only for a target that starts empty (nothing there
+    /// but what this layer writes, so a name this layer has not written is free).
+    private let pool: FileCreationPool?
+    /// Set once an entry was placed through a symlinked dir: every later file is made here.
+    private var createsSerially = false
+
+    /// The bytes the layer takes on disk, counted while it is written (`st_blocks`, each inode
+    /// once); nil once something happened that the count cannot follow (a removal, a copy-up),
+    /// or when the target did not start empty.
+    private var allocated: Int64?
+    /// Dirs made without an entry naming them, measured at the end.
+    private var unnamedDirectories: [EntryPath] = []
 
     init(rootFD: Int32, options: ApplyOptions, cancellation: CancellationFlag? = nil) throws(LayerError) {
         self.cancellation = cancellation
@@ -50,7 +64,44 @@ final class ApplyEngine {
         self.options = options
         if case .overlay(let ns) = options.format { overlay = ns } else { overlay = nil }
         self.lowers = LowerLayers(directories: options.lowerDirs)
-        self.umask = FileSystem.currentUmask()
+        let umask = FileSystem.currentUmask()
+        self.umask = umask
+        let startsEmpty = !options.writesFilesAtomically && ((try? FileSystem.names(of: rootFD).isEmpty) ?? false)
+        allocated = startsEmpty ? 0 : nil
+        pool = startsEmpty && options.applyWorkers > 0 ? FileCreationPool(workers: options.applyWorkers, umask: umask) : nil
+    }
+
+    deinit { pool?.shutdown() }
+
+    /// The warnings raised so far, in archive order.
+    var warnings: [String] {
+        warningLog.enumerated().sorted { ($0.element.sequence, $0.offset) < ($1.element.sequence, $1.offset) }.map(\.element.message)
+    }
+
+    /// The bytes the layer takes on disk, when they could be counted while it was written
+    /// (valid after `finish()`).
+    var allocatedBytes: Int64? { allocated }
+
+    /// After a failure: the entries before it are made, as they are when files are made serially
+    /// (a file of theirs that failed is the earlier failure, thrown here).
+    func settle() throws(LayerError) { try drain() }
+
+    /// Waits until every file handed to the pool exists; keeps what the pool reported.
+    private func drain() throws(LayerError) {
+        guard let pool, pool.pendingCount > 0 else { return }
+        let (warnings, bytes) = try pool.drain()
+        for warning in warnings {
+            warningLog.append(warning)
+            options.logger.warning("\(warning.message)")
+        }
+        if allocated != nil { allocated! += bytes }
+    }
+
+    /// The count of allocated bytes cannot follow what just happened: the store measures the tree.
+    private func stopCounting() { allocated = nil }
+
+    private func count(_ st: stat?) {
+        if allocated != nil, let st { allocated! += Int64(st.st_blocks) * 512 }
     }
 
     private var rootFD: Int32 { resolver.rootFD }
@@ -59,7 +110,16 @@ final class ApplyEngine {
     /// kernel resolves it inside the target); through the whole stack for an overlay-format layer
     /// on lowers (`MergedResolver`), so the mounted stack shows what a plain unpack shows.
     private func place(_ path: EntryPath, create: Bool) throws(LayerError) -> (parentFD: Int32, path: EntryPath) {
-        guard let merged else { return (try resolver.directory(path.parent, create: create), path) }
+        guard let merged else {
+            let fd = try resolver.directory(path.parent, create: create)
+            if pool != nil, !createsSerially, resolver.isAliased(path.parent) {
+                // A name reached through a symlink is another path's too, which `written` does not
+                // know: from here on the pool could be asked to create a name that exists.
+                try drain()
+                createsSerially = true
+            }
+            return (fd, path)
+        }
         let (fd, dir) = try merged.directory(path.parent, create: create)
         return (fd, dir.appending(path.name))
     }
@@ -75,19 +135,28 @@ final class ApplyEngine {
     /// Applies one entry whose header was just read from `archive`; its data is read here.
     func apply(_ entry: OpaquePointer, from archive: OpaquePointer) throws(LayerError) {
         entryCount += 1
+        if resolver.hasRetired { try drain() }   // a file being created may still need one of them
         resolver.endEntry()
-        try cancellation?.check()
-        let (path, display) = try EntryValidator.path(of: entry)
+        var display: String?
         do throws(LayerError) {
+            try cancellation?.check()
+            let (path, shown) = try EntryValidator.path(of: entry)
+            display = shown
             try applyEntry(entry, path: path, archive: archive)
         } catch var error {
-            if error.entry == nil { error.entry = display }
+            if error.entry == nil, let display { error.entry = display }
             throw error
         }
     }
 
     private func applyEntry(_ entry: OpaquePointer, path: EntryPath, archive: OpaquePointer) throws(LayerError) {
-        switch LayerFormat.marker(path.name) {
+        let marker = LayerFormat.marker(path.name)
+        if let pool, pool.pendingCount > 0 {
+            // Whiteouts and hardlinks remove or reach existing names, and a parent dir not open yet
+            // may be (below) a file still being created: those wait for the pool.
+            if marker != .none || archive_entry_hardlink(entry) != nil || !resolver.isCached(path.parent) { try drain() }
+        }
+        switch marker {
         case .none: break
         case .opaque: return try applyOpaqueMarker(in: path.parent)
         case .whiteout(let hidden): return try applyWhiteout(path.parent, hidden, entry: entry)
@@ -107,10 +176,17 @@ final class ApplyEngine {
         }
         let (parentFD, placed) = try place(path, create: true)
         let path = placed
+        // A name this layer wrote already is replaced: whatever is there must be complete first.
+        let rewrites = wasWritten(path)
+        if rewrites { try drain() }
         noteTouch(path.parent, parentFD)
         switch type {
         case UInt32(LK_S_IFREG):
-            try writeFile(parentFD, path, entry: entry, archive: archive, perm: perm)
+            if let pool, !rewrites, !createsSerially, let file = try pendingFile(parentFD, path, entry: entry, archive: archive, perm: perm) {
+                try pool.submit(file)
+            } else {
+                try writeFile(parentFD, path, entry: entry, archive: archive, perm: perm)
+            }
         case UInt32(LK_S_IFDIR):
             try makeDirectory(parentFD, path, entry: entry, perm: perm)
         case UInt32(LK_S_IFLNK):
@@ -161,6 +237,7 @@ final class ApplyEngine {
             if !installed, let temporary { withCString(temporary) { _ = unlinkat(parentFD, $0, 0) } }
         }
         try writeFileContents(fd, entry: entry, archive: archive, perm: perm, createMode: createMode, path: path)
+        if allocated != nil { count(FileSystem.attributes(of: fd)) }
         if let temporary {
             // A dir cannot be renamed over; anything else is replaced in one step.
             if let existing = FileSystem.lstat(parentFD, path.name) {
@@ -171,6 +248,44 @@ final class ApplyEngine {
             guard rc == 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot rename the file into place") }
             installed = true
         }
+    }
+
+    /// Files up to this size go to the pool (their bytes are copied out of the archive's buffers);
+    /// larger ones are written here, straight from those buffers.
+    private static let pooledFileLimit: Int64 = 256 << 10
+
+    /// The entry as a file for the pool, its data read out of the archive; nil (nothing read)
+    /// for a file the pool does not take: a large or sparse one.
+    private func pendingFile(_ parentFD: Int32, _ path: EntryPath, entry: OpaquePointer, archive: OpaquePointer,
+                             perm: mode_t) throws(LayerError) -> PendingFile? {
+        let size = archive_entry_size(entry)
+        guard size <= Self.pooledFileLimit, archive_entry_sparse_count(entry) == 0 else { return nil }
+        var data = [UInt8]()
+        data.reserveCapacity(Int(size))
+        var block: UnsafeRawPointer? = nil
+        var blockSize = 0
+        var offset: la_int64_t = 0
+        while true {
+            let rc = archive_read_data_block(archive, &block, &blockSize, &offset)
+            if rc == ARCHIVE_EOF { break }
+            if rc < ARCHIVE_WARN { throw LayerError(.corruptArchive, TarReader.errorString(archive)) }
+            if blockSize == 0 { continue }
+            guard Int64(offset) + Int64(blockSize) <= size else { throw LayerError(.corruptArchive, "file data beyond the entry's size") }
+            if Int(offset) > data.count { data.append(contentsOf: repeatElement(0, count: Int(offset) - data.count)) }
+            data.removeSubrange(Int(offset)...)
+            data.append(contentsOf: UnsafeRawBufferPointer(start: block, count: blockSize))
+        }
+        let createMode = perm & 0o777
+        var owner: (uid: uid_t, gid: gid_t)? = nil
+        if options.preserveOwnership {
+            owner = (uid_t(truncatingIfNeeded: archive_entry_uid(entry)), gid_t(truncatingIfNeeded: archive_entry_gid(entry)))
+        }
+        var xattrs: [(name: String, value: [UInt8], kind: String)] = []
+        forEachXattr(entry) { name, value, kind in xattrs.append((name, value, kind)) }
+        let times = entryTimes(entry)
+        return PendingFile(sequence: entryCount, parentFD: parentFD, path: path, data: data, size: size,
+                           createMode: createMode, permissions: perm, owner: owner, xattrs: xattrs,
+                           times: (times.0, times.1), measures: allocated != nil)
     }
 
     private func writeFileContents(_ fd: Int32, entry: OpaquePointer, archive: OpaquePointer, perm: mode_t, createMode: mode_t,
@@ -320,6 +435,7 @@ final class ApplyEngine {
         let times = entryTimes(entry)
         let rc = withCString(name) { n in withTimes(times) { utimensat(parentFD, n, $0, AT_SYMLINK_NOFOLLOW) } }
         if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
+        if allocated != nil { count(FileSystem.lstat(parentFD, name)) }
     }
 
     /// Links `entryPath` to `entryTarget` and returns the path it was made at.
@@ -333,7 +449,10 @@ final class ApplyEngine {
                 throw LayerError(.invalidEntry, "hardlink target \"\(targetText)\" not found")
             }
             target = found.path
-            if found.layer != 0 { try merged.copyUp(found.path, from: found.layer) }
+            if found.layer != 0 {
+                stopCounting()
+                try merged.copyUp(found.path, from: found.layer)
+            }
         }
         let canCopyUp = merged == nil && overlay != nil && !lowers.isEmpty
         let targetParent: Int32
@@ -343,6 +462,7 @@ final class ApplyEngine {
             guard error.errno == .noSuchFileOrDirectory, canCopyUp else {
                 throw LayerError(.invalidEntry, "hardlink target \"\(targetText)\" not found")
             }
+            stopCounting()
             try lowers.copyUp(target, into: resolver)
             targetParent = try resolver.directory(target.parent, create: false)
         }
@@ -355,6 +475,7 @@ final class ApplyEngine {
         }
         var rc = link()
         if rc != 0 && errno == ENOENT && canCopyUp {
+            stopCounting()
             try lowers.copyUp(target, into: resolver)
             rc = link()
         }
@@ -508,7 +629,17 @@ final class ApplyEngine {
     /// Sets the entry's xattrs that the policy carries, then its POSIX ACLs given as ACL records
     /// (unless it carries them as `system.posix_acl_*` xattrs already).
     private func applyXattrs(_ entry: OpaquePointer, path: EntryPath, _ set: (UnsafePointer<CChar>, UnsafeRawPointer?, Int) -> Int32) {
-        var applied = Set<String>()
+        forEachXattr(entry) { name, value, kind in
+            let rc = value.withUnsafeBytes { bytes in name.withCString { set($0, bytes.baseAddress, bytes.count) } }
+            if rc != 0 { warn("entry \"\(path)\": \(kind) \(name) not applied: \(Errno(rawValue: errno).description)") }
+        }
+    }
+
+    /// The xattrs of an entry that the policy carries, then its POSIX ACLs given as ACL records
+    /// (unless it carries them as `system.posix_acl_*` xattrs already), each with what a warning
+    /// calls it.
+    private func forEachXattr(_ entry: OpaquePointer, _ body: (_ name: String, _ value: [UInt8], _ kind: String) -> Void) {
+        var carried = Set<String>()
         if archive_entry_xattr_reset(entry) > 0 {
             var namePtr: UnsafePointer<CChar>? = nil
             var value: UnsafeRawPointer? = nil
@@ -517,23 +648,20 @@ final class ApplyEngine {
                 guard let namePtr else { continue }
                 let name = String(cString: namePtr)
                 guard options.xattrPolicy.carries(name) else { continue }
-                applied.insert(name)
-                if set(namePtr, value, size) != 0 {
-                    warn("entry \"\(path)\": xattr \(name) not applied: \(Errno(rawValue: errno).description)")
-                }
+                carried.insert(name)
+                body(name, Array(UnsafeRawBufferPointer(start: value, count: value == nil ? 0 : size)), "xattr")
             }
         }
         for isDefault in [false, true] {
             let name = AccessControlList.xattrName(default: isDefault)
-            guard !applied.contains(name),
+            guard !carried.contains(name),
                   let value = AccessControlList.xattrValue(entry, type: isDefault ? ARCHIVE_ENTRY_ACL_TYPE_DEFAULT : ARCHIVE_ENTRY_ACL_TYPE_ACCESS) else { continue }
-            let rc = value.withUnsafeBytes { bytes in name.withCString { set($0, bytes.baseAddress, bytes.count) } }
-            if rc != 0 { warn("entry \"\(path)\": ACL \(name) not applied: \(Errno(rawValue: errno).description)") }
+            body(name, value, "ACL")
         }
     }
 
     private func warn(_ message: String) {
-        warnings.append(message)
+        warningLog.append((entryCount, message))
         options.logger.warning("\(message)")
     }
 
@@ -549,6 +677,8 @@ final class ApplyEngine {
     /// Sets the times of every dir this layer named, now that their contents are final, and
     /// restores those of dirs it changed without naming them.
     func finish() throws(LayerError) {
+        try drain()
+        if allocated != nil { measureDirectories() }
         let named = Set(dirTimes.map(\.0))
         for (path, times) in touchedDirs where !named.contains(path) {
             let fd = resolver.openUncached(path)
@@ -568,12 +698,29 @@ final class ApplyEngine {
         resolver.closeAll()
     }
 
+    /// Adds the blocks of every dir of the layer, each once: they grow as entries go in, so they
+    /// are measured last.
+    private func measureDirectories() {
+        var seen = Set<InodeKey>()
+        func measure(_ fd: Int32) {
+            guard fd >= 0 else { return }
+            if let st = FileSystem.attributes(of: fd), seen.insert(InodeKey(st)).inserted { count(st) }
+            if fd != rootFD { close(fd) }
+        }
+        measure(rootFD)
+        for (path, _, _) in dirTimes { measure(resolver.openUncached(path)) }
+        for path in resolver.createdDirectories { measure(FileSystem.openInRoot(rootFD, path, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW)) }
+        for path in merged?.createdDirectories ?? [] { measure(resolver.openUncached(path)) }
+    }
+
     // MARK: - Removal (never follows symlinks)
 
     /// Removes whatever is at `name` so a new entry can take its place. Cached dir fds are dropped
     /// when a dir or symlink goes, since paths through it now resolve elsewhere.
     private func removeExisting<Name: Collection>(_ parentFD: Int32, _ name: Name) throws(LayerError) where Name.Element == UInt8 {
+        try drain()
         guard let st = FileSystem.lstat(parentFD, name) else { return }
+        stopCounting()
         if FileSystem.isDirectory(st) || FileSystem.isSymlink(st) { invalidateResolution() }
         do throws(Errno) { try FileSystem.removeTree(parentFD, name) } catch {
             if error == .resourceBusy {

@@ -26,6 +26,12 @@ public struct ApplyOptions: Sendable {
     public var lowerDirs: [String]
     /// The gzip decoder (ISA-L unless comparing with zlib).
     public var gzipDecoder: GzipDecoderKind
+    /// Threads that create small files while the archive is parsed (0: every file is created on
+    /// the parsing thread). Used when the target starts empty (a new dir, a store layer); an
+    /// unpack onto a dir with content is always serial. The tree is the same either way.
+    public var applyWorkers: Int = ApplyOptions.defaultApplyWorkers
+    /// One worker: measured best on two cores (BENCHMARKS.md, many small files).
+    public static let defaultApplyWorkers = 1
     /// Write each file under a temporary name and rename it into place, so a failure never leaves
     /// a partial file under a real name (an unpack onto a dir that already has content).
     var writesFilesAtomically = false

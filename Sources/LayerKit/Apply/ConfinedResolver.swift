@@ -18,7 +18,10 @@ final class ConfinedResolver {
     private var cache: [EntryPath: Int32] = [:]
     private static let cacheLimit = 128
     private var retired: [Int32] = []
+    private var aliased = Set<EntryPath>()
     private lazy var rootRealPath: [UInt8] = FileSystem.path(of: rootFD)
+    /// Dirs made on the way to an entry (paths from the root, as the kernel resolved them).
+    private(set) var createdDirectories: [[UInt8]] = []
 
     init(rootFD: Int32) { self.rootFD = rootFD }
 
@@ -29,9 +32,16 @@ final class ConfinedResolver {
         if path.isRoot { return rootFD }
         if let fd = cache[path] { return fd }
         guard hops < 40 else { throw LayerError(.system(.tooManySymbolicLinkLevels), "too many levels of symbolic links resolving \"\(path)\"") }
-        let fd = FileSystem.openInRoot(rootFD, path.bytes)
+        // Through real dirs only first: a dir that takes a symlink to reach is another path's too.
+        var fd = FileSystem.openBeneath(rootFD, path.bytes)
         if fd >= 0 {
             remember(path, fd)
+            return fd
+        }
+        fd = FileSystem.openInRoot(rootFD, path.bytes)
+        if fd >= 0 {
+            remember(path, fd)
+            aliased.insert(path)
             return fd
         }
         let err = Errno(rawValue: errno)
@@ -46,16 +56,29 @@ final class ConfinedResolver {
         }
     }
 
+    /// Whether the dir at `path` is open already (so it exists, as a dir, right now).
+    func isCached(_ path: EntryPath) -> Bool { path.isRoot || cache[path] != nil }
+
+    /// Whether the cached dir at `path` was reached through a symlink (or is below one that was):
+    /// a name in it may be reached by another path too.
+    func isAliased(_ path: EntryPath) -> Bool { aliased.contains(path) }
+
+    /// Whether fds were dropped that `endEntry()` will close.
+    var hasRetired: Bool { !retired.isEmpty }
+
     /// Caches an fd the caller opened for `path` (a dir it just made); the resolver owns it now.
     func remember(_ path: EntryPath, _ fd: Int32) {
+        let belowAlias = !path.isRoot && aliased.contains(path.parent)
         if cache.count >= Self.cacheLimit { invalidate() }
         if let old = cache.updateValue(fd, forKey: path) { retired.append(old) }
+        if belowAlias { aliased.insert(path) }
     }
 
     /// Forgets every cached dir; the fds stay open until the current entry is done.
     func invalidate() {
         retired.append(contentsOf: cache.values)
         cache.removeAll(keepingCapacity: true)
+        aliased.removeAll()
     }
 
     /// Closes the fds dropped while the last entry was applied.
@@ -107,7 +130,11 @@ final class ConfinedResolver {
         let parentFD = FileSystem.openInRoot(rootFD, parent)
         guard parentFD >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot open parent directory \"\(display)\"") }
         defer { close(parentFD) }
-        if withCString(last, { mkdirat(parentFD, $0, 0o755) }) == 0 || errno != EEXIST { return }
+        if withCString(last, { mkdirat(parentFD, $0, 0o755) }) == 0 {
+            createdDirectories.append(parent == [FileSystem.slash] ? [FileSystem.slash] + Array(last) : parent + [FileSystem.slash] + Array(last))
+            return
+        }
+        if errno != EEXIST { return }
         guard let st = FileSystem.lstat(parentFD, last), FileSystem.isSymlink(st) else { return }
         let target: [UInt8]
         do throws(Errno) { target = try FileSystem.readLink(parentFD, last) } catch {

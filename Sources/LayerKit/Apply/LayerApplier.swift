@@ -67,13 +67,19 @@ public struct LayerApplier: Sendable {
             let engine = try ApplyEngine(rootFD: rootFD, options: options, cancellation: cancellation)
             let settings = LayerPipeline.Settings(expecting: expecting, gzip: options.gzipDecoder, copyFD: copyFD, cancellation: cancellation)
             var summary = try LayerPipeline.read(source, settings) { (stream, entry) throws(LayerError) in
-                while try stream.next(entry) {
-                    try engine.apply(entry, from: stream.archive)
+                do throws(LayerError) {
+                    while try stream.next(entry) {
+                        try engine.apply(entry, from: stream.archive)
+                    }
+                } catch {
+                    try engine.settle()
+                    throw error
                 }
                 try engine.finish()
             }
             summary.entryCount = engine.entryCount
             summary.warnings = engine.warnings
+            summary.allocatedBytes = engine.allocatedBytes
             try Self.check(summary, expecting)
             return summary
         } catch {

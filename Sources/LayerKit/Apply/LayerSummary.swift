@@ -16,6 +16,10 @@ public struct LayerSummary: Sendable, Codable, Equatable {
     public var warnings: [String]
     /// Where the two threads of the pipeline waited for each other (not part of equality).
     public var stageWaits: StageWaits? = nil
+    /// Bytes the applied layer takes on disk (allocated blocks, each inode once), counted while
+    /// it was written into a dir that started empty; nil when not applied or not countable (not
+    /// part of equality).
+    public var allocatedBytes: Int64? = nil
 
     public static func == (a: LayerSummary, b: LayerSummary) -> Bool {
         a.blobDigest == b.blobDigest && a.diffID == b.diffID && a.compression == b.compression && a.blobSize == b.blobSize

@@ -26,6 +26,8 @@ final class MergedResolver {
     private let policy: XattrPolicy
     /// Canonical parents found so far, by the path they were asked for.
     private var cache: [EntryPath: EntryPath] = [:]
+    /// Dirs made in this layer to hold entries (a dir the stack shows, copied up).
+    private(set) var createdDirectories: [EntryPath] = []
 
     init(layer: ConfinedResolver, lowers: [String], namespace: OverlayXattrNamespace, policy: XattrPolicy) throws(LayerError) {
         var roots = [layer.rootFD]
@@ -201,6 +203,7 @@ final class MergedResolver {
         guard withCString(name, { mkdirat(parentFD, $0, 0o755) }) == 0 else {
             throw .system(Errno(rawValue: errno), entry: nil, "cannot create directory \"\(path)\"")
         }
+        createdDirectories.append(path)
         let fd = withCString(name) { openat(parentFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot open directory \"\(path)\"") }
         defer { close(fd) }

@@ -207,10 +207,12 @@ final class BlobDecoder: @unchecked Sendable {
         pipe.giveBack(input)
         holdingInput = false
         // Flush what the decoder still holds (zstd may keep output back until asked again).
+        // No input: an empty buffer, but with a valid address (some decoders check it).
+        let noInput = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1)
+        defer { noInput.deallocate() }
         while true {
-            var empty: UInt8 = 0
             let (_, produced) = try decoder.step(
-                UnsafeRawBufferPointer(start: &empty, count: 0),
+                UnsafeRawBufferPointer(start: noInput, count: 0),
                 UnsafeMutableRawBufferPointer(start: out + outFill, count: outCapacity - outFill))
             outFill += produced
             if outFill == outCapacity {

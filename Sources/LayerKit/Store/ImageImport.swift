@@ -159,15 +159,16 @@ extension LayerStore {
 
         // The blob is written into the content dir from the very bytes the unpack reads and hashes.
         let blob: PendingBlob? = hasBlob(layer.descriptor.digest) ? nil : try PendingBlob(in: paths.blobsDir, for: layer.descriptor.digest)
+        let summary: LayerSummary
         do throws(LayerError) {
-            _ = try LayerApplier(options: layerApplyOptions(lowerDirs: lowerDirs)).apply(layer.source, rootFD: diffFD, name: name,
-                                                         expecting: LayerExpectation(layer.descriptor, diffID: layer.diffID),
-                                                         copyingBlobTo: blob?.fd, cancellation: cancellation)
+            summary = try LayerApplier(options: layerApplyOptions(lowerDirs: lowerDirs))
+                .apply(layer.source, rootFD: diffFD, name: name, expecting: LayerExpectation(layer.descriptor, diffID: layer.diffID),
+                       copyingBlobTo: blob?.fd, cancellation: cancellation)
         } catch {
             throw StoreError(error)
         }
         FaultInjection.point("import.unpacked")
-        let size = try DiskUsage.of(diff)
+        let size = try Self.stagedLayerSize(summary, diff: diff)
         try installStagedLayer(staging, chainID: chainID, link: link, existing: existing != nil, diffID: layer.diffID,
                                descriptor: layer.descriptor, parent: parent, size: size, blob: blob)
         renamed = true

@@ -9,10 +9,11 @@ import Glibc
 /// (`importLayer` for layers read from files, `StreamingImport` for layers arriving as streams.)
 extension LayerStore {
     /// How the store applies a layer on top of `lowerDirs` (topmost first): overlay format in the
-    /// store's xattr namespace, with the store's decoder and logger.
+    /// store's xattr namespace, with the store's decoder, apply workers and logger.
     func layerApplyOptions(lowerDirs: [String]) -> ApplyOptions {
         var options = ApplyOptions(format: .overlay(overlayNamespace), lowerDirs: lowerDirs)
         options.gzipDecoder = configuration.gzipDecoder
+        options.applyWorkers = configuration.applyWorkers
         options.logger = configuration.logger
         return options
     }
@@ -26,6 +27,13 @@ extension LayerStore {
         let diffFD = open(diff, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard diffFD >= 0 else { throw .lastErrno(path: diff, "cannot open") }
         return diffFD
+    }
+
+    /// The disk use of a layer just applied into `diff`: counted while it was written, measured
+    /// only when the apply could not count it.
+    static func stagedLayerSize(_ summary: LayerSummary, diff: String) throws(StoreError) -> Int64 {
+        if let counted = summary.allocatedBytes { return counted }
+        return try DiskUsage.of(diff)
     }
 
     /// Renames a staged layer dir to `layerDir`, never over an existing one.

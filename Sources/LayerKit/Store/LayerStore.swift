@@ -34,6 +34,8 @@ public final class LayerStore: @unchecked Sendable {
         public var mountOptions: OverlayMounter.Options
         /// The gzip decoder for imports.
         public var gzipDecoder: GzipDecoderKind
+        /// Threads that create small files while a layer is imported (`ApplyOptions.applyWorkers`).
+        public var applyWorkers: Int = ApplyOptions.defaultApplyWorkers
         /// Where warnings go (what opening cleaned up, xattrs a file system refused, stale mounts).
         public var logger: Logger
 

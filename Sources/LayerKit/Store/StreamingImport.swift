@@ -257,7 +257,7 @@ public final class StreamingImport: @unchecked Sendable {
                 throw error.kind == .cancelled ? StoreError.cancelled : StoreError(error)
             }
             if let blob { blobs.append(blob) }
-            let size = try DiskUsage.of(diff)
+            let size = try LayerStore.stagedLayerSize(summary, diff: diff)
             staged.append(Staged(index: i, directory: directory, link: existing?.link ?? ShortLink.generate(),
                                  recordExists: existing != nil, size: size))
             lowerDirs.append(diff)

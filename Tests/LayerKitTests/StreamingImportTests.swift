@@ -27,11 +27,16 @@ import Glibc
         }
     }
 
-    @Test func importFromStreamsEqualsImportOfTheLayout() async throws {
+    /// With the store's apply workers (0: one thread; 2: files created by workers), the same
+    /// layers, sizes and blobs as an import of the layout with the default.
+    @Test(arguments: [0, 2])
+    func importFromStreamsEqualsImportOfTheLayout(applyWorkers: Int) async throws {
         let tmp = TempDir("stream-import")
         let reference = try LayerStore(root: tmp.sub("reference"))
         let expected = try await reference.importImage(layout: OCIImageLayout(path: Self.layout), reference: "latest", name: "app")
-        let store = try LayerStore(root: tmp.sub("store"))
+        var configuration = LayerStore.Configuration()
+        configuration.applyWorkers = applyWorkers
+        let store = try LayerStore(root: tmp.sub("store"), configuration: configuration)
         let (result, writers, session) = try await Self.streamImport(Self.layout, into: store)
         #expect(session.needs == [.unpack, .unpack])
         #expect(writers == [nil, nil])

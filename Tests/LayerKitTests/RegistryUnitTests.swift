@@ -1,7 +1,6 @@
 import Foundation
 import LayerKit
 @testable import LayerKitRegistry
-import NIOCore
 import Testing
 
 // The parts of the registry client that need no server: Docker's reference grammar, platform

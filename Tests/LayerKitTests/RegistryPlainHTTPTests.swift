@@ -108,6 +108,26 @@ struct RegistryPlainHTTPTests {
         RegistryTools.expectSameTree(tmp.sub("local"), "layertool unpack of the fixture", tmp.sub("bundle/rootfs"), "umoci unpack of the pushed image")
     }
 
+    /// An image pushed by layertool (its second layer zstd) is pulled by containerd's `ctr` into
+    /// its own overlayfs snapshotter and run with runc: both layers read, the whiteout honoured.
+    @Test(.requires(.root(because: "containerd and runc run containers as root"), .tools("containerd", "ctr", "runc")))
+    func imagePushedByLayertoolIsPulledAndRunByContainerd() throws {
+        let tmp = TempDir("registry-ctr")
+        let store = tmp.sub("store")
+        var r = try RegistryTools.layertool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "busybox", "--root", store])
+        try #require(r.status == 0, "\(r.stderr)")
+        let reference = "\(registry)/ctr/busybox:v1"
+        r = try RegistryTools.layertool(["push", "--root", store, "--plain-http", "busybox", reference])
+        try #require(r.status == 0, "push: \(r.stderr)")
+
+        let containerd = try ContainerdEnvironment()
+        r = try containerd.ctr(["images", "pull", "--plain-http", reference])
+        try #require(r.status == 0, "ctr images pull: \(r.stderr)\n\(containerd.daemonLog.suffix(4000))")
+        r = try containerd.ctr(["run", "--rm", reference, "from-registry", "/bin/sh", "-c", ContainerdEnvironment.runScript])
+        #expect(r.status == 0, "ctr run: \(r.stderr)")
+        #expect(r.stdout == ContainerdEnvironment.runOutput)
+    }
+
     @Test func pushSkipsPresentBlobsAndMountsFromAnotherRepository() throws {
         let tmp = TempDir("registry-mount")
         let store = tmp.sub("store")

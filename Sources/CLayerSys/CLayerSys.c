@@ -20,7 +20,13 @@ struct lk_open_how {
 
 int lk_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
     struct lk_open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
-    long rc = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+    long rc;
+    // With RESOLVE_IN_ROOT or RESOLVE_BENEATH the kernel answers EAGAIN when a rename or mount
+    // anywhere on the system raced with the lookup: the lookup is simply tried again (bounded).
+    int attempts = 0;
+    do {
+        rc = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+    } while (rc < 0 && errno == EAGAIN && ++attempts < 64);
     return (int)rc;
 }
 
@@ -105,4 +111,12 @@ int lk_open_tree(int dfd, const char *path, unsigned int flags) {
 int lk_mount_setattr_fd(int fd, uint64_t attr_set) {
     struct lk_mount_attr attr = { .attr_set = attr_set };
     return (int)syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof(attr));
+}
+
+#ifndef SYS_listxattrat
+#define SYS_listxattrat 465
+#endif
+
+ssize_t lk_listxattrat(int dirfd, const char *name, char *list, size_t size) {
+    return (ssize_t)syscall(SYS_listxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, list, size);
 }

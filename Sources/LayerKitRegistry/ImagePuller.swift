@@ -31,12 +31,22 @@ public struct PullOptions: Sendable {
 public enum PullEvent: Sendable {
     /// The manifest and config were read.
     case resolved(RemoteImage)
+    /// (Into a store) what the store needs of each layer, bottom first: layers it has with their
+    /// blobs (`.present`) are not downloaded.
+    case planned([LayerNeed])
     /// Bytes of layer `layer` received so far (called for every chunk).
     case downloading(layer: Int, received: Int64, total: Int64)
     /// Layer `layer` was received whole and its digest verified.
     case downloaded(layer: Int)
+    /// (Into a store) layer `layer` is not downloaded, or its download stopped: another import
+    /// added it to the store meanwhile.
+    case dismissed(layer: Int)
     /// Layer `layer` was applied (and its digests checked by the unpack too).
     case applied(layer: Int, LayerSummary)
+    /// (Into a store) the blob of layer `layer` was stored; the store had the layer itself.
+    case blobStored(layer: Int)
+    /// (Into a store) every layer is in; the layers and the image are being committed.
+    case committing
 }
 
 /// What a pull did.
@@ -78,39 +88,35 @@ public struct ImagePuller: Sendable {
                      progress: (@Sendable (PullEvent) -> Void)? = nil) async throws(RegistryError) -> PullResult {
         let name = image.reference.description
         let spoolDirectory = options.spoolDirectory ?? Self.parentDirectory(destination)
-        let spools = image.layers.map { LayerSpool(size: $0.descriptor.size, spoolDirectory: spoolDirectory) }
-        let feeder = try PipeLayerFeeder(spools: spools)
-        let inputs = zip(feeder.sources, image.layers).map { source, layer in
-            LayerInput(source: source, name: "\(image.reference.registry)/\(image.reference.repository)@\(layer.descriptor.digest)",
+        let streams = image.layers.map { LayerStream(size: $0.descriptor.size, spoolDirectory: spoolDirectory) }
+        let inputs = zip(streams, image.layers).map { stream, layer in
+            LayerInput(source: .stream(stream), name: "\(image.reference.registry)/\(image.reference.repository)@\(layer.descriptor.digest)",
                        expecting: LayerExpectation(blobDigest: layer.descriptor.digest, diffID: layer.diffID))
         }
         let failures = FirstFailure()
-        feeder.start()
-
-        async let downloads: Void = download(image, into: spools, concurrency: options.maximumConcurrentDownloads,
-                                             failures: failures, progress: progress)
-        // The unpack runs on a thread of its own (LayerKit's async unpack); a cancelled pull
-        // stops it between chunks, and failing the spools ends any read it is blocked in.
-        let unpacked: Result<[LayerSummary], LayerError>
-        do {
-            let summaries = try await withTaskCancellationHandler {
-                try await Unpacker(options: options.apply).unpack(inputs, to: destination) { index, summary in
+        async let downloads: Void = LayerDownloads(client: client, image: image, streams: streams,
+                                                   concurrency: options.maximumConcurrentDownloads,
+                                                   failures: failures, progress: progress).run()
+        // The unpack runs on a thread of its own (LayerKit's async unpack) and reads each layer's
+        // stream as it arrives; a cancelled pull stops it, and closing the streams ends any read
+        // it is waiting in.
+        let unpacked: Result<[LayerSummary], LayerError> = await withTaskCancellationHandler {
+            do throws(LayerError) {
+                return .success(try await Unpacker(options: options.apply).unpack(inputs, to: destination) { index, summary in
                     progress?(.applied(layer: index, summary))
-                }
-            } onCancel: {
-                for spool in spools { spool.fail(RegistryError(.cancelled, reference: name, "cancelled")) }
+                })
+            } catch {
+                return .failure(error)
             }
-            unpacked = .success(summaries)
-        } catch let error as LayerError {
-            unpacked = .failure(error)
-        } catch {
-            unpacked = .failure(LayerError(.input, "\(error)"))
+        } onCancel: {
+            for stream in streams { stream.close(cancelled: true) }
         }
         if case .failure(let error) = unpacked {
             failures.record(error.kind == .cancelled ? RegistryError(.cancelled, reference: name, "cancelled")
                                                      : RegistryError(.unpack(error.kind), error.description))
         }
-        feeder.stop()
+        // Layers the unpack did not get to: their downloads stop.
+        for stream in streams { stream.close() }
         await downloads
         if Task.isCancelled, failures.first == nil || failures.first?.kind == .cancelled {
             throw RegistryError(.cancelled, reference: name, "interrupted: nothing was written to \(destination)")
@@ -122,76 +128,10 @@ public struct ImagePuller: Sendable {
         return PullResult(image: image, summaries: summaries)
     }
 
-    /// Downloads the layers into their spools, at most `concurrency` at once, lowest index first.
-    /// The first failure fails every spool (which ends the unpack).
-    private func download(_ image: RemoteImage, into spools: [LayerSpool], concurrency: Int, failures: FirstFailure,
-                          progress: (@Sendable (PullEvent) -> Void)?) async {
-        let client = self.client
-        let repository = image.reference.repository
-        await withTaskGroup(of: Bool.self) { group in
-            var next = 0
-            func start() {
-                let index = next
-                next += 1
-                let layer = image.layers[index], spool = spools[index]
-                group.addTask {
-                    let counter = ByteCounter()
-                    do throws(RegistryError) {
-                        try await client.fetchBlob(layer.descriptor, from: repository) { buffer in
-                            try await spool.append(buffer)
-                            let received = counter.add(Int64(buffer.readableBytes))
-                            progress?(.downloading(layer: index, received: received, total: layer.descriptor.size))
-                        }
-                        spool.finish()
-                        progress?(.downloaded(layer: index))
-                        return true
-                    } catch {
-                        failures.record(error)
-                        for spool in spools { spool.fail(error) }
-                        return false
-                    }
-                }
-            }
-            while next < min(concurrency, spools.count) { start() }
-            while let succeeded = await group.next() {
-                if !succeeded { group.cancelAll(); continue }
-                if next < spools.count && !Task.isCancelled { start() }
-            }
-        }
-    }
-
     static func parentDirectory(_ path: String) -> String {
         var trimmed = path
         while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed.removeLast() }
         guard let slash = trimmed.lastIndex(of: "/") else { return "." }
         return slash == trimmed.startIndex ? "/" : String(trimmed[..<slash])
-    }
-}
-
-/// The first error of a pull, from whichever side (download or unpack) failed first: the
-/// other side's failure is its consequence.
-final class FirstFailure: @unchecked Sendable {
-    private let lock = NSLock()
-    private var error: RegistryError?
-
-    func record(_ error: RegistryError) {
-        lock.lock()
-        if self.error == nil { self.error = error }
-        lock.unlock()
-    }
-
-    var first: RegistryError? {
-        lock.lock()
-        defer { lock.unlock() }
-        return error
-    }
-}
-
-/// Bytes received by one download (its sink runs sequentially).
-final class ByteCounter: @unchecked Sendable {
-    private var total: Int64 = 0
-    func add(_ n: Int64) -> Int64 {
-        total += n
-        return total
     }
 }

@@ -37,6 +37,8 @@ public struct RegistryError: Error, Sendable, CustomStringConvertible {
         case configuration
         /// Applying a layer failed (corrupt data, a breakout attempt, a diffID mismatch).
         case unpack(LayerError.Kind)
+        /// The layer store refused or failed the import (see the message).
+        case store
         /// The operation was cancelled.
         case cancelled
     }

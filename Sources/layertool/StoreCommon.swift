@@ -21,8 +21,8 @@ struct StoreOptions: ParsableArguments {
         return try open()
     }
 
-    func open() throws -> LayerStore {
-        do throws(StoreError) { return try LayerStore(root: resolvedRoot, configuration: ToolEnvironment.storeConfiguration()) } catch {
+    func open(configuration: LayerStore.Configuration = ToolEnvironment.storeConfiguration()) throws -> LayerStore {
+        do throws(StoreError) { return try LayerStore(root: resolvedRoot, configuration: configuration) } catch {
             throw fail(error)
         }
     }

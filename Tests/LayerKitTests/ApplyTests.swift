@@ -5,29 +5,6 @@ import Testing
 import Glibc
 #endif
 
-/// Applies `layers` (each a list of entries) in order onto a fresh dir, returning the dir.
-@discardableResult
-func applyLayers(_ layers: [[TarEntry]], onto dir: String, options: ApplyOptions = ApplyOptions(),
-                 compression: TestCompression = .none) throws -> [LayerSummary] {
-    var summaries = [LayerSummary]()
-    for (i, entries) in layers.enumerated() {
-        let blob = dir + ".layer\(i)"
-        _ = TarBuilder.write(entries, to: blob, compression: compression)
-        defer { unlink(blob) }
-        summaries.append(try LayerApplier(options: options).apply(.path(blob), to: dir))
-    }
-    return summaries
-}
-
-func lstatOrNil(_ path: String) -> stat? {
-    var st = stat()
-    return lstat(path, &st) == 0 ? st : nil
-}
-
-func contents(_ path: String) -> String? {
-    FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) }
-}
-
 @Suite struct ApplyTests {
     @Test func everyEntryTypeWithItsMetadata() throws {
         let tmp = TempDir()
@@ -165,7 +142,7 @@ func contents(_ path: String) -> String? {
         let tmp = TempDir()
         let dest = tmp.mkdir("dest")
         let outside = tmp.mkdir("outside")
-        FileManager.default.createFile(atPath: outside + "/target", contents: Data("untouched".utf8))
+        createFile(outside + "/target", "untouched")
         try applyLayers([
             [.file("f2d", "file"), .dir("d2f"), .file("d2f/child"), .dir("d2l"), .file("d2l/c"),
              .symlink("l2f", outside + "/target"), .symlink("l2d", outside), .file("keep", "1")],
@@ -257,7 +234,7 @@ func contents(_ path: String) -> String? {
         let blobBytes = TarBuilder.build(entries, compression: compression)
         let tarBytes = TarBuilder.build(entries, compression: .none)
         let blob = tmp.sub("layer")
-        FileManager.default.createFile(atPath: blob, contents: Data(blobBytes))
+        createFile(blob, bytes: Data(blobBytes))
         let summary = try LayerApplier().apply(.path(blob), to: dest)
         #expect(summary.blobDigest == Digest.sha256(of: blobBytes))
         #expect(summary.diffID == Digest.sha256(of: tarBytes))
@@ -285,8 +262,9 @@ func contents(_ path: String) -> String? {
         }
     }
 
-    @Test func sparseFilesKeepTheirHoles() throws {
-        guard let tar = which("tar") else { return }
+    @Test(.requires(.tools("tar")))
+    func sparseFilesKeepTheirHoles() throws {
+        let tar = try requireTool("tar")
         let tmp = TempDir()
         let src = tmp.mkdir("src")
         let fd = open(src + "/sparse", O_CREAT | O_WRONLY, 0o644)
@@ -304,8 +282,4 @@ func contents(_ path: String) -> String? {
         #expect(st.st_blocks * 512 < 1 << 20, "holes are not written out")
         #expect(TreeSnapshot.sha256(ofFile: dest + "/sparse") == TreeSnapshot.sha256(ofFile: src + "/sparse"))
     }
-}
-
-func makedevForTest(_ major: UInt32, _ minor: UInt32) -> dev_t {
-    dev_t((UInt64(major & 0xfff) << 8) | UInt64(minor & 0xff) | (UInt64(minor & ~0xff) << 12) | (UInt64(major & ~0xfff) << 32))
 }

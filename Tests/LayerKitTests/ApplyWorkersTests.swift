@@ -9,7 +9,8 @@ import Glibc
 /// the failures a serial apply gives, whatever the archive does in between (replacing what it
 /// just wrote, hardlinking it, whiting it out, writing below it), and the bytes counted while
 /// applying are what a walk of the result measures.
-@Suite struct ApplyWorkersTests {
+@Suite(.requires(.root(because: "files owned by uids 1 and 2, and an overlay-format layer: trusted.* xattrs and whiteout devices")))
+struct ApplyWorkersTests {
     struct Case: CustomStringConvertible {
         var description: String
         var layers: [[TarEntry]]
@@ -80,7 +81,7 @@ import Glibc
         for (i, entries) in c.layers.enumerated() {
             let target = c.overlay ? tmp.mkdir("\(URL(fileURLWithPath: root).lastPathComponent)-layer\(i)") : root
             let blob = tmp.sub("\(URL(fileURLWithPath: root).lastPathComponent).\(i).tar")
-            _ = TarBuilder.write(entries, to: blob)
+            TarBuilder.write(entries, to: blob)
             var options = c.overlay ? ApplyOptions(format: .overlay(.trusted), lowerDirs: lowers.reversed()) : ApplyOptions()
             options.applyWorkers = i == c.layers.count - 1 ? workers : 0
             let fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -138,9 +139,9 @@ import Glibc
         }
         // A target with content is never counted (its old entries are not the layer's).
         let root = tmp.mkdir("with-content")
-        _ = FileManager.default.createFile(atPath: root + "/old", contents: Data("old".utf8))
+        createFile(root + "/old", "old")
         let blob = tmp.sub("plain.tar")
-        _ = TarBuilder.write([.file("new", "n")], to: blob)
+        TarBuilder.write([.file("new", "n")], to: blob)
         let fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         defer { close(fd) }
         #expect(try LayerApplier().apply(.path(blob), rootFD: fd, name: "plain").allocatedBytes == nil)

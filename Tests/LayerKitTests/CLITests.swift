@@ -1,5 +1,5 @@
-import Crypto
 import Foundation
+import LayerKit
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -12,34 +12,14 @@ import Glibc
 
 /// Helpers for running the built tool and the reference tools.
 private enum CLI {
-    /// The binary under test: LAYERTOOL_BIN, or the debug build `swift test` makes (the test
-    /// target depends on the layertool target, so it is built first).
-    static let binary = ProcessInfo.processInfo.environment["LAYERTOOL_BIN"] ?? repositoryRoot + "/.build/debug/layertool"
     static let layers = fixturesDir + "/layers"
-    static let busybox = fixturesDir + "/busybox"
-    static let bash = which("bash") ?? "/bin/bash"
 
-    static let busyboxLayer1 = "sha256:b4b440e5186b23932c70e5a0df2931d32cce16fe7923573c960f6fc52284829d"
-    static let busyboxLayer2 = "sha256:6a24f99c3a20a70e4e2d937b9b11219a0df93c296ef872f4dc113e0e0e75c55a"
-    static let busyboxDiff1 = "sha256:0763ad56266eef7808506d5feafa461aaace603b78cd626ae0c9750809a39b5e"
-    static let busyboxDiff2 = "sha256:9b64236aa505e78808f49bbd7e66a9efb58793ed83ea4be411ce3793d5aa66a5"
-
-    static var haveDigestTools: Bool { ["sha256sum", "gzip", "zstd", "bash"].allSatisfy { which($0) != nil } }
-
-    static func tool(_ args: [String], stdin: Data? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
-        try run(binary, args, stdin: stdin)
-    }
-
-    /// Runs a bash script with `$1` = `arg`; returns stdout, failing the test on a non-zero exit.
-    static func shell(_ script: String, _ arg: String) throws -> String {
-        let r = try run(bash, ["-c", "set -euo pipefail; " + script, "bash", arg])
-        try #require(r.status == 0, "bash -c '\(script)' \(arg) failed: \(r.stderr)")
-        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
+    /// The reference tools the digests are checked with.
+    static let digestTools = Requirement.tools("sha256sum", "gzip", "zstd", "bash")
 
     /// `sha256:<hex>` of a file, or of what `filter` (e.g. `gzip -dc`) makes of it, by sha256sum.
     static func sha256sum(_ file: String, through filter: String? = nil) throws -> String {
-        let out = try shell((filter.map { "\($0) < \"$1\"" } ?? "cat \"$1\"") + " | sha256sum", file)
+        let out = try bash((filter.map { "\($0) < \"$1\"" } ?? "cat \"$1\"") + " | sha256sum", file)
         let hex = String(out.prefix(while: { !$0.isWhitespace }))
         try #require(hex.count == 64, "sha256sum printed \(out)")
         return "sha256:" + hex
@@ -47,7 +27,7 @@ private enum CLI {
 
     /// Bytes that `filter` makes of a file (`wc -c`).
     static func byteCount(_ file: String, through filter: String) throws -> Int {
-        try #require(Int(try shell("\(filter) < \"$1\" | wc -c", file)))
+        try #require(Int(try bash("\(filter) < \"$1\" | wc -c", file).trimmingCharacters(in: .whitespacesAndNewlines)))
     }
 
     static func decompressor(for file: String) -> String? {
@@ -76,25 +56,9 @@ private enum CLI {
         output.split(separator: "\n").first { $0.hasPrefix("chainID ") }.map { String($0.dropFirst("chainID ".count)) }
     }
 
-    static func sha256(_ bytes: [UInt8]) -> String {
-        "sha256:" + SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
-    }
-
-    static func sha256(_ data: Data) -> String { sha256(Array(data)) }
-
-    /// Bare hex sha256, as TreeSnapshot records file content.
-    static func hex(_ bytes: [UInt8]) -> String { String(sha256(bytes).dropFirst("sha256:".count)) }
-
-    /// ChainIDs per the image spec, computed here independently of LayerKit.
-    static func chain(_ diffIDs: [String]) -> [String] {
-        var out = [String]()
-        for d in diffIDs { out.append(out.last.map { sha256(Array("\($0) \(d)".utf8)) } ?? d) }
-        return out
-    }
-
     /// Asserts the one-line error contract: exit 1 (any non-zero status when `status` is nil),
     /// exactly one stderr line `layertool: <layer>: [entry "<entry>": ]<reason>`, no crash report.
-    static func expectCleanError(_ r: (status: Int32, stdout: String, stderr: String), layer: String, entry: String? = nil,
+    static func expectCleanError(_ r: ProcessResult, layer: String, entry: String? = nil,
                                  reasonContainsOneOf keywords: [String] = [], status: Int32? = 1,
                                  sourceLocation: SourceLocation = #_sourceLocation) {
         if let status {
@@ -128,18 +92,16 @@ private enum CLI {
     /// A destination with content the tool must not touch when it fails: files the fixture layers
     /// would overwrite, a dir, a symlink, odd modes and times.
     static func populate(_ dest: String) throws {
-        let fm = FileManager.default
-        try fm.createDirectory(atPath: dest + "/dir/sub", withIntermediateDirectories: true)
-        fm.createFile(atPath: dest + "/dir/file.txt", contents: Data("not from the layer\n".utf8))
-        fm.createFile(atPath: dest + "/keep.txt", contents: Data("precious\n".utf8))
-        fm.createFile(atPath: dest + "/dir/sub/nested.txt", contents: Data("mine\n".utf8))
-        fm.createFile(atPath: dest + "/passwd", contents: Data("x\n".utf8))
-        try fm.createSymbolicLink(atPath: dest + "/link", withDestinationPath: "keep.txt")
+        try FileManager.default.createDirectory(atPath: dest + "/dir/sub", withIntermediateDirectories: true)
+        createFile(dest + "/dir/file.txt", "not from the layer\n")
+        createFile(dest + "/keep.txt", "precious\n")
+        createFile(dest + "/dir/sub/nested.txt", "mine\n")
+        createFile(dest + "/passwd", "x\n")
+        try FileManager.default.createSymbolicLink(atPath: dest + "/link", withDestinationPath: "keep.txt")
         chmod(dest + "/dir/sub", 0o700)
         chmod(dest + "/keep.txt", 0o600)
         for p in ["/dir/file.txt", "/keep.txt", "/dir/sub/nested.txt", "/passwd", "/dir/sub", "/dir", ""] {
-            var times = [timespec(tv_sec: 1_234_567_890, tv_nsec: 0), timespec(tv_sec: 1_234_567_890, tv_nsec: 0)]
-            utimensat(AT_FDCWD, dest + p, &times, AT_SYMLINK_NOFOLLOW)
+            setMtime(dest + p, 1_234_567_890)
         }
     }
 
@@ -156,7 +118,7 @@ private enum CLI {
 
     /// Copies the busybox layout to `dir` (blobs are copied, not linked, so they can be changed).
     static func copyBusybox(to dir: String) throws {
-        try FileManager.default.copyItem(atPath: busybox, toPath: dir)
+        try FileManager.default.copyItem(atPath: BusyboxFixture.layout, toPath: dir)
     }
 
     static func flipByte(_ file: String, at offset: Int) throws {
@@ -164,23 +126,6 @@ private enum CLI {
         let i = offset >= 0 ? offset : data.count + offset
         data[i] ^= 0xFF
         try data.write(to: URL(fileURLWithPath: file))
-    }
-
-    static func blobPath(_ layout: String, _ digest: String) -> String {
-        layout + "/blobs/sha256/" + digest.dropFirst("sha256:".count)
-    }
-
-    static func readJSON(_ file: String) throws -> [String: Any] {
-        let data = try #require(FileManager.default.contents(atPath: file), "cannot read \(file)")
-        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(file) is not a JSON object")
-    }
-
-    /// Writes `object` as a blob of `layout`; returns its digest and size.
-    static func writeBlob(_ object: Any, in layout: String) throws -> (digest: String, size: Int) {
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-        let digest = sha256(data)
-        try data.write(to: URL(fileURLWithPath: blobPath(layout, digest)))
-        return (digest, data.count)
     }
 }
 
@@ -260,12 +205,12 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
 @Suite struct CLITests {
     // MARK: - Good layers
 
-    @Test(.enabled(if: CLI.haveDigestTools, "needs sha256sum, gzip, zstd and bash"), arguments: GoodLayer.all)
+    @Test(.requires(CLI.digestTools), arguments: GoodLayer.all)
     func unpackPrintsDigestsMatchingIndependentTools(_ layer: GoodLayer) throws {
         let tmp = TempDir()
         let file = CLI.layers + "/" + layer.file
         let dest = tmp.sub("dest")
-        let r = try CLI.tool(["unpack", file, dest])
+        let r = try Layertool.run(["unpack", file, dest])
         #expect(r.status == 0, "stderr: \(r.stderr)")
         #expect(r.stderr.isEmpty)
 
@@ -285,7 +230,7 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
         // Every encoding of basic.tar gives the tree basic.tar gives.
         if layer.file.hasPrefix("basic") || layer.file == "trailing-garbage.tar" {
             let reference = tmp.sub("reference")
-            #expect(try CLI.tool(["unpack", CLI.layers + "/basic.tar", reference]).status == 0)
+            #expect(try Layertool.run(["unpack", CLI.layers + "/basic.tar", reference]).status == 0)
             let diffs = TreeSnapshot(reference).differences(from: TreeSnapshot(dest))
             #expect(diffs.isEmpty, "\(diffs.joined(separator: "\n"))")
         }
@@ -295,27 +240,27 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
     @Test func fixtureDigestsAgreeWithTheReadme() throws {
         // The README's busybox numbers, and what layertool computes for those blobs.
         let tmp = TempDir()
-        let l1 = CLI.blobPath(CLI.busybox, CLI.busyboxLayer1)
-        let l2 = CLI.blobPath(CLI.busybox, CLI.busyboxLayer2)
-        let r = try CLI.tool(["unpack", "--json", l1, l2, tmp.sub("dest")])
+        let l1 = BusyboxFixture.layerBlob(0), l2 = BusyboxFixture.layerBlob(1)
+        let r = try Layertool.run(["unpack", "--json", l1, l2, tmp.sub("dest")])
         #expect(r.status == 0, "stderr: \(r.stderr)")
-        let records = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])
+        let records = try r.json([LayertoolOutput.Layer].self)
         try #require(records.count == 2)
-        #expect(records[0]["blobDigest"] as? String == CLI.busyboxLayer1)
-        #expect(records[0]["diffID"] as? String == CLI.busyboxDiff1)
-        #expect(records[0]["tarSize"] as? Int == 2_131_968)
-        #expect(records[0]["entries"] as? Int == 284)
-        #expect(records[1]["blobDigest"] as? String == CLI.busyboxLayer2)
-        #expect(records[1]["diffID"] as? String == CLI.busyboxDiff2)
-        #expect(records[1]["tarSize"] as? Int == 7168)
-        #expect(records[1]["entries"] as? Int == 7)
-        #expect(records[1]["chainID"] as? String == CLI.chain([CLI.busyboxDiff1, CLI.busyboxDiff2])[1])
+        #expect(records[0].blobDigest == BusyboxFixture.layerDigests[0])
+        #expect(records[0].diffID == BusyboxFixture.diffIDs[0])
+        #expect(records[0].tarSize == 2_131_968)
+        #expect(records[0].entries == 284)
+        #expect(records[1].blobDigest == BusyboxFixture.layerDigests[1])
+        #expect(records[1].diffID == BusyboxFixture.diffIDs[1])
+        #expect(records[1].tarSize == 7168)
+        #expect(records[1].entries == 7)
+        #expect(records[1].chainID == DigestOracle.chainIDs(BusyboxFixture.diffIDs)[1])
+        #expect(records[1].chainID == BusyboxFixture.chainID)
     }
 
     @Test func basicTreeIsWhatTheReadmeDescribes() throws {
         let tmp = TempDir()
         let dest = tmp.sub("dest")
-        let r = try CLI.tool(["unpack", CLI.layers + "/basic.tar.zst", dest])
+        let r = try Layertool.run(["unpack", CLI.layers + "/basic.tar.zst", dest])
         try #require(r.status == 0, "stderr: \(r.stderr)")
         let snap = TreeSnapshot(dest)
         let D = "directory-with-a-deliberately-long-name-dddddddddddddddddddd"
@@ -326,7 +271,7 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
                                      "long/symlink-to-long-target"]
         if !isRoot { expected.subtract(["dev/loop0", "dev/null"]) }  // devices need privilege; skipped with a warning
         #expect(Set(snap.nodes.keys) == expected)
-        #expect(snap.nodes["café/naïve.txt"]?.content == CLI.hex(Array("naïve café\n".utf8)))
+        #expect(snap.nodes["café/naïve.txt"]?.content == DigestOracle.hex(Array("naïve café\n".utf8)))
         #expect(snap.nodes["dir/file.txt"]?.linkGroup != nil && snap.nodes["dir/file.txt"]?.linkGroup == snap.nodes["dir/hardlink"]?.linkGroup)
         #expect(snap.nodes["dir/symlink"]?.content == "file.txt")
         #expect(snap.nodes["long/symlink-to-long-target"]?.content == "\(D)/\(F)")
@@ -348,40 +293,40 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
     @Test func jsonOutputHasEveryFieldWithIndependentValues() throws {
         let tmp = TempDir()
         let gz = CLI.layers + "/basic.tar.gz", plain = CLI.layers + "/whiteouts.tar"
-        let r = try CLI.tool(["unpack", "--json", gz, plain, tmp.sub("dest")])
+        let r = try Layertool.run(["unpack", "--json", gz, plain, tmp.sub("dest")])
         try #require(r.status == 0, "stderr: \(r.stderr)")
-        let parsed = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8))
-        let records = try #require(parsed as? [[String: Any]], "--json prints an array of objects: \(r.stdout)")
-        try #require(records.count == 2)
+        let objects = try r.json([[String: JSONValue]].self)   // --json prints an array of objects
+        try #require(objects.count == 2)
         let keys: Set<String> = ["layer", "blobDigest", "diffID", "chainID", "compression", "blobSize", "tarSize", "entries"]
-        for rec in records { #expect(keys.isSubset(of: Set(rec.keys)), "keys: \(rec.keys.sorted())") }
+        for rec in objects { #expect(keys.isSubset(of: Set(rec.keys)), "keys: \(rec.keys.sorted())") }
+        let records = try r.json([LayertoolOutput.Layer].self)
 
         let diff0 = try CLI.sha256sum(gz, through: "gzip -dc"), diff1 = try CLI.sha256sum(plain)
-        let chains = CLI.chain([diff0, diff1])
-        #expect(records[0]["layer"] as? String == gz)
-        #expect(records[0]["blobDigest"] as? String == (try CLI.sha256sum(gz)))
-        #expect(records[0]["diffID"] as? String == diff0)
-        #expect(records[0]["chainID"] as? String == chains[0])
-        #expect(records[0]["compression"] as? String == "gzip")
-        #expect(records[0]["blobSize"] as? Int == 741)
-        #expect(records[0]["tarSize"] as? Int == (try CLI.byteCount(gz, through: "gzip -dc")))
-        #expect(records[0]["entries"] as? Int == 22)
-        #expect(records[1]["layer"] as? String == plain)
-        #expect(records[1]["blobDigest"] as? String == diff1)
-        #expect(records[1]["diffID"] as? String == diff1)
-        #expect(records[1]["chainID"] as? String == chains[1])
-        #expect(records[1]["compression"] as? String == "none")
-        #expect(records[1]["blobSize"] as? Int == 4608)
-        #expect(records[1]["tarSize"] as? Int == 4608)
-        #expect(records[1]["entries"] as? Int == 6)
+        let chains = DigestOracle.chainIDs([diff0, diff1])
+        #expect(records[0].layer == gz)
+        #expect(records[0].blobDigest == (try CLI.sha256sum(gz)))
+        #expect(records[0].diffID == diff0)
+        #expect(records[0].chainID == chains[0])
+        #expect(records[0].compression == "gzip")
+        #expect(records[0].blobSize == 741)
+        #expect(records[0].tarSize == Int64(try CLI.byteCount(gz, through: "gzip -dc")))
+        #expect(records[0].entries == 22)
+        #expect(records[1].layer == plain)
+        #expect(records[1].blobDigest == diff1)
+        #expect(records[1].diffID == diff1)
+        #expect(records[1].chainID == chains[1])
+        #expect(records[1].compression == "none")
+        #expect(records[1].blobSize == 4608)
+        #expect(records[1].tarSize == 4608)
+        #expect(records[1].entries == 6)
     }
 
     @Test func humanOutputPrintsTheChainIDOfTheStack() throws {
         let tmp = TempDir()
         let gz = CLI.layers + "/basic.tar.gz", plain = CLI.layers + "/whiteouts.tar"
-        let r = try CLI.tool(["unpack", gz, plain, tmp.sub("dest")])
+        let r = try Layertool.run(["unpack", gz, plain, tmp.sub("dest")])
         try #require(r.status == 0, "stderr: \(r.stderr)")
-        let chains = CLI.chain([try CLI.sha256sum(gz, through: "gzip -dc"), try CLI.sha256sum(plain)])
+        let chains = DigestOracle.chainIDs([try CLI.sha256sum(gz, through: "gzip -dc"), try CLI.sha256sum(plain)])
         #expect(CLI.chainLine(r.stdout) == chains[1])
     }
 
@@ -391,13 +336,13 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
         let file = CLI.layers + "/" + name
         let data = try #require(FileManager.default.contents(atPath: file))
         let viaStdin = tmp.sub("stdin"), viaFile = tmp.sub("file")
-        let r = try CLI.tool(["unpack", "--json", "-", viaStdin], stdin: data)
+        let r = try Layertool.run(["unpack", "--json", "-", viaStdin], stdin: data)
         try #require(r.status == 0, "stderr: \(r.stderr)")
-        let records = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])
-        #expect(records.first?["layer"] as? String == "-")
-        #expect(records.first?["blobDigest"] as? String == CLI.sha256(data))
-        #expect(records.first?["diffID"] as? String == CLI.sha256(Data(ReferenceTar.tar(file))))
-        #expect(try CLI.tool(["unpack", file, viaFile]).status == 0)
+        let records = try r.json([LayertoolOutput.Layer].self)
+        #expect(records.first?.layer == "-")
+        #expect(records.first?.blobDigest == DigestOracle.sha256(data))
+        #expect(records.first?.diffID == DigestOracle.sha256(try ReferenceTar.tar(file)))
+        #expect(try Layertool.run(["unpack", file, viaFile]).status == 0)
         let diffs = TreeSnapshot(viaFile).differences(from: TreeSnapshot(viaStdin))
         #expect(diffs.isEmpty, "\(diffs.joined(separator: "\n"))")
     }
@@ -409,40 +354,40 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
         try CLI.populate(dest)
         let file = CLI.layers + "/basic.tar.gz"
         let data = try #require(FileManager.default.contents(atPath: file))
-        let r = try CLI.tool(["unpack", "--digest", CLI.sha256(data), "-", dest], stdin: data)
+        let r = try Layertool.run(["unpack", "--digest", DigestOracle.sha256(data), "-", dest], stdin: data)
         #expect(r.status == 0, "stderr: \(r.stderr)")
-        #expect(contents(ofFile: dest + "/dir/file.txt") == "hello, world\n", "the layer's file replaced the old one")
-        #expect(contents(ofFile: dest + "/keep.txt") == "precious\n", "unrelated content stays")
-        #expect(contents(ofFile: dest + "/dir/sub/nested.txt") == "nested\n")
+        #expect(contents(dest + "/dir/file.txt") == "hello, world\n", "the layer's file replaced the old one")
+        #expect(contents(dest + "/keep.txt") == "precious\n", "unrelated content stays")
+        #expect(contents(dest + "/dir/sub/nested.txt") == "nested\n")
     }
 
     @Test func inspectPrintsTheSameDigestsAndWritesNothing() throws {
         let tmp = TempDir()
         let files = ["basic.tar.gz", "basic.tar.zst", "whiteouts.tar"].map { CLI.layers + "/" + $0 }
         let cwdBefore = CLI.listing(tmp.path)
-        let r = try CLI.tool(["inspect", "--json"] + files)
+        let r = try Layertool.run(["inspect", "--json"] + files)
         try #require(r.status == 0, "stderr: \(r.stderr)")
-        let records = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])
+        let records = try r.json([LayertoolOutput.Layer].self)
         try #require(records.count == 3)
         for (rec, f) in zip(records, files) {
-            #expect(rec["layer"] as? String == f)
-            #expect(rec["blobDigest"] as? String == CLI.sha256(try #require(FileManager.default.contents(atPath: f))))
+            #expect(rec.layer == f)
+            #expect(rec.blobDigest == DigestOracle.sha256(try #require(FileManager.default.contents(atPath: f))))
         }
         #expect(CLI.listing(tmp.path) == cwdBefore)
-        let bad = try CLI.tool(["inspect", CLI.layers + "/breakout-dotdot.tar"])
+        let bad = try Layertool.run(["inspect", CLI.layers + "/breakout-dotdot.tar"])
         CLI.expectCleanError(bad, layer: CLI.layers + "/breakout-dotdot.tar", entry: "../escaped", reasonContainsOneOf: ["escapes"])
     }
 
     @Test func symlinkBreakoutsLandInsideTheRoot() throws {
         let tmp = TempDir()
         for name in ["breakout-symlink.tar", "breakout-symlink-relative.tar"] {
-            #expect(lstatPath("/tmp/pwned") == nil, "/tmp/pwned exists before the test; cannot check")
+            #expect(lstatOrNil("/tmp/pwned") == nil, "/tmp/pwned exists before the test; cannot check")
             let dest = tmp.sub(name)
-            let r = try CLI.tool(["unpack", CLI.layers + "/" + name, dest])
+            let r = try Layertool.run(["unpack", CLI.layers + "/" + name, dest])
             CLI.expectNoCrash(r.stderr)
-            #expect(lstatPath("/tmp/pwned") == nil, "\(name) wrote through the symlink onto the host")
+            #expect(lstatOrNil("/tmp/pwned") == nil, "\(name) wrote through the symlink onto the host")
             if r.status == 0 {
-                #expect(contents(ofFile: dest + "/tmp/pwned") == "pwned\n", "\(name): the link is resolved inside the root")
+                #expect(contents(dest + "/tmp/pwned") == "pwned\n", "\(name): the link is resolved inside the root")
             } else {
                 CLI.expectCleanError(r, layer: CLI.layers + "/" + name, entry: "escape/pwned")
             }
@@ -458,18 +403,18 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
         let dest = parent + "/dest"
         switch state {
         case .missing: break
-        case .empty: _ = tmp.mkdir("out/dest")
+        case .empty: tmp.mkdir("out/dest")
         case .populated: try CLI.populate(dest)
         }
         let before = CLI.strictSnapshot(parent)
         let stdin = try bad.stdinLayer.map { try #require(FileManager.default.contents(atPath: CLI.layers + "/" + $0)) }
-        let r = try CLI.tool(["unpack"] + bad.args.map(bad.expand) + [dest], stdin: stdin)
+        let r = try Layertool.run(["unpack"] + bad.args.map(bad.expand) + [dest], stdin: stdin)
 
         CLI.expectCleanError(r, layer: bad.expand(bad.layer), entry: bad.entry, reasonContainsOneOf: bad.keywords)
-        #expect(lstatPath(tmp.path + "/escaped") == nil && lstatPath(parent + "/escaped") == nil, "a file escaped the root")
+        #expect(lstatOrNil(tmp.path + "/escaped") == nil && lstatOrNil(parent + "/escaped") == nil, "a file escaped the root")
         switch state {
         case .missing:
-            #expect(lstatPath(dest) == nil, "DEST was created")
+            #expect(lstatOrNil(dest) == nil, "DEST was created")
             #expect(CLI.listing(parent) == [], "left behind: \(CLI.listing(parent))")
         case .empty, .populated:
             // The parent's mtime may change (a staging dir came and went beside an empty DEST).
@@ -485,11 +430,11 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
         let tmp = TempDir()
         let parent = tmp.mkdir("out")
         let dest = parent + "/dest"
-        if state == .empty { _ = tmp.mkdir("out/dest") }
+        if state == .empty { tmp.mkdir("out/dest") }
         if state == .populated { try CLI.populate(dest) }
         let before = CLI.strictSnapshot(parent)
         for digest in ["sha256:xyz", "md5:0123", "SHA256:" + String(repeating: "A", count: 64), "sha256:" + String(repeating: "0", count: 63)] {
-            let r = try CLI.tool(["unpack", "--digest", digest, CLI.layers + "/basic.tar.gz", dest])
+            let r = try Layertool.run(["unpack", "--digest", digest, CLI.layers + "/basic.tar.gz", dest])
             #expect(r.status != 0, "\(digest) accepted")
             CLI.expectNoCrash(r.stderr)
             #expect(r.stderr.contains(digest), "the message quotes the bad value: \(r.stderr)")
@@ -501,43 +446,42 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
     func malformedDigestIsReportedOnOneLineNamingTheLayer() throws {
         let tmp = TempDir()
         let layer = CLI.layers + "/basic.tar.gz"
-        let r = try CLI.tool(["unpack", "--digest", "sha256:xyz", layer, tmp.sub("dest")])
+        let r = try Layertool.run(["unpack", "--digest", "sha256:xyz", layer, tmp.sub("dest")])
         CLI.expectCleanError(r, layer: layer, reasonContainsOneOf: ["sha256:xyz"], status: nil)
     }
 
     // MARK: - OCI image layouts
 
-    @Test func imageLayoutGivesTheReadmeTree() throws {
+    @Test(.requires(CLI.digestTools))
+    func imageLayoutGivesTheReadmeTree() throws {
         let tmp = TempDir()
         let dest = tmp.sub("rootfs")
-        let r = try CLI.tool(["unpack", "--json", "--image", CLI.busybox, dest])
+        let r = try Layertool.run(["unpack", "--json", "--image", BusyboxFixture.layout, dest])
         try #require(r.status == 0, "stderr: \(r.stderr)")
-        let records = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])
+        let records = try r.json([LayertoolOutput.Layer].self)
         try #require(records.count == 2)
-        #expect(records.map { $0["diffID"] as? String } == [CLI.busyboxDiff1, CLI.busyboxDiff2])
-        #expect(records.map { $0["blobDigest"] as? String } == [CLI.busyboxLayer1, CLI.busyboxLayer2])
-        #expect(records.map { $0["compression"] as? String } == ["gzip", "zstd"])
-        #expect(records.last?["chainID"] as? String == CLI.chain([CLI.busyboxDiff1, CLI.busyboxDiff2]).last)
-        if CLI.haveDigestTools {
-            #expect(try CLI.sha256sum(CLI.blobPath(CLI.busybox, CLI.busyboxLayer1), through: "gzip -dc") == CLI.busyboxDiff1)
-            #expect(try CLI.sha256sum(CLI.blobPath(CLI.busybox, CLI.busyboxLayer2), through: "zstd -dc") == CLI.busyboxDiff2)
-        }
+        #expect(records.map(\.diffID) == BusyboxFixture.diffIDs)
+        #expect(records.map(\.blobDigest) == BusyboxFixture.layerDigests)
+        #expect(records.map(\.compression) == ["gzip", "zstd"])
+        #expect(records.last?.chainID == DigestOracle.chainIDs(BusyboxFixture.diffIDs).last)
+        #expect(try CLI.sha256sum(BusyboxFixture.layerBlob(0), through: "gzip -dc") == BusyboxFixture.diffIDs[0])
+        #expect(try CLI.sha256sum(BusyboxFixture.layerBlob(1), through: "zstd -dc") == BusyboxFixture.diffIDs[1])
 
         let snap = TreeSnapshot(dest)
         let names = { (dir: String) in Set(snap.nodes.keys.filter { $0.hasPrefix(dir + "/") && !$0.dropFirst(dir.count + 1).contains("/") }.map { String($0.dropFirst(dir.count + 1)) }) }
         #expect(names("etc") == ["group", "hostname", "passwd", "removed-later", "xattr-file"])
         #expect(snap.nodes["etc/motd"] == nil)
         #expect(names("etc/removed-later") == ["kept"])
-        #expect(contents(ofFile: dest + "/etc/removed-later/kept") == "kept from layer 2\n")
-        #expect(contents(ofFile: dest + "/etc/hostname") == "layer2-host\n")
-        #expect(contents(ofFile: dest + "/etc/passwd") == "root:x:0:0:root:/root:/bin/sh\n")
-        #expect(contents(ofFile: dest + "/etc/group") == "root:x:0:\n")
+        #expect(contents(dest + "/etc/removed-later/kept") == "kept from layer 2\n")
+        #expect(contents(dest + "/etc/hostname") == "layer2-host\n")
+        #expect(contents(dest + "/etc/passwd") == "root:x:0:0:root:/root:/bin/sh\n")
+        #expect(contents(dest + "/etc/group") == "root:x:0:\n")
         #expect(snap.nodes["etc/xattr-file"]?.xattrs["user.test"] == Array("hello".utf8))
         #expect(snap.nodes.keys.filter { $0.split(separator: "/").last!.hasPrefix(".wh.") }.isEmpty)
         #expect(Set(snap.nodes.keys.filter { !$0.contains("/") }) == [".", "bin", "etc", "root", "tmp", "usr", "var"])
 
-        let busybox = try #require(lstatPath(dest + "/bin/busybox"))
-        let hardlink = try #require(lstatPath(dest + "/usr/bin/busybox-hardlink"))
+        let busybox = try #require(lstatOrNil(dest + "/bin/busybox"))
+        let hardlink = try #require(lstatOrNil(dest + "/usr/bin/busybox-hardlink"))
         #expect(busybox.st_ino == hardlink.st_ino && busybox.st_dev == hardlink.st_dev)
         #expect(busybox.st_nlink == 2)
         #expect(snap.nodes["bin/busybox"]?.size == 1_982_256)
@@ -564,11 +508,11 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
 
     @Test func imageReferenceIsResolved() throws {
         let tmp = TempDir()
-        let r = try CLI.tool(["unpack", "--image", CLI.busybox + ":latest", tmp.sub("a")])
+        let r = try Layertool.run(["unpack", "--image", BusyboxFixture.layout + ":latest", tmp.sub("a")])
         #expect(r.status == 0, "stderr: \(r.stderr)")
-        let missing = try CLI.tool(["unpack", "--image", CLI.busybox + ":no-such-tag", tmp.sub("b")])
-        CLI.expectCleanError(missing, layer: CLI.busybox, reasonContainsOneOf: ["no-such-tag"])
-        #expect(lstatPath(tmp.sub("b")) == nil)
+        let missing = try Layertool.run(["unpack", "--image", BusyboxFixture.layout + ":no-such-tag", tmp.sub("b")])
+        CLI.expectCleanError(missing, layer: BusyboxFixture.layout, reasonContainsOneOf: ["no-such-tag"])
+        #expect(lstatOrNil(tmp.sub("b")) == nil)
     }
 
     @Test(arguments: DestState.allCases)
@@ -578,30 +522,30 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
         let tmp = TempDir()
         let layout = tmp.sub("layout")
         try CLI.copyBusybox(to: layout)
-        try CLI.flipByte(CLI.blobPath(layout, CLI.busyboxLayer1), at: 4)
-        try expectImageFailure(layout: layout, in: tmp, state: state, layer: "\(layout)@\(CLI.busyboxLayer1)",
-                               keywords: ["digest mismatch"], mentioning: CLI.busyboxLayer1)
+        try CLI.flipByte(TestLayout.blobPath(layout, BusyboxFixture.layerDigests[0]), at: 4)
+        try expectImageFailure(layout: layout, in: tmp, state: state, layer: "\(layout)@\(BusyboxFixture.layerDigests[0])",
+                               keywords: ["digest mismatch"], mentioning: BusyboxFixture.layerDigests[0])
     }
 
     @Test(arguments: DestState.allCases)
     func layerBlobWithCorruptDataFailsAndLeavesDestAlone(_ state: DestState) throws {
         // A flipped byte in the middle of the deflate data (layer 1) and in the zstd layer (2).
-        for (digest, offset) in [(CLI.busyboxLayer1, 500_000), (CLI.busyboxLayer2, 150)] {
+        for (digest, offset) in [(BusyboxFixture.layerDigests[0], 500_000), (BusyboxFixture.layerDigests[1], 150)] {
             let tmp = TempDir()
             let layout = tmp.sub("layout")
             try CLI.copyBusybox(to: layout)
-            try CLI.flipByte(CLI.blobPath(layout, digest), at: offset)
+            try CLI.flipByte(TestLayout.blobPath(layout, digest), at: offset)
             try expectImageFailure(layout: layout, in: tmp, state: state, layer: "\(layout)@\(digest)", keywords: [])
         }
     }
 
     @Test(arguments: DestState.allCases)
     func layerBlobWithCorruptDataIsReportedAsADigestMismatch(_ state: DestState) throws {
-        for (digest, offset) in [(CLI.busyboxLayer1, 500_000), (CLI.busyboxLayer2, 150)] {
+        for (digest, offset) in [(BusyboxFixture.layerDigests[0], 500_000), (BusyboxFixture.layerDigests[1], 150)] {
             let tmp = TempDir()
             let layout = tmp.sub("layout")
             try CLI.copyBusybox(to: layout)
-            try CLI.flipByte(CLI.blobPath(layout, digest), at: offset)
+            try CLI.flipByte(TestLayout.blobPath(layout, digest), at: offset)
             try expectImageFailure(layout: layout, in: tmp, state: state, layer: "\(layout)@\(digest)",
                                    keywords: ["digest mismatch"], mentioning: digest)
         }
@@ -614,30 +558,32 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
         let tmp = TempDir()
         let layout = tmp.sub("layout")
         try CLI.copyBusybox(to: layout)
-        var index = try CLI.readJSON(layout + "/index.json")
-        var manifests = try #require(index["manifests"] as? [[String: Any]])
-        let manifestDigest = try #require(manifests.first?["digest"] as? String)
-        var manifest = try CLI.readJSON(CLI.blobPath(layout, manifestDigest))
-        var configDesc = try #require(manifest["config"] as? [String: Any])
-        var config = try CLI.readJSON(CLI.blobPath(layout, try #require(configDesc["digest"] as? String)))
-        var rootfs = try #require(config["rootfs"] as? [String: Any])
-        var diffIDs = try #require(rootfs["diff_ids"] as? [String])
-        try #require(diffIDs == [CLI.busyboxDiff1, CLI.busyboxDiff2])
-        let wrong = CLI.sha256(Array("not the diffID".utf8))
+        // Edited as JSONValue, so every other field of the three documents stays as it was.
+        var index = try JSON.read([String: JSONValue].self, file: layout + "/index.json")
+        var manifests = try #require(index["manifests"]?.objects)
+        let manifestDigest = try #require(manifests.first?["digest"]?.string)
+        var manifest = try JSON.read([String: JSONValue].self, file: TestLayout.blobPath(layout, manifestDigest))
+        var configDesc = try #require(manifest["config"]?.object)
+        var config = try JSON.read([String: JSONValue].self,
+                                   file: TestLayout.blobPath(layout, try #require(configDesc["digest"]?.string)))
+        var rootfs = try #require(config["rootfs"]?.object)
+        var diffIDs = try #require(rootfs["diff_ids"]?.strings)
+        try #require(diffIDs == BusyboxFixture.diffIDs)
+        let wrong = DigestOracle.sha256(Array("not the diffID".utf8))
         diffIDs[1] = wrong
-        rootfs["diff_ids"] = diffIDs
-        config["rootfs"] = rootfs
-        let newConfig = try CLI.writeBlob(config, in: layout)
-        configDesc["digest"] = newConfig.digest
-        configDesc["size"] = newConfig.size
-        manifest["config"] = configDesc
-        let newManifest = try CLI.writeBlob(manifest, in: layout)
-        manifests[0]["digest"] = newManifest.digest
-        manifests[0]["size"] = newManifest.size
-        index["manifests"] = manifests
-        try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys]).write(to: URL(fileURLWithPath: layout + "/index.json"))
+        rootfs["diff_ids"] = .array(diffIDs.map(JSONValue.string))
+        config["rootfs"] = .object(rootfs)
+        let newConfig = try TestLayout.writeJSONBlob(config, in: layout)
+        configDesc["digest"] = .string(newConfig.digest)
+        configDesc["size"] = .integer(Int64(newConfig.size))
+        manifest["config"] = .object(configDesc)
+        let newManifest = try TestLayout.writeJSONBlob(manifest, in: layout)
+        manifests[0]["digest"] = .string(newManifest.digest)
+        manifests[0]["size"] = .integer(Int64(newManifest.size))
+        index["manifests"] = .array(manifests.map(JSONValue.object))
+        try JSON.write(index, to: layout + "/index.json")
 
-        try expectImageFailure(layout: layout, in: tmp, state: state, layer: "\(layout)@\(CLI.busyboxLayer2)",
+        try expectImageFailure(layout: layout, in: tmp, state: state, layer: "\(layout)@\(BusyboxFixture.layerDigests[1])",
                                keywords: ["diffID mismatch"], mentioning: wrong)
     }
 
@@ -647,17 +593,17 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
                                     mentioning: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let parent = tmp.mkdir("out")
         let dest = parent + "/dest"
-        if state == .empty { _ = tmp.mkdir("out/dest") }
+        if state == .empty { tmp.mkdir("out/dest") }
         if state == .populated { try CLI.populate(dest) }
         let before = CLI.strictSnapshot(parent)
-        let r = try CLI.tool(["unpack", "--image", layout, dest])
+        let r = try Layertool.run(["unpack", "--image", layout, dest])
         CLI.expectCleanError(r, layer: layer, reasonContainsOneOf: keywords, sourceLocation: sourceLocation)
         if let mentioning {
             #expect(r.stderr.contains(mentioning), "the message should name \(mentioning): \(r.stderr)", sourceLocation: sourceLocation)
         }
         switch state {
         case .missing:
-            #expect(lstatPath(dest) == nil, "DEST was created", sourceLocation: sourceLocation)
+            #expect(lstatOrNil(dest) == nil, "DEST was created", sourceLocation: sourceLocation)
             #expect(CLI.listing(parent) == [], "left behind: \(CLI.listing(parent))", sourceLocation: sourceLocation)
         case .empty, .populated:
             var after = CLI.strictSnapshot(parent)
@@ -668,22 +614,13 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
     }
 }
 
-// MARK: - Small file helpers (named so as not to clash with other test files)
-
-private func lstatPath(_ path: String) -> stat? {
-    var st = stat()
-    return lstat(path, &st) == 0 ? st : nil
-}
-
-private func contents(ofFile path: String) -> String? {
-    FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) }
-}
-
 /// The uncompressed tar of a fixture layer, by the reference tools.
 private enum ReferenceTar {
-    static func tar(_ file: String) -> [UInt8] {
-        guard let filter = CLI.decompressor(for: file) else { return Array(FileManager.default.contents(atPath: file) ?? Data()) }
-        let r = try? run(CLI.bash, ["-c", "\(filter) < \"$1\" | base64 -w0", "bash", file])
-        return Array(Data(base64Encoded: r?.stdout ?? "") ?? Data())
+    static func tar(_ file: String) throws -> [UInt8] {
+        guard let filter = CLI.decompressor(for: file) else {
+            return Array(try #require(FileManager.default.contents(atPath: file), "cannot read \(file)"))
+        }
+        let encoded = try bash("\(filter) < \"$1\" | base64 -w0", file)
+        return Array(try #require(Data(base64Encoded: encoded), "\(filter) of \(file) did not come back as base64"))
     }
 }

@@ -6,19 +6,15 @@ import Testing
 import Glibc
 #endif
 
-private var overlayAvailable: Bool {
-    isRoot && ((try? String(contentsOfFile: "/proc/filesystems", encoding: .utf8))?.contains("\toverlay\n") ?? false)
-}
-
 /// Commit makes its layer dir by copying the container's upper dir while the blob is written,
 /// never unpacking the blob it just wrote; the copy must be the very layer an import of that blob
 /// makes.
-@Suite(.serialized, .enabled(if: overlayAvailable, "needs root and kernel overlayfs"))
+@Suite(.serialized, .requires(.root(because: "the store mounts containers"), .kernelOverlay))
 struct CommitLayerDirTests {
     @Test func theCopiedLayerEqualsTheBlobUnpackedElsewhere() throws {
         let tmp = TempDir("commit-copy")
         let store = try LayerStore(root: tmp.sub("store"))
-        try store.importImage(layout: OCIImageLayout(path: fixturesDir + "/busybox"), reference: "latest", name: "bb")
+        try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest", name: "bb")
         let container = try store.createContainer(id: "c", base: "bb")
         let mount = try store.mountContainer(container.id)
         let root = mount.mountpoint

@@ -6,135 +6,6 @@ import Testing
 import Glibc
 #endif
 
-/// A small deterministic random generator (SplitMix64), so every seed gives the same trees.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-/// Builds random trees and random changes to them, with plain syscalls.
-struct TreeGenerator {
-    var rng: SeededRandom
-    let root: String
-    var files: [String] = []
-    var dirs: [String] = [""]
-
-    static let oddNames = ["plain", "with space", "café", "ünïcödé-名前", "dash-", ".hidden", "a.b.c", "x",
-                           String(repeating: "long", count: 30), "wh.notawhiteout", "tab\tname", "quote\"d"]
-
-    mutating func name() -> String {
-        let base = Self.oddNames[Int(rng.next() % UInt64(Self.oddNames.count))]
-        return "\(base)-\(rng.next() % 10_000)"
-    }
-
-    func full(_ rel: String) -> String { rel.isEmpty ? root : root + "/" + rel }
-
-    mutating func randomDir() -> String { dirs[Int(rng.next() % UInt64(dirs.count))] }
-
-    mutating func content() -> Data {
-        let size = [0, 1, 100, 511, 512, 513, 4096, 70_000][Int(rng.next() % 8)]
-        return Data((0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
-    }
-
-    /// mtimes with and without a sub-second part, as real trees have both.
-    mutating func setTimes(_ path: String) {
-        let sec = 1_600_000_000 + Int(rng.next() % 100_000_000)
-        let nsec = rng.next() % 2 == 0 ? 0 : Int(rng.next() % 1_000_000_000)
-        var times = [timespec(tv_sec: sec, tv_nsec: nsec), timespec(tv_sec: sec, tv_nsec: nsec)]
-        utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW)
-    }
-
-    mutating func addEntry() {
-        let dir = randomDir()
-        let rel = dir.isEmpty ? name() : dir + "/" + name()
-        let path = full(rel)
-        switch rng.next() % 10 {
-        case 0, 1:
-            mkdir(path, 0o755)
-            if rng.next() % 3 == 0 { chmod(path, 0o750) }
-            dirs.append(rel)
-        case 2:
-            symlink(["../x", "/etc/passwd", "target", String(repeating: "deep/", count: 25)][Int(rng.next() % 4)], path)
-        case 3 where !files.isEmpty:
-            let target = files[Int(rng.next() % UInt64(files.count))]
-            if link(full(target), path) == 0 { files.append(rel) }
-        case 4 where isRoot:
-            mkfifo(path, 0o640)
-        case 5 where isRoot:
-            mknod(path, 0o020644, makedevForTest(UInt32(1 + rng.next() % 10), UInt32(rng.next() % 300)))
-        default:
-            FileManager.default.createFile(atPath: path, contents: content())
-            chmod(path, [0o644, 0o755, 0o600, 0o4755, 0o2755][Int(rng.next() % 5)])
-            if isRoot && rng.next() % 4 == 0 { chown(path, 1000, 1000); chmod(path, 0o644) }
-            if rng.next() % 4 == 0 { setxattr(path, "user.test", "v\(rng.next() % 3)", 2, 0) }
-            files.append(rel)
-        }
-        setTimes(path)
-    }
-
-    /// One random change of the kinds a container makes.
-    mutating func mutate() {
-        guard files.count > 2 && dirs.count > 2 else { addEntry(); return }
-        let f = files[Int(rng.next() % UInt64(files.count))]
-        let p = full(f)
-        var st = stat()
-        guard lstat(p, &st) == 0 else { addEntry(); return }
-        switch rng.next() % 11 {
-        case 0: addEntry()
-        case 1: unlink(p)                                         // delete a file
-        case 2:                                                   // delete a dir tree
-            let d = dirs[1 + Int(rng.next() % UInt64(dirs.count - 1))]
-            try? FileManager.default.removeItem(atPath: full(d))
-        case 3:                                                   // file -> dir
-            unlink(p); mkdir(p, 0o755)
-            FileManager.default.createFile(atPath: p + "/inside", contents: Data("in".utf8))
-        case 4:                                                   // dir -> file
-            let d = dirs[1 + Int(rng.next() % UInt64(dirs.count - 1))]
-            try? FileManager.default.removeItem(atPath: full(d))
-            FileManager.default.createFile(atPath: full(d), contents: Data("was a dir".utf8))
-        case 5:                                                   // file -> symlink
-            unlink(p); symlink("elsewhere", p)
-        case 6: chmod(p, 0o600)                                   // metadata only
-        case 7 where isRoot: chown(p, 42, 43)
-        case 8:                                                   // same size, same mtime, new content
-            if FileSystem.fileType(st) == 0o100000 && st.st_size > 0 {
-                let fd = open(p, O_WRONLY)
-                var b: UInt8 = 0
-                pread(fd, &b, 1, 0)
-                var flipped = b ^ 0xff
-                pwrite(fd, &flipped, 1, 0)
-                close(fd)
-                var times = [st.st_atim, timespec(tv_sec: st.st_mtim.tv_sec, tv_nsec: 0)]
-                // Restore the mtime (whole seconds, as in a tar-extracted tree).
-                utimensat(AT_FDCWD, p, &times, 0)
-            }
-        case 9:                                                   // hardlink added / broken
-            if st.st_nlink > 1 {
-                let data = FileManager.default.contents(atPath: p)
-                unlink(p)
-                FileManager.default.createFile(atPath: p, contents: data)
-            } else {
-                let other = full(randomDir()) + "/hl-\(rng.next() % 1000)"
-                link(p, other)
-            }
-        default:
-            setxattr(p, "user.changed", "1", 1, 0)
-        }
-    }
-}
-
-/// Copies a tree exactly (cp -a keeps owners, modes, times, xattrs, hardlinks).
-func copyTree(_ from: String, _ to: String) throws {
-    let r = try run("/bin/cp", ["-a", from, to])
-    #expect(r.status == 0, "cp -a: \(r.stderr)")
-}
-
 @Suite struct DiffTests {
     /// diff(OLD, NEW) applied onto a copy of OLD gives NEW, entry by entry.
     @Test(arguments: 0..<24)
@@ -145,8 +16,7 @@ func copyTree(_ from: String, _ to: String) throws {
         for _ in 0..<60 { gen.addEntry() }
         let new = tmp.sub("new")
         try copyTree(old, new)
-        var mutator = gen
-        mutator = TreeGenerator(rng: SeededRandom(state: UInt64(seed) &+ 1_000_003), root: new, files: gen.files, dirs: gen.dirs)
+        var mutator = TreeGenerator(rng: SeededRandom(state: UInt64(seed) &+ 1_000_003), root: new, files: gen.files, dirs: gen.dirs)
         for _ in 0..<25 { mutator.mutate() }
 
         let compression: Compression = [.none, .gzip, .zstd][seed % 3]
@@ -197,7 +67,7 @@ func copyTree(_ from: String, _ to: String) throws {
     @Test func sameSizeSameMtimeContentChangeIsFound() throws {
         let tmp = TempDir()
         let old = tmp.mkdir("old")
-        FileManager.default.createFile(atPath: old + "/f", contents: Data("aaaa".utf8))
+        createFile(old + "/f", "aaaa")
         var times = [timespec(tv_sec: 1_600_000_000, tv_nsec: 0), timespec(tv_sec: 1_600_000_000, tv_nsec: 0)]
         utimensat(AT_FDCWD, old + "/f", &times, 0)
         let new = tmp.sub("new")
@@ -208,7 +78,7 @@ func copyTree(_ from: String, _ to: String) throws {
         utimensat(AT_FDCWD, new + "/f", &times, 0)
         let layer = tmp.sub("l.tar")
         _ = try LayerDiffer(options: DiffOptions(compression: .none)).write(.trees(old: old, new: new), toFile: layer)
-        #expect(try run(which("tar")!, ["-tf", layer]).stdout == "f\n")
+        #expect(try run(try requireTool("tar"), ["-tf", layer]).stdout == "f\n")
     }
 
     @Test func noChangeGivesAnEmptyLayer() throws {
@@ -282,7 +152,7 @@ func copyTree(_ from: String, _ to: String) throws {
         let b = try LayerDiffer(options: options).write(.trees(old: old, new: new), toFile: tmp.sub("b.tar.gz"))
         #expect(a == b)
         #expect(FileManager.default.contents(atPath: tmp.sub("a.tar.gz")) == FileManager.default.contents(atPath: tmp.sub("b.tar.gz")))
-        let listing = try run(which("tar")!, ["--full-time", "-tvzf", tmp.sub("a.tar.gz")])
+        let listing = try run(try requireTool("tar"), ["--full-time", "-tvzf", tmp.sub("a.tar.gz")])
         #expect(listing.status == 0)
         for line in listing.stdout.split(separator: "\n") {
             #expect(line.contains("2017-07-14"), "mtime clamped to SOURCE_DATE_EPOCH: \(line)")
@@ -293,14 +163,14 @@ func copyTree(_ from: String, _ to: String) throws {
         let tmp = TempDir()
         let old = tmp.mkdir("old")
         for p in ["d", "d/gone", "d/gone/sub", "d/z"] { mkdir(old + "/" + p, 0o755) }
-        FileManager.default.createFile(atPath: old + "/d/gone/sub/f", contents: Data())
+        createFile(old + "/d/gone/sub/f")
         let new = tmp.sub("new")
         try copyTree(old, new)
         try FileManager.default.removeItem(atPath: new + "/d/gone")
-        FileManager.default.createFile(atPath: new + "/d/a-new", contents: Data("n".utf8))
+        createFile(new + "/d/a-new", "n")
         let layer = tmp.sub("l.tar")
         _ = try LayerDiffer(options: DiffOptions(compression: .none)).write(.trees(old: old, new: new), toFile: layer)
-        let names = try run(which("tar")!, ["-tf", layer]).stdout.split(separator: "\n").map(String.init)
+        let names = try run(try requireTool("tar"), ["-tf", layer]).stdout.split(separator: "\n").map(String.init)
         #expect(names == ["d/", "d/.wh.gone", "d/a-new"])
     }
 
@@ -309,7 +179,7 @@ func copyTree(_ from: String, _ to: String) throws {
         let fifo = tmp.sub("fifo")
         #expect(mkfifo(fifo, 0o600) == 0)
         let new = tmp.mkdir("new")
-        FileManager.default.createFile(atPath: new + "/f", contents: Data("x".utf8))
+        createFile(new + "/f", "x")
         // A reader on the fifo collects the layer while the differ writes into it.
         let reader = Process()
         reader.executableURL = URL(fileURLWithPath: "/bin/sh")
@@ -325,22 +195,21 @@ func copyTree(_ from: String, _ to: String) throws {
 
     /// A full disk (a 256 KiB tmpfs in a private mount namespace) fails the diff with the reason
     /// and leaves no partial output behind.
-    @Test(.enabled(if: isRoot && which("unshare") != nil, "mounting a tmpfs needs root and unshare"))
+    @Test(.requires(.root(because: "mounting a tmpfs"), .tools("unshare")))
     func diskFullFailsCleanly() throws {
         let tmp = TempDir()
         let new = tmp.mkdir("new")
         var gen = TreeGenerator(rng: SeededRandom(state: 11), root: new)
         for _ in 0..<40 { gen.addEntry() }
-        FileManager.default.createFile(atPath: new + "/big", contents: Data((0..<2_000_000).map { UInt8(truncatingIfNeeded: $0 &* 7919 >> 3) }))
+        createFile(new + "/big", bytes: Data((0..<2_000_000).map { UInt8(truncatingIfNeeded: $0 &* 7919 >> 3) }))
         let full = tmp.mkdir("full")
-        let layertool = ProcessInfo.processInfo.environment["LAYERTOOL_BIN"] ?? repositoryRoot + "/.build/debug/layertool"
         let script = """
             mount -t tmpfs -o size=256k tmpfs '\(full)' || exit 99
-            '\(layertool)' diff '\(tmp.mkdir("old"))' '\(new)' -o '\(full)/layer.tar'
+            '\(Layertool.path)' diff '\(tmp.mkdir("old"))' '\(new)' -o '\(full)/layer.tar'
             echo "status=$?"
             echo "left=$(ls -A '\(full)' | wc -l)"
             """
-        let r = try run(which("unshare")!, ["-m", "--propagation", "private", "sh", "-c", script])
+        let r = try run(try requireTool("unshare"), ["-m", "--propagation", "private", "sh", "-c", script])
         #expect(r.status != 99, "tmpfs mount failed: \(r.stderr)")
         #expect(r.stdout.contains("status=1"), Comment(rawValue: r.stdout + r.stderr))
         #expect(r.stdout.contains("left=0"), "no partial output: \(r.stdout)")
@@ -363,13 +232,13 @@ func copyTree(_ from: String, _ to: String) throws {
         let tmp = TempDir()
         let lower = tmp.mkdir("lower")
         for p in ["etc", "etc/opq", "var"] { mkdir(lower + "/" + p, 0o755) }
-        for p in ["etc/motd", "etc/opq/old", "var/log"] { FileManager.default.createFile(atPath: lower + "/" + p, contents: Data("l".utf8)) }
+        for p in ["etc/motd", "etc/opq/old", "var/log"] { createFile(lower + "/" + p, "l") }
         let upper = tmp.mkdir("upper")
         for p in ["etc", "etc/opq"] { mkdir(upper + "/" + p, 0o755) }
-        FileManager.default.createFile(atPath: upper + "/etc/.wh.motd", contents: Data())
-        FileManager.default.createFile(atPath: upper + "/etc/opq/.wh..wh..opq", contents: Data())
-        FileManager.default.createFile(atPath: upper + "/etc/opq/new", contents: Data("n".utf8))
-        FileManager.default.createFile(atPath: upper + "/.wh.var", contents: Data())
+        createFile(upper + "/etc/.wh.motd")
+        createFile(upper + "/etc/opq/.wh..wh..opq")
+        createFile(upper + "/etc/opq/new", "n")
+        createFile(upper + "/.wh.var")
         let layer = tmp.sub("l.tar")
         _ = try LayerDiffer(options: DiffOptions(compression: .none)).write(.upper(upper), toFile: layer)
         let applied = tmp.sub("applied")
@@ -378,7 +247,8 @@ func copyTree(_ from: String, _ to: String) throws {
         #expect(Set(TreeSnapshot(applied).nodes.keys) == [".", "etc", "etc/opq", "etc/opq/new"])
     }
 
-    @Test func sparseFilesStaySparse() throws {
+    @Test(.requires(.tools("tar")))
+    func sparseFilesStaySparse() throws {
         let tmp = TempDir()
         let old = tmp.mkdir("old")
         let new = tmp.mkdir("new")
@@ -396,14 +266,13 @@ func copyTree(_ from: String, _ to: String) throws {
         #expect(st.st_size == 1 << 30 && st.st_blocks * 512 < 1 << 20)
         #expect(TreeSnapshot.sha256(ofFile: applied + "/sparse") == TreeSnapshot.sha256(ofFile: new + "/sparse"))
         // GNU tar reads the same file back.
-        if let tar = which("tar") {
-            let out = tmp.mkdir("gnutar")
-            #expect(try run(tar, ["-xf", layer, "-C", out]).status == 0)
-            #expect(TreeSnapshot.sha256(ofFile: out + "/sparse") == TreeSnapshot.sha256(ofFile: new + "/sparse"))
-        }
+        let out = tmp.mkdir("gnutar")
+        #expect(try run(try requireTool("tar"), ["-xf", layer, "-C", out]).status == 0)
+        #expect(TreeSnapshot.sha256(ofFile: out + "/sparse") == TreeSnapshot.sha256(ofFile: new + "/sparse"))
     }
 
-    @Test func gnuTarAndBsdtarReadTheLayerWithoutWarnings() throws {
+    @Test(.requires(.tools("tar", "bsdtar")))
+    func gnuTarAndBsdtarReadTheLayerWithoutWarnings() throws {
         let tmp = TempDir()
         let old = tmp.mkdir("old")
         let new = tmp.mkdir("new")
@@ -412,7 +281,7 @@ func copyTree(_ from: String, _ to: String) throws {
         let layer = tmp.sub("l.tar.gz")
         _ = try LayerDiffer().write(.trees(old: old, new: new), toFile: layer)
         for (tool, args) in [("tar", ["--xattrs", "--xattrs-include=*", "-xpzf"]), ("bsdtar", ["-xpf"])] {
-            guard let path = which(tool) else { continue }
+            let path = try requireTool(tool)
             let out = tmp.mkdir("out-\(tool)")
             let r = try run(path, args + [layer, "-C", out])
             #expect(r.status == 0 && r.stderr.isEmpty, "\(tool): \(r.stderr)")

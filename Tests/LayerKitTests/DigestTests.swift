@@ -64,8 +64,7 @@ import Testing
     @Test func chainIDOfTheBusyboxFixtureMatchesAnIndependentComputation() throws {
         // diffIDs of fixtures/busybox (fixtures/README.md); chainID computed with sha256sum:
         // printf 'sha256:0763... sha256:9b64...' | sha256sum
-        let l0 = try Digest(parsing: "sha256:0763ad56266eef7808506d5feafa461aaace603b78cd626ae0c9750809a39b5e")
-        let l1 = try Digest(parsing: "sha256:9b64236aa505e78808f49bbd7e66a9efb58793ed83ea4be411ce3793d5aa66a5")
-        #expect(ChainID.of([l0, l1])?.description == "sha256:ad71021e87ed0500d278e7458f204464a346f7549d3015cd6b6fd4f7493daee4")
+        let diffIDs = try BusyboxFixture.diffIDs.map { try Digest(parsing: $0) }
+        #expect(ChainID.of(diffIDs)?.description == BusyboxFixture.chainID)
     }
 }

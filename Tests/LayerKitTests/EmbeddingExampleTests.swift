@@ -27,14 +27,8 @@ import Glibc
         return (manifest, source)
     }
 
-    static let skipReason: String? = {
-        if !isRoot { return "the example mounts a container: needs root" }
-        if which("swift") == nil { return "no swift on PATH to build the example" }
-        if which("unshare") == nil { return "no unshare (util-linux) for a private mount namespace" }
-        return nil
-    }()
-
-    @Test(.enabled(if: skipReason == nil, "\(skipReason ?? "")"))
+    /// swift builds the example; unshare gives it a private mount namespace.
+    @Test(.requires(.root(because: "the example mounts a container"), .tools("swift", "unshare")))
     func theArticlesProgramRunsAgainstTheLibrary() throws {
         let tmp = TempDir("embedding")
         // The package is named after its path's last component: `LayerKit`, as in the article.
@@ -45,14 +39,14 @@ import Glibc
         try manifest.write(toFile: package + "/Package.swift", atomically: true, encoding: .utf8)
         try source.write(toFile: sources + "/MyRuntime.swift", atomically: true, encoding: .utf8)
 
-        let build = try run(which("swift")!, ["build", "--package-path", package, "-Xswiftc", "-warnings-as-errors"])
+        let build = try run(try requireTool("swift"), ["build", "--package-path", package, "-Xswiftc", "-warnings-as-errors"])
         try #require(build.status == 0, "the article's program does not build:\n\(build.stdout)\n\(build.stderr)")
 
         let scratch = tmp.mkdir("scratch")
-        let result = try run(which("unshare")!, ["-m", "--propagation", "private", package + "/.build/debug/MyRuntime", fixturesDir + "/busybox", scratch])
+        let result = try run(try requireTool("unshare"), ["-m", "--propagation", "private", package + "/.build/debug/MyRuntime", BusyboxFixture.layout, scratch])
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let output = result.stdout + result.stderr
-        #expect(output.contains("flattened 2 layers: chainID \(try Self.busyboxChainID())"), "\(output)")
+        #expect(output.contains("flattened 2 layers: chainID \(BusyboxFixture.chainID)"), "\(output)")
         #expect(output.contains("cancelled: nothing left"), "\(output)")
         #expect(output.contains("imported busybox: 2 layers"), "\(output)")
         #expect(output.contains("with overlay (mount-api)") || output.contains("with fuse (fuse)"), "\(output)")
@@ -71,10 +65,5 @@ import Glibc
         #expect(!FileManager.default.fileExists(atPath: scratch + "/cancelled"))
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: scratch).filter { $0.contains(".layertool-") }
         #expect(leftovers.isEmpty, "staging dirs left: \(leftovers)")
-    }
-
-    /// The fixture's chainID (fixtures/README.md; DigestTests checks it against sha256sum).
-    static func busyboxChainID() throws -> String {
-        "sha256:ad71021e87ed0500d278e7458f204464a346f7549d3015cd6b6fd4f7493daee4"
     }
 }

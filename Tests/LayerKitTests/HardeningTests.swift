@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 @testable import LayerKit
 import Testing
@@ -8,15 +7,8 @@ import Glibc
 
 /// Regression tests of issue 10's findings: each one failed (crashed, read a host file, lost data,
 /// or answered differently) before the fix it names.
-@Suite(.serialized, .enabled(if: isRoot, "the store, mounts and ownership need root"))
+@Suite(.serialized, .requires(.root(because: "the store, mounts and ownership")))
 struct HardeningTests {
-    static let layertool = ProcessInfo.processInfo.environment["LAYERTOOL_BIN"] ?? repositoryRoot + "/.build/debug/layertool"
-    static let busybox = fixturesDir + "/busybox"
-
-    static func tool(_ args: [String], cwd: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
-        try run(layertool, args)
-    }
-
     /// A layer with `depth` nested dirs (`d/d/d/...`) and a file at the bottom.
     static func deepLayer(depth: Int, to path: String) -> String {
         var entries = [TarEntry]()
@@ -40,12 +32,12 @@ struct HardeningTests {
         if let sizes { for i in manifest.layers.indices { manifest.layers[i].size = sizes[i] } }
         let manifestBytes = CanonicalJSON.encode(manifest)
         let manifestDigest = Digest.sha256(of: manifestBytes)
-        FileManager.default.createFile(atPath: dir + "/blobs/sha256/" + manifestDigest.hex, contents: Data(manifestBytes))
-        FileManager.default.createFile(atPath: dir + "/blobs/sha256/" + image.manifest.config.digest.hex, contents: Data(image.configBytes))
+        createFile(dir + "/blobs/sha256/" + manifestDigest.hex, bytes: Data(manifestBytes))
+        createFile(dir + "/blobs/sha256/" + image.manifest.config.digest.hex, bytes: Data(image.configBytes))
         let index = ImageIndex(manifests: [Descriptor(mediaType: MediaType.ociManifest, digest: manifestDigest, size: Int64(manifestBytes.count),
                                                       annotations: [Annotation.referenceName: "latest"])])
-        FileManager.default.createFile(atPath: dir + "/index.json", contents: Data(CanonicalJSON.encode(index)))
-        FileManager.default.createFile(atPath: dir + "/oci-layout", contents: Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8))
+        createFile(dir + "/index.json", bytes: Data(CanonicalJSON.encode(index)))
+        createFile(dir + "/oci-layout", #"{"imageLayoutVersion":"1.0.0"}"#)
     }
 
     // MARK: 1. Deep trees
@@ -55,13 +47,13 @@ struct HardeningTests {
         let layer = Self.deepLayer(depth: 3_000, to: tmp.sub("deep.tar"))
         try Self.layout([layer], at: tmp.sub("oci"))
         let store = tmp.sub("store")
-        let r = try Self.tool(["unpack", "--image", tmp.sub("oci"), "--name", "deep", "--root", store])
+        let r = try Layertool.run(["unpack", "--image", tmp.sub("oci"), "--name", "deep", "--root", store])
         #expect(r.status == 1 && r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("path longer than 4095 bytes"), "\(r.stderr)")
-        let listed = try Self.tool(["ls", "--root", store])
+        let listed = try Layertool.run(["ls", "--root", store])
         #expect(listed.status == 0, "the store opens after the refused import: \(listed.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/staging").isEmpty)
         // Plain unpack: the same clear refusal, and the destination is not made.
-        let plain = try Self.tool(["unpack", layer, tmp.sub("plain")])
+        let plain = try Layertool.run(["unpack", layer, tmp.sub("plain")])
         #expect(plain.status == 1 && plain.stderr.contains("path longer than 4095 bytes"), "\(plain.stderr)")
         #expect(!FileManager.default.fileExists(atPath: tmp.sub("plain")))
     }
@@ -69,7 +61,7 @@ struct HardeningTests {
     @Test func aContainerThatMadeADeepTreeCanBeDiffedAndRemoved() throws {
         let tmp = TempDir("deep-container")
         let store = tmp.sub("store")
-        try #require(try Self.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb", "--root", store]).status == 0)
+        try #require(try Layertool.run(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb", "--root", store]).status == 0)
         let opened = try LayerStore(root: store)
         let container = try opened.createContainer(id: "deep", base: "bb")
         // What a process in the container would leave in its upper dir: 10,000 nested dirs.
@@ -81,9 +73,9 @@ struct HardeningTests {
             fd = next
         }
         close(fd)
-        let diff = try Self.tool(["diff", "deep", "-o", tmp.sub("deep.tar"), "--root", store])
+        let diff = try Layertool.run(["diff", "deep", "-o", tmp.sub("deep.tar"), "--root", store])
         #expect(diff.status == 0, "\(diff.stderr)")
-        let listing = try run(which("tar")!, ["-tf", tmp.sub("deep.tar")])
+        let listing = try run(try requireTool("tar"), ["-tf", tmp.sub("deep.tar")])
         #expect(listing.stdout.split(separator: "\n").count == 10_000, "every nested dir is in the layer")
         // Commit copies the upper dir (it never unpacks the blob, whose paths are too long for any
         // single call), and the image's layer holds the whole depth.
@@ -99,7 +91,7 @@ struct HardeningTests {
             levels += 1
         }
         #expect(levels == 10_000)
-        let removed = try Self.tool(["rm", "deep", "--root", store])
+        let removed = try Layertool.run(["rm", "deep", "--root", store])
         #expect(removed.status == 0, "\(removed.stderr)")
         #expect(!FileManager.default.fileExists(atPath: store + "/containers/deep"))
     }
@@ -110,14 +102,14 @@ struct HardeningTests {
     func aStoreWhoseOwnDirIsASymlinkIsRefused(_ dir: String) throws {
         let tmp = TempDir("store-symlink")
         let store = tmp.sub("store")
-        try #require(try Self.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb", "--root", store]).status == 0)
+        try #require(try Layertool.run(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb", "--root", store]).status == 0)
         let victim = tmp.mkdir("victim")
-        FileManager.default.createFile(atPath: victim + "/precious", contents: Data("keep me\n".utf8))
+        createFile(victim + "/precious", "keep me\n")
         let path = store + "/" + dir
         try FileManager.default.moveItem(atPath: path, toPath: path + ".moved")
         try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: victim)
-        for args in [["ls"], ["gc"], ["unpack", "--image", Self.busybox + ":latest", "--name", "again"]] {
-            let r = try Self.tool(args + ["--root", store])
+        for args in [["ls"], ["gc"], ["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "again"]] {
+            let r = try Layertool.run(args + ["--root", store])
             #expect(r.status == 1 && r.stderr.contains("is a symlink: refusing to use it"), "\(args): \(r.stderr)")
         }
         #expect(try String(contentsOfFile: victim + "/precious", encoding: .utf8) == "keep me\n", "nothing was done through the link")
@@ -129,10 +121,10 @@ struct HardeningTests {
     @Test func aStoreWritableByOthersIsRefused() throws {
         let tmp = TempDir("store-perms")
         let store = tmp.sub("store")
-        try #require(try Self.tool(["ls", "--root", store]).status == 1)
+        try #require(try Layertool.run(["ls", "--root", store]).status == 1)
         _ = try LayerStore(root: store)
         chmod(store + "/staging", 0o777)
-        let r = try Self.tool(["ls", "--root", store])
+        let r = try Layertool.run(["ls", "--root", store])
         #expect(r.status == 1 && r.stderr.contains("writable by another user"), "\(r.stderr)")
     }
 
@@ -142,13 +134,13 @@ struct HardeningTests {
     static func archiveWithSymlinkedLayer(_ target: String, in tmp: TempDir) throws -> String {
         let dir = tmp.mkdir("archive")
         let config = Data(#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:\#(String(repeating: "0", count: 64))"]}}"#.utf8)
-        FileManager.default.createFile(atPath: dir + "/config.json", contents: config)
+        createFile(dir + "/config.json", bytes: config)
         try FileManager.default.createDirectory(atPath: dir + "/layer", withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: dir + "/layer/layer.tar", withDestinationPath: target)
         let manifest = #"[{"Config":"config.json","RepoTags":["evil:latest"],"Layers":["layer/layer.tar"]}]"#
-        FileManager.default.createFile(atPath: dir + "/manifest.json", contents: Data(manifest.utf8))
+        createFile(dir + "/manifest.json", manifest)
         let archive = tmp.sub("evil.tar")
-        let r = try run(which("tar")!, ["-cf", archive, "-C", dir, "."])
+        let r = try run(try requireTool("tar"), ["-cf", archive, "-C", dir, "."])
         try #require(r.status == 0, "\(r.stderr)")
         return archive
     }
@@ -157,21 +149,20 @@ struct HardeningTests {
     func aDockerSaveArchiveCannotReadHostFiles(_ target: String) throws {
         let tmp = TempDir("docker-save-host")
         let archive = try Self.archiveWithSymlinkedLayer(target, in: tmp)
-        let hostDigest = target.hasSuffix("passwd") ? try Self.sha256(ofFile: "/etc/passwd") : nil
+        var hostDigest: String?
+        if target.hasSuffix("passwd") {
+            let digest = try #require(DigestOracle.hex(ofFile: "/etc/passwd"), "cannot read /etc/passwd")
+            hostDigest = digest
+        }
         let store = tmp.sub("store")
-        let r = try Self.tool(["unpack", "--image", archive, "--root", store])
+        let r = try Layertool.run(["unpack", "--image", archive, "--root", store])
         #expect(r.status == 1 && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
         if let hostDigest { #expect(!r.stderr.contains(hostDigest), "the error leaks the host file's digest: \(r.stderr)") }
-        let plain = try Self.tool(["unpack", "--image", archive, tmp.sub("dest")])
+        let plain = try Layertool.run(["unpack", "--image", archive, tmp.sub("dest")])
         #expect(plain.status == 1, "\(plain.stderr)")
         #expect(!FileManager.default.fileExists(atPath: tmp.sub("dest")))
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: tmp.path).filter { $0.contains(".layertool-") }
         #expect(leftovers.isEmpty, "staging dirs left beside DEST: \(leftovers)")
-    }
-
-    static func sha256(ofFile path: String) throws -> String {
-        let data = try #require(FileManager.default.contents(atPath: path))
-        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
     }
 
     // MARK: 4–5. Blobs: the bytes kept are the bytes hashed; sizes are checked
@@ -179,9 +170,11 @@ struct HardeningTests {
     @Test func importedBlobsHashToTheirDigests() throws {
         let tmp = TempDir("blob-integrity")
         let store = try LayerStore(root: tmp.sub("store"))
-        let result = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest", name: "bb")
+        let result = try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest", name: "bb")
         for layer in result.layers {
-            #expect(try Self.sha256(ofFile: store.paths.blob(layer.blobDigest)) == layer.blobDigest.hex)
+            let blobPath = store.paths.blob(layer.blobDigest)
+            let hashed = try #require(DigestOracle.hex(ofFile: blobPath), "cannot read \(blobPath)")
+            #expect(hashed == layer.blobDigest.hex)
         }
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: store.paths.blobsDir).filter { $0.hasPrefix(".tmp-") }
         #expect(leftovers.isEmpty)
@@ -193,17 +186,17 @@ struct HardeningTests {
         let layer = TarBuilder.write([.file("f", String(repeating: "x", count: 2000))], to: tmp.sub("l.tar"))
         try Self.layout([layer], at: tmp.sub("oci"), sizes: [declared])
         let store = tmp.sub("store")
-        let r = try Self.tool(["unpack", "--image", tmp.sub("oci"), "--root", store])
+        let r = try Layertool.run(["unpack", "--image", tmp.sub("oci"), "--root", store])
         #expect(r.status == 1 && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
         #expect(r.stderr.contains("size"), "\(r.stderr)")
-        let plain = try Self.tool(["unpack", "--image", tmp.sub("oci"), tmp.sub("dest")])
+        let plain = try Layertool.run(["unpack", "--image", tmp.sub("oci"), tmp.sub("dest")])
         #expect(plain.status == 1, "\(plain.stderr)")
         #expect(!FileManager.default.fileExists(atPath: tmp.sub("dest")))
     }
 
     // MARK: 6. A full disk under a non-empty destination
 
-    @Test(.enabled(if: which("mount") != nil && which("unshare") != nil, "needs mount and unshare for a small tmpfs"))
+    @Test(.requires(.tools("mount", "unshare")))   // a small tmpfs in a private mount namespace
     func aFullDiskLeavesNoPartialFileInANonEmptyDestination() throws {
         let tmp = TempDir("full-disk")
         let layer = TarBuilder.write([.file("keep.txt", "new version\n"), .file("big", String(repeating: "b", count: 2 << 20))],
@@ -212,11 +205,11 @@ struct HardeningTests {
         let script = """
             mount -t tmpfs -o size=1m tmpfs '\(dest)' || exit 99
             echo old > '\(dest)/keep.txt'
-            '\(Self.layertool)' unpack '\(layer)' '\(dest)' 2>/dev/null && exit 98
+            '\(Layertool.path)' unpack '\(layer)' '\(dest)' 2>/dev/null && exit 98
             ls -A '\(dest)'
             cat '\(dest)/keep.txt'
             """
-        let r = try run(which("unshare")!, ["-m", "--propagation", "private", "sh", "-c", script])
+        let r = try run(try requireTool("unshare"), ["-m", "--propagation", "private", "sh", "-c", script])
         #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
         // Only complete files under real names: no `big` cut short, no temporary file left.
         let lines = r.stdout.split(separator: "\n").map(String.init)
@@ -227,25 +220,25 @@ struct HardeningTests {
 
     // MARK: 9. ACL records
 
-    @Test(.enabled(if: which("setfacl") != nil && which("getfacl") != nil && which("bsdtar") != nil,
-                   "needs setfacl/getfacl (acl) and bsdtar"))
+    @Test(.requires(.tools("setfacl", "getfacl", "bsdtar")))
     func aclRecordsAreApplied() throws {
         let tmp = TempDir("acl")
         let src = tmp.mkdir("src")
-        FileManager.default.createFile(atPath: src + "/file", contents: Data("f\n".utf8))
+        createFile(src + "/file", "f\n")
         try FileManager.default.createDirectory(atPath: src + "/dir", withIntermediateDirectories: true)
-        try #require(try run(which("setfacl")!, ["-m", "u:1234:rw,g:4321:r", src + "/file"]).status == 0)
-        try #require(try run(which("setfacl")!, ["-d", "-m", "u:1234:rwx", src + "/dir"]).status == 0)
+        let setfacl = try requireTool("setfacl")
+        try #require(try run(setfacl, ["-m", "u:1234:rw,g:4321:r", src + "/file"]).status == 0)
+        try #require(try run(setfacl, ["-d", "-m", "u:1234:rwx", src + "/dir"]).status == 0)
         let archive = tmp.sub("acl.tar")
         // bsdtar writes SCHILY.acl.access / SCHILY.acl.default records (not the binary xattrs).
-        let packed = try run(which("bsdtar")!, ["--acls", "--no-xattrs", "-cf", archive, "-C", src, "file", "dir"])
+        let packed = try run(try requireTool("bsdtar"), ["--acls", "--no-xattrs", "-cf", archive, "-C", src, "file", "dir"])
         try #require(packed.status == 0, "\(packed.stderr)")
         let listing = try #require(FileManager.default.contents(atPath: archive))
         try #require(listing.range(of: Data("SCHILY.acl.access".utf8)) != nil, "the archive carries no ACL record")
         let dest = tmp.sub("dest")
-        let r = try Self.tool(["unpack", archive, dest])
+        let r = try Layertool.run(["unpack", archive, dest])
         #expect(r.status == 0, "\(r.stderr)")
-        func acl(_ path: String) throws -> String { try run(which("getfacl")!, ["--omit-header", "--numeric", path]).stdout }
+        func acl(_ path: String) throws -> String { try run(try requireTool("getfacl"), ["--omit-header", "--numeric", path]).stdout }
         #expect(try acl(dest + "/file") == acl(src + "/file"))
         #expect(try acl(dest + "/dir") == acl(src + "/dir"))
     }
@@ -255,7 +248,7 @@ struct HardeningTests {
     @Test func aChmodOfTheContainersRootReachesTheCommittedImage() throws {
         let tmp = TempDir("root-chmod")
         let store = try LayerStore(root: tmp.sub("store"))
-        try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest", name: "bb")
+        try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest", name: "bb")
         let container = try store.createContainer(id: "c", base: "bb")
         let upper = store.upperDir(of: container.id)
         var before = stat()
@@ -264,7 +257,7 @@ struct HardeningTests {
         // What `chmod 0700 /; chown 33:33 /` in the container leaves in the upper dir.
         chmod(upper, 0o700)
         chown(upper, 33, 33)
-        try store.commit(container: container.id, as: "bb:root")
+        _ = try store.commit(container: container.id, as: "bb:root")
         let tree = tmp.sub("tree")
         _ = try store.exportImage("bb:root", to: tmp.sub("out"), reference: "root")
         _ = try Unpacker().unpackImage(at: tmp.sub("out"), reference: "root", to: tree)
@@ -273,22 +266,22 @@ struct HardeningTests {
         #expect(root.st_mode & 0o7777 == 0o700 && root.st_uid == 33 && root.st_gid == 33)
         // A container that did not touch its root commits no root entry.
         let untouched = try store.createContainer(id: "u", base: "bb")
-        FileManager.default.createFile(atPath: store.upperDir(of: untouched.id) + "/new", contents: Data())
+        createFile(store.upperDir(of: untouched.id) + "/new")
         let second = try store.commit(container: untouched.id, as: "bb:new")
         #expect(second.layer.entryCount == 1, "only the new file: \(second.layer.entryCount) entries")
     }
 
     // MARK: 12–14. CLI rough edges
 
-    @Test(.enabled(if: which("unshare") != nil, "needs unshare"))
+    @Test(.requires(.tools("unshare")))
     func mountRefusesASymlinkedTargetAndUmountRefusesWhatItDidNotMount() throws {
         let tmp = TempDir("cli-mount")
         let store = tmp.sub("store")
-        try #require(try Self.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb", "--root", store]).status == 0)
+        try #require(try Layertool.run(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb", "--root", store]).status == 0)
         let elsewhere = tmp.mkdir("elsewhere")
         try FileManager.default.createSymbolicLink(atPath: tmp.sub("link"), withDestinationPath: elsewhere)
         let script = """
-            T='\(Self.layertool)'; S='\(store)'
+            T='\(Layertool.path)'; S='\(store)'
             "$T" mount --root "$S" --name c1 bb '\(tmp.sub("link"))' 2>&1; echo "status $?"
             grep -c ' \(elsewhere) ' /proc/self/mountinfo
             "$T" umount --root "$S" / 2>&1; echo "status $?"
@@ -297,10 +290,9 @@ struct HardeningTests {
             "$T" mount --root "$S" c2 | grep -c mountpoint; echo "status $?"
             "$T" umount --root "$S" c2 >/dev/null
             """
-        let r = try run(which("unshare")!, ["-m", "--propagation", "private", "sh", "-c", script])
+        let r = try run(try requireTool("unshare"), ["-m", "--propagation", "private", "sh", "-c", script])
         let lines = r.stdout.split(separator: "\n").map(String.init)
-        #expect(lines.count == 9, "\(r.stdout)")
-        guard lines.count == 9 else { return }
+        try #require(lines.count == 9, "\(r.stdout)")
         #expect(lines[0].contains("the mount point is a symlink") && lines[1] == "status 1", "\(lines)")
         #expect(lines[2] == "0", "nothing mounted where the link points")
         #expect(lines[3].contains("not a mount layertool made") && lines[4] == "status 1", "\(lines)")
@@ -312,12 +304,12 @@ struct HardeningTests {
         let tmp = TempDir("stale-staging")
         // What a killed unpack leaves: a staging dir nobody holds a lock on.
         let stale = tmp.mkdir(".dest.layertool-AbCdEf")
-        FileManager.default.createFile(atPath: stale + "/half", contents: Data("x".utf8))
+        createFile(stale + "/half", "x")
         let held = tmp.mkdir(".dest.layertool-HeLd12")
         let lockFD = open(held, O_RDONLY | O_DIRECTORY)
         defer { close(lockFD) }
         try #require(flock(lockFD, LOCK_EX) == 0)
-        let r = try Self.tool(["unpack", fixturesDir + "/layers/basic.tar", tmp.sub("dest")])
+        let r = try Layertool.run(["unpack", fixturesDir + "/layers/basic.tar", tmp.sub("dest")])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: stale), "the leftover of a killed run is removed")
         #expect(FileManager.default.fileExists(atPath: held), "the staging dir of a run in progress stays")
@@ -326,7 +318,7 @@ struct HardeningTests {
     @Test func roughEdgesGiveOneLine() throws {
         let tmp = TempDir("rough-edges")
         let store = tmp.sub("store")
-        try #require(try Self.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb", "--root", store]).status == 0)
+        try #require(try Layertool.run(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb", "--root", store]).status == 0)
         let cases: [([String], Int32, String)] = [
             (["ls", "--root", tmp.sub("nonexistent")], 1, "no layer store here"),
             (["gc", "--root", tmp.sub("nonexistent")], 1, "no layer store here"),
@@ -338,7 +330,7 @@ struct HardeningTests {
             (["unpack"], 2, "layertool --help"),
         ]
         for (args, status, message) in cases {
-            let r = try Self.tool(args)
+            let r = try Layertool.run(args)
             let lines = r.stderr.split(separator: "\n")
             #expect(r.status == status && lines.count == 1 && lines[0].hasPrefix("layertool: ") && r.stderr.contains(message),
                     "\(args): status \(r.status): \(r.stderr)")

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import LayerKit
 import Testing
@@ -22,10 +21,12 @@ import Glibc
 // faithfully by root, and umoci needs --rootless otherwise (which changes the result by design).
 
 private enum Interop {
-    static var haveUmoci: Bool { isRoot && which("umoci") != nil && which("gzip") != nil }
-    static var haveGNUTar: Bool { isRoot && which("tar") != nil }
-    static var haveBsdtar: Bool { isRoot && which("bsdtar") != nil }
-    static let bash = which("bash") ?? "/bin/bash"
+    /// umoci and gzip (the layouts' layers), as root: umoci without root needs --rootless, which
+    /// changes ownership by design.
+    static let umoci: [Requirement] = [.root(because: "umoci without root needs --rootless, which changes ownership by design"),
+                                       .tools("umoci", "gzip")]
+    /// Extracting as root: ownership, devices, setuid and security.capability.
+    static let extractAsRoot = Requirement.root(because: "ownership, devices, setuid, security.capability")
 
     /// cap_net_raw+ep as a VFS_CAP_REVISION_2 `security.capability` value (what `setcap` writes).
     static let capNetRaw: [UInt8] = [0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00,
@@ -99,76 +100,28 @@ private enum Interop {
         .file("added-last", "top\n"),
     ]
 
-    static func hex(_ data: some DataProtocol) -> String { SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() }
-
-    static func shell(_ script: String, _ args: String...) throws -> String {
-        let r = try run(bash, ["-c", "set -euo pipefail; " + script, "bash"] + args)
-        try #require(r.status == 0, "bash -c '\(script)' failed: \(r.stderr)")
-        return r.stdout
-    }
-
     /// Writes `entries` as a tar file; returns its path.
     static func writeTar(_ entries: [TarEntry], to path: String) -> String {
         TarBuilder.write(entries, to: path)
     }
 
-    /// An OCI image layout written by hand: oci-layout, index.json, blobs (sorted-key JSON).
-    struct Layout {
-        let path: String
-        init(_ path: String) throws {
-            self.path = path
-            try FileManager.default.createDirectory(atPath: path + "/blobs/sha256", withIntermediateDirectories: true)
-            try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: path + "/oci-layout"))
+    /// Writes an OCI image layout at `layout` with one image tagged `tag` whose layers are these
+    /// tar files, gzip-compressed here (`gzip -n`); the diffIDs are the sha256 of the tars.
+    static func writeImage(_ layout: String, tarFiles: [String], tag: String) throws {
+        var layers = [TestLayout.Layer]()
+        for tar in tarFiles {
+            let tarData = try #require(FileManager.default.contents(atPath: tar))
+            let gz = try bash(#"gzip -n -9 -c "$1" | base64 -w0"#, tar)
+            layers.append(TestLayout.Layer(blob: try #require(Data(base64Encoded: gz)), diffID: DigestOracle.sha256(tarData),
+                                           mediaType: ImageSpec.gzipLayerMediaType))
         }
-
-        func blob(_ data: Data) throws -> [String: Any] {
-            let hex = Interop.hex(data)
-            try data.write(to: URL(fileURLWithPath: "\(path)/blobs/sha256/\(hex)"))
-            return ["digest": "sha256:" + hex, "size": data.count]
-        }
-
-        func json(_ object: Any) throws -> Data {
-            try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-        }
-
-        /// Adds an image tagged `tag` whose layers are these tar files, gzip-compressed here
-        /// (`gzip -n`); diffIDs are the sha256 of the tars. Replaces index.json.
-        func writeImage(tarFiles: [String], tag: String) throws {
-            var layers = [[String: Any]](), diffIDs = [String]()
-            for tar in tarFiles {
-                let tarData = try #require(FileManager.default.contents(atPath: tar))
-                diffIDs.append("sha256:" + Interop.hex(tarData))
-                let gz = try Interop.shell(#"gzip -n -9 -c "$1" | base64 -w0"#, tar)
-                let gzData = try #require(Data(base64Encoded: gz))
-                var d = try blob(gzData)
-                d["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip"
-                layers.append(d)
-            }
-            let config: [String: Any] = [
-                "architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
-                "config": ["Cmd": ["/bin/sh"]],
-                "rootfs": ["type": "layers", "diff_ids": diffIDs],
-            ]
-            var configDesc = try blob(try json(config))
-            configDesc["mediaType"] = "application/vnd.oci.image.config.v1+json"
-            let manifest: [String: Any] = [
-                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": configDesc, "layers": layers,
-            ]
-            var manifestDesc = try blob(try json(manifest))
-            manifestDesc["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
-            manifestDesc["annotations"] = ["org.opencontainers.image.ref.name": tag]
-            manifestDesc["platform"] = ["architecture": "amd64", "os": "linux"]
-            let index: [String: Any] = [
-                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [manifestDesc],
-            ]
-            try json(index).write(to: URL(fileURLWithPath: path + "/index.json"))
-        }
+        try TestLayout.write(layout, layers: layers, tag: tag, created: "2023-11-14T22:13:20Z", command: ["/bin/sh"],
+                             platform: ImageSpec.Platform(architecture: "amd64", os: "linux"), indexMediaType: ImageSpec.indexMediaType)
     }
 
     /// `umoci unpack --image layout:tag bundle`; returns bundle/rootfs.
     static func umociUnpack(_ layout: String, tag: String, bundle: String) throws -> String {
-        let r = try run(which("umoci")!, ["unpack", "--image", "\(layout):\(tag)", bundle])
+        let r = try run(try requireTool("umoci"), ["unpack", "--image", "\(layout):\(tag)", bundle])
         try #require(r.status == 0, "umoci failed: \(r.stderr)")
         return bundle + "/rootfs"
     }
@@ -188,21 +141,11 @@ private enum Interop {
         for s in summaries { #expect(s.warnings.isEmpty, "warnings: \(s.warnings)") }
     }
 
-    static func snapshot(_ root: String, dirMtimes: Bool) -> TreeSnapshot {
-        var options = TreeSnapshot.Options()
-        options.dirMtimes = dirMtimes
-        var snap = TreeSnapshot(root, options: options)
-        snap.nodes["."]?.mtime = nil
-        return snap
-    }
-
+    /// Expects the peer's tree and LayerKit's to be equal entry by entry; returns both snapshots.
     static func expectSameTree(_ peer: String, _ peerName: String, _ ours: String, dirMtimes: Bool,
                                sourceLocation: SourceLocation = #_sourceLocation) -> (TreeSnapshot, TreeSnapshot) {
-        let theirs = snapshot(peer, dirMtimes: dirMtimes), mine = snapshot(ours, dirMtimes: dirMtimes)
-        let diffs = theirs.differences(from: mine)
-        #expect(diffs.isEmpty, "\(peerName) (first) and LayerKit (second) differ:\n\(diffs.joined(separator: "\n"))",
-                sourceLocation: sourceLocation)
-        #expect(theirs.nodes.count > 1, "\(peerName) extracted nothing", sourceLocation: sourceLocation)
+        let theirs = TreeSnapshot.unpacked(peer, dirMtimes: dirMtimes), mine = TreeSnapshot.unpacked(ours, dirMtimes: dirMtimes)
+        TreeSnapshot.expectSame(theirs, peerName, mine, "LayerKit", sourceLocation: sourceLocation)
         return (theirs, mine)
     }
 
@@ -211,22 +154,22 @@ private enum Interop {
     static func compareWithUmoci(_ layers: [[TarEntry]], in tmp: TempDir, label: String, dirMtimes: Bool = false,
                                  sourceLocation: SourceLocation = #_sourceLocation) throws -> (umoci: TreeSnapshot, layerKit: TreeSnapshot) {
         let tars = layers.enumerated().map { writeTar($1, to: tmp.sub("\(label)-\($0).tar")) }
-        let layout = try Layout(tmp.sub("\(label)-layout"))
-        try layout.writeImage(tarFiles: tars, tag: label)
-        let umociRoot = try umociUnpack(layout.path, tag: label, bundle: tmp.sub("\(label)-bundle"))
+        let layout = tmp.sub("\(label)-layout")
+        try writeImage(layout, tarFiles: tars, tag: label)
+        let umociRoot = try umociUnpack(layout, tag: label, bundle: tmp.sub("\(label)-bundle"))
         let ours = tmp.sub("\(label)-layertool")
-        try layerKitUnpack(layout.path, tag: label, to: ours)
+        try layerKitUnpack(layout, tag: label, to: ours)
         return expectSameTree(umociRoot, "umoci (\(label))", ours, dirMtimes: dirMtimes, sourceLocation: sourceLocation)
     }
 
     /// GNU tar and bsdtar, extracting as root with everything preserved.
     static func gnuTarExtract(_ layer: String, into dir: String) throws {
-        let r = try run(which("tar")!, ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", layer, "-C", dir])
+        let r = try run(try requireTool("tar"), ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", layer, "-C", dir])
         try #require(r.status == 0, "tar failed: \(r.stderr)")
     }
 
     static func bsdtarExtract(_ layer: String, into dir: String) throws {
-        let r = try run(which("bsdtar")!, ["--numeric-owner", "-xpf", layer, "-C", dir])
+        let r = try run(try requireTool("bsdtar"), ["--numeric-owner", "-xpf", layer, "-C", dir])
         try #require(r.status == 0, "bsdtar failed: \(r.stderr)")
     }
 }
@@ -234,7 +177,7 @@ private enum Interop {
 @Suite struct InteropTests {
     // MARK: - umoci
 
-    @Test(.enabled(if: Interop.haveUmoci, "needs umoci and gzip, run as root (umoci without root needs --rootless, which changes ownership by design)"))
+    @Test(.requires(Interop.umoci + [.tools("getcap")]))
     func multiLayerImageMatchesUmoci() throws {
         let tmp = TempDir("interop-umoci")
         let (_, mine) = try Interop.compareWithUmoci([Interop.base, Interop.middle, Interop.top], in: tmp, label: "multi")
@@ -263,13 +206,11 @@ private enum Interop {
         #expect(n["long/\(Interop.D)/\(Interop.F)"]?.type == "file")
         #expect(n["long/link-to-long-target"]?.content == "\(Interop.D)/\(Interop.F)")
         #expect(n["sticky"]?.mode == 0o1777)
-        if let getcap = which("getcap") {
-            let out = try run(getcap, [ours + "/bin/ping"]).stdout
-            #expect(out.contains("cap_net_raw") && out.contains("ep"), "getcap: \(out)")
-        }
+        let out = try run(try requireTool("getcap"), [ours + "/bin/ping"]).stdout
+        #expect(out.contains("cap_net_raw") && out.contains("ep"), "getcap: \(out)")
     }
 
-    @Test(.enabled(if: Interop.haveUmoci, "needs umoci and gzip, run as root"))
+    @Test(.requires(Interop.umoci))
     func onlyOverlayfsOwnXattrsAreLeftOut() throws {
         // By design (XattrPolicy) LayerKit never applies overlayfs's own xattrs (trusted.overlay.*,
         // user.overlay.*) from an archive: they would forge whiteouts and opaque dirs. Other
@@ -279,15 +220,15 @@ private enum Interop {
             ("trusted.foo", Array("t".utf8)), ("user.overlay.opaque", Array("y".utf8)),
             ("user.ok", Array("u".utf8)), ("security.capability", Interop.capNetRaw),
         ]
-        let layout = try Interop.Layout(tmp.sub("layout"))
-        try layout.writeImage(tarFiles: [Interop.writeTar([Interop.with(.file("f", "f\n"), xattrs: xattrs),
-                                                           Interop.with(.dir("d"), xattrs: Array(xattrs.prefix(3)))],
-                                                          to: tmp.sub("x.tar"))], tag: "x")
-        let umociRoot = try Interop.umociUnpack(layout.path, tag: "x", bundle: tmp.sub("bundle"))
+        let layout = tmp.sub("layout")
+        try Interop.writeImage(layout, tarFiles: [Interop.writeTar([Interop.with(.file("f", "f\n"), xattrs: xattrs),
+                                                                    Interop.with(.dir("d"), xattrs: Array(xattrs.prefix(3)))],
+                                                                   to: tmp.sub("x.tar"))], tag: "x")
+        let umociRoot = try Interop.umociUnpack(layout, tag: "x", bundle: tmp.sub("bundle"))
         let ours = tmp.sub("layertool")
-        try Interop.layerKitUnpack(layout.path, tag: "x", to: ours)
-        var theirs = Interop.snapshot(umociRoot, dirMtimes: true)
-        let mine = Interop.snapshot(ours, dirMtimes: true)
+        try Interop.layerKitUnpack(layout, tag: "x", to: ours)
+        var theirs = TreeSnapshot.unpacked(umociRoot, dirMtimes: true)
+        let mine = TreeSnapshot.unpacked(ours, dirMtimes: true)
         #expect(theirs.nodes["f"]?.xattrs.count == 4, "umoci applies all four: \(theirs.nodes["f"]?.xattrs.keys.sorted() ?? [])")
         for path in ["f", "d"] {
             theirs.nodes[path]?.xattrs["user.overlay.opaque"] = nil
@@ -298,17 +239,15 @@ private enum Interop {
         #expect(mine.nodes["d"]?.xattrs.keys.sorted() == ["trusted.foo", "user.ok"])
     }
 
-    @Test(.enabled(if: Interop.haveUmoci, "needs umoci and gzip, run as root"))
+    @Test(.requires(Interop.umoci + [.tools("zstd")]))
     func fixtureLayersMatchUmoci() throws {
         // basic.tar (gzip) alone, and the busybox image with its zstd layer re-encoded as gzip
         // (same diffIDs), and whiteouts.tar over the lower tree fixtures/README.md describes.
         let tmp = TempDir("interop-umoci-fixtures")
         let layers = fixturesDir + "/layers"
-        let busyboxBlobs = fixturesDir + "/busybox/blobs/sha256/"
         let bb1 = tmp.sub("bb1.tar"), bb2 = tmp.sub("bb2.tar")
-        _ = try Interop.shell(#"gzip -dc < "$1" > "$2"; zstd -q -dc < "$3" > "$4""#,
-                              busyboxBlobs + "b4b440e5186b23932c70e5a0df2931d32cce16fe7923573c960f6fc52284829d", bb1,
-                              busyboxBlobs + "6a24f99c3a20a70e4e2d937b9b11219a0df93c296ef872f4dc113e0e0e75c55a", bb2)
+        _ = try bash(#"gzip -dc < "$1" > "$2"; zstd -q -dc < "$3" > "$4""#,
+                              BusyboxFixture.layerBlob(0), bb1, BusyboxFixture.layerBlob(1), bb2)
         let lower = Interop.writeTar([
             .dir("gone-dir"), .file("gone-dir/x", "x\n"), .dir("gone-dir/sub"), .file("gone-dir/sub/y"),
             .dir("dir"), .file("dir/file1", "1\n"), .file("dir/other", "other\n"),
@@ -320,11 +259,11 @@ private enum Interop {
             ("whiteouts", [lower, layers + "/whiteouts.tar"]),
         ]
         for (tag, tars) in images {
-            let layout = try Interop.Layout(tmp.sub("layout-" + tag))
-            try layout.writeImage(tarFiles: tars, tag: tag)
-            let umociRoot = try Interop.umociUnpack(layout.path, tag: tag, bundle: tmp.sub("bundle-" + tag))
+            let layout = tmp.sub("layout-" + tag)
+            try Interop.writeImage(layout, tarFiles: tars, tag: tag)
+            let umociRoot = try Interop.umociUnpack(layout, tag: tag, bundle: tmp.sub("bundle-" + tag))
             let ours = tmp.sub("layertool-" + tag)
-            try Interop.layerKitUnpack(layout.path, tag: tag, to: ours)
+            try Interop.layerKitUnpack(layout, tag: tag, to: ours)
             // One layer names every dir it has, so dir mtimes must agree too (with more layers,
             // umoci also restores the mtime of a dir an upper layer changes without naming it).
             let (_, mine) = Interop.expectSameTree(umociRoot, "umoci (\(tag))", ours, dirMtimes: tag == "basic")
@@ -356,18 +295,18 @@ private enum Interop {
         }
     }
 
-    @Test(.enabled(if: Interop.haveUmoci && Interop.haveGNUTar && Interop.haveBsdtar, "needs umoci, GNU tar and bsdtar, run as root"))
+    @Test(.requires(Interop.umoci + [.tools("tar", "bsdtar")]))
     func entriesInASetgidDirGetTheArchiveGroup() throws {
         let tmp = TempDir("interop-setgid")
         let tar = Interop.writeTar(Self.setgidDirEntries, to: tmp.sub("setgid.tar"))
         let ours = tmp.sub("layertool")
         try Interop.layerKitUnpack(files: [tar], to: ours)
-        let mine = Interop.snapshot(ours, dirMtimes: true)
+        let mine = TreeSnapshot.unpacked(ours, dirMtimes: true)
         Self.expectArchiveGroups(mine, "LayerKit")
         for (name, extract) in [("GNU tar", Interop.gnuTarExtract), ("bsdtar", Interop.bsdtarExtract)] as [(String, (String, String) throws -> Void)] {
             let theirs = tmp.mkdir(name.replacingOccurrences(of: " ", with: "-"))
             try extract(tar, theirs)
-            Self.expectArchiveGroups(Interop.snapshot(theirs, dirMtimes: true), name)
+            Self.expectArchiveGroups(TreeSnapshot.unpacked(theirs, dirMtimes: true), name)
             _ = Interop.expectSameTree(theirs, name, ours, dirMtimes: true)
         }
         // The same in an image, in one layer and with the dir in the layer below.
@@ -376,7 +315,7 @@ private enum Interop {
         try Interop.compareWithUmoci([[Self.setgidDirEntries[0]], Array(Self.setgidDirEntries.dropFirst())], in: tmp, label: "two")
     }
 
-    @Test(.enabled(if: Interop.haveUmoci, "needs umoci and gzip, run as root"))
+    @Test(.requires(Interop.umoci))
     func redeclaredDirTakesTheOwnerOfTheEntry() throws {
         let tmp = TempDir("interop-redeclared-owner")
         let (umoci, mine) = try Interop.compareWithUmoci([
@@ -387,7 +326,7 @@ private enum Interop {
         #expect(mine.nodes["d"].map { [$0.uid, $0.gid, $0.mode] } == [0, 0, 0o750])
     }
 
-    @Test(.enabled(if: Interop.haveUmoci, "needs umoci and gzip, run as root"))
+    @Test(.requires(Interop.umoci))
     func redeclaredDirTakesTheXattrsOfTheEntry() throws {
         let tmp = TempDir("interop-redeclared-xattrs")
         let (umoci, mine) = try Interop.compareWithUmoci([
@@ -403,12 +342,12 @@ private enum Interop {
 
     // MARK: - GNU tar and bsdtar
 
-    @Test(.enabled(if: Interop.haveGNUTar, "needs GNU tar, run as root (ownership, devices, setuid, security.capability)"))
+    @Test(.requires(Interop.extractAsRoot, .tools("tar")))
     func plainLayersMatchGNUTar() throws {
         try compareWithTar("GNU tar", Interop.gnuTarExtract)
     }
 
-    @Test(.enabled(if: Interop.haveBsdtar, "needs bsdtar (libarchive-tools), run as root (ownership, devices, setuid, security.capability)"))
+    @Test(.requires(Interop.extractAsRoot, .tools("bsdtar")))
     func plainLayersMatchBsdtar() throws {
         try compareWithTar("bsdtar", Interop.bsdtarExtract)
     }
@@ -419,7 +358,7 @@ private enum Interop {
         let layers = [
             ("base", Interop.writeTar(Interop.base, to: tmp.sub("base.tar"))),
             ("basic", fixturesDir + "/layers/basic.tar"),
-            ("busybox-layer1", fixturesDir + "/busybox/blobs/sha256/b4b440e5186b23932c70e5a0df2931d32cce16fe7923573c960f6fc52284829d"),
+            ("busybox-layer1", BusyboxFixture.layerBlob(0)),
         ]
         for (label, layer) in layers {
             let theirs = tmp.mkdir("\(label)-peer")

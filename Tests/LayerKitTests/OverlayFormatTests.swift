@@ -7,7 +7,7 @@ import Glibc
 
 /// Layers written in overlayfs's own format (for store layers): whiteouts are char devices 0/0,
 /// opaque dirs carry `trusted.overlay.opaque=y` (or the `user.` form).
-@Suite(.enabled(if: isRoot, "char devices and trusted.* xattrs need root"))
+@Suite(.requires(.root(because: "char devices and trusted.* xattrs")))
 struct OverlayFormatTests {
     @Test func whiteoutsAndOpaqueDirsUseOverlayMarkers() throws {
         let tmp = TempDir()

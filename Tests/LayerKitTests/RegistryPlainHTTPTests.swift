@@ -14,17 +14,15 @@ import Glibc
 // The registry, the proxy and the pushed fixture are set up once for the suite; the tests run
 // one at a time because they share the proxy's fault rules.
 
-@Suite(.serialized, .enabled(if: haveRegistryPeers, "needs docker-registry and skopeo (apt-get install docker-registry skopeo) and the built layertool"),
-       .registryEnvironment(.plain, available: haveRegistryPeers))
+@Suite(.serialized, .requires(RegistryEnvironment.Kind.plain.requirements), .registryEnvironment(.plain))
 struct RegistryPlainHTTPTests {
     var environment: RegistryEnvironment { RegistryEnvironment.current! }
     var registry: String { environment.registry.host }
     var proxy: FaultProxy { environment.proxy! }
 
-    /// Digests of the fixture (fixtures/README.md).
-    static let busyboxManifest = "sha256:d2972f1bc4a4fa016a952576e376e10917d5e0d80a3f377c652ecf4246de5292"
-    static let busyboxLayer1 = "sha256:b4b440e5186b23932c70e5a0df2931d32cce16fe7923573c960f6fc52284829d"
-    static let busyboxLayer1Size = 1_031_631
+    /// The fixture's first layer (gzip), the one the faults are injected into.
+    static let busyboxLayer1 = BusyboxFixture.layerDigests[0]
+    static let busyboxLayer1Size = BusyboxFixture.layerSizes[0]
 
     func localUnpack(_ layout: String, into dest: String) throws {
         let r = try RegistryTools.layertool(["unpack", "--image", layout + ":latest", dest])
@@ -32,7 +30,7 @@ struct RegistryPlainHTTPTests {
     }
 
     /// Expects a failed pull: status 1, one line naming what failed, DEST not created, nothing left beside it.
-    func expectCleanFailure(_ r: (status: Int32, stdout: String, stderr: String), dest: String, mentioning words: [String],
+    func expectCleanFailure(_ r: ProcessResult, dest: String, mentioning words: [String],
                             sourceLocation: SourceLocation = #_sourceLocation) {
         #expect(r.status == 1, "exit status \(r.status): \(r.stderr)", sourceLocation: sourceLocation)
         let lines = r.stderr.split(separator: "\n")
@@ -47,10 +45,10 @@ struct RegistryPlainHTTPTests {
 
     // MARK: Interop
 
-    @Test(.enabled(if: RegistryTools.haveUmoci, "needs umoci, run as root"))
+    @Test(.requires(.root(because: "umoci without root needs --rootless, which changes ownership by design"), .tools("umoci")))
     func imagePushedBySkopeoPullsToWhatUmociUnpacks() throws {
         let tmp = TempDir("registry-interop")
-        let umoci = try run(which("umoci")!, ["unpack", "--image", environment.gzipLayout + ":latest", tmp.sub("bundle")])
+        let umoci = try run(try requireTool("umoci"), ["unpack", "--image", environment.gzipLayout + ":latest", tmp.sub("bundle")])
         try #require(umoci.status == 0, "umoci: \(umoci.stderr)")
         let r = try RegistryTools.layertool(["pull", "--plain-http", "\(registry)/busybox-gz:latest", tmp.sub("rootfs")])
         try #require(r.status == 0, "pull: \(r.stderr)")
@@ -59,36 +57,34 @@ struct RegistryPlainHTTPTests {
 
     @Test func pullEqualsTheLocalUnpackAndReportsTheFixtureDigests() throws {
         let tmp = TempDir("registry-pull")
-        try localUnpack(RegistryTools.busyboxLayout, into: tmp.sub("local"))
+        try localUnpack(BusyboxFixture.layout, into: tmp.sub("local"))
         let r = try RegistryTools.layertool(["pull", "--plain-http", "--json", "--max-concurrent-downloads", "1",
                                              "\(registry)/busybox", tmp.sub("rootfs")])
         try #require(r.status == 0, "pull: \(r.stderr)")
         RegistryTools.expectSameTree(tmp.sub("local"), "layertool unpack of the layout", tmp.sub("rootfs"))
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
-        #expect(json["manifestDigest"] as? String == Self.busyboxManifest)
-        #expect(json["reference"] as? String == "\(registry)/busybox:latest")
-        let layers = try #require(json["layers"] as? [[String: Any]])
-        #expect(layers.map { $0["blobDigest"] as? String } == [Self.busyboxLayer1, "sha256:6a24f99c3a20a70e4e2d937b9b11219a0df93c296ef872f4dc113e0e0e75c55a"])
-        #expect(layers.map { $0["diffID"] as? String } == ["sha256:0763ad56266eef7808506d5feafa461aaace603b78cd626ae0c9750809a39b5e",
-                                                          "sha256:9b64236aa505e78808f49bbd7e66a9efb58793ed83ea4be411ce3793d5aa66a5"])
+        let pulled = try r.json(LayertoolOutput.Pull.self)
+        #expect(pulled.manifestDigest == BusyboxFixture.manifestDigest)
+        #expect(pulled.reference == "\(registry)/busybox:latest")
+        #expect(pulled.layers.map(\.blobDigest) == BusyboxFixture.layerDigests)
+        #expect(pulled.layers.map(\.diffID) == BusyboxFixture.diffIDs)
     }
 
     @Test func pullByDigestAndIntoAnExistingNonEmptyDestination() throws {
         let tmp = TempDir("registry-pull-digest")
         let dest = tmp.mkdir("rootfs")
         try "kept\n".write(toFile: dest + "/already-here", atomically: true, encoding: .utf8)
-        let r = try RegistryTools.layertool(["pull", "--plain-http", "\(registry)/busybox@\(Self.busyboxManifest)", dest])
+        let r = try RegistryTools.layertool(["pull", "--plain-http", "\(registry)/busybox@\(BusyboxFixture.manifestDigest)", dest])
         try #require(r.status == 0, "pull: \(r.stderr)")
         #expect(FileManager.default.fileExists(atPath: dest + "/already-here"))
         #expect(FileManager.default.fileExists(atPath: dest + "/bin/busybox"))
     }
 
-    @Test(.enabled(if: RegistryTools.haveUmoci, "needs umoci, run as root"))
+    @Test(.requires(.root(because: "umoci without root needs --rootless, which changes ownership by design"), .tools("umoci")))
     func imagePushedByLayertoolIsPulledBySkopeoAndReadByUmoci() throws {
         let tmp = TempDir("registry-push")
         let store = tmp.sub("store")
         // The fixture as imported (its second layer is zstd) and a gzip-only copy for umoci.
-        var r = try RegistryTools.layertool(["unpack", "--image", RegistryTools.busyboxLayout + ":latest", "--name", "busybox", "--root", store])
+        var r = try RegistryTools.layertool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "busybox", "--root", store])
         try #require(r.status == 0, "\(r.stderr)")
         r = try RegistryTools.layertool(["unpack", "--image", environment.gzipLayout + ":latest", "--name", "busybox-gz", "--root", store])
         try #require(r.status == 0, "\(r.stderr)")
@@ -96,30 +92,49 @@ struct RegistryPlainHTTPTests {
         r = try RegistryTools.layertool(["push", "--root", store, "--plain-http", "busybox", "\(registry)/pushed/busybox:v1"])
         try #require(r.status == 0, "push: \(r.stderr)")
         // The manifest goes up byte for byte: same digest as the layout's.
-        #expect(r.stdout == Self.busyboxManifest + "\n")
-        r = try RegistryTools.run(which("skopeo")!, ["copy", "--quiet", "--src-tls-verify=false", "docker://\(registry)/pushed/busybox:v1", "oci:\(tmp.sub("copy")):v1"])
+        #expect(r.stdout == BusyboxFixture.manifestDigest + "\n")
+        r = try RegistryTools.run(try requireTool("skopeo"), ["copy", "--quiet", "--src-tls-verify=false", "docker://\(registry)/pushed/busybox:v1", "oci:\(tmp.sub("copy")):v1"])
         try #require(r.status == 0, "skopeo copy: \(r.stderr)")
         let index = try String(contentsOfFile: tmp.sub("copy/index.json"), encoding: .utf8)
-        #expect(index.contains(Self.busyboxManifest))
+        #expect(index.contains(BusyboxFixture.manifestDigest))
 
         r = try RegistryTools.layertool(["push", "--root", store, "--plain-http", "--json", "busybox-gz", "\(registry)/pushed/busybox-gz:v1"])
         try #require(r.status == 0, "push: \(r.stderr)")
-        r = try RegistryTools.run(which("skopeo")!, ["copy", "--quiet", "--src-tls-verify=false", "docker://\(registry)/pushed/busybox-gz:v1", "oci:\(tmp.sub("copy-gz")):v1"])
+        r = try RegistryTools.run(try requireTool("skopeo"), ["copy", "--quiet", "--src-tls-verify=false", "docker://\(registry)/pushed/busybox-gz:v1", "oci:\(tmp.sub("copy-gz")):v1"])
         try #require(r.status == 0, "skopeo copy: \(r.stderr)")
-        let umoci = try run(which("umoci")!, ["unpack", "--image", tmp.sub("copy-gz") + ":v1", tmp.sub("bundle")])
+        let umoci = try run(try requireTool("umoci"), ["unpack", "--image", tmp.sub("copy-gz") + ":v1", tmp.sub("bundle")])
         try #require(umoci.status == 0, "umoci: \(umoci.stderr)")
-        try localUnpack(RegistryTools.busyboxLayout, into: tmp.sub("local"))
-        RegistryTools.expectSameTree(tmp.sub("local"), "layertool unpack of the fixture", tmp.sub("bundle/rootfs"))
+        try localUnpack(BusyboxFixture.layout, into: tmp.sub("local"))
+        RegistryTools.expectSameTree(tmp.sub("local"), "layertool unpack of the fixture", tmp.sub("bundle/rootfs"), "umoci unpack of the pushed image")
+    }
+
+    /// An image pushed by layertool (its second layer zstd) is pulled by containerd's `ctr` into
+    /// its own overlayfs snapshotter and run with runc: both layers read, the whiteout honoured.
+    @Test(.requires(.root(because: "containerd and runc run containers as root"), .tools("containerd", "ctr", "runc")))
+    func imagePushedByLayertoolIsPulledAndRunByContainerd() throws {
+        let tmp = TempDir("registry-ctr")
+        let store = tmp.sub("store")
+        var r = try RegistryTools.layertool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "busybox", "--root", store])
+        try #require(r.status == 0, "\(r.stderr)")
+        let reference = "\(registry)/ctr/busybox:v1"
+        r = try RegistryTools.layertool(["push", "--root", store, "--plain-http", "busybox", reference])
+        try #require(r.status == 0, "push: \(r.stderr)")
+
+        let containerd = try ContainerdEnvironment()
+        r = try containerd.ctr(["images", "pull", "--plain-http", reference])
+        try #require(r.status == 0, "ctr images pull: \(r.stderr)\n\(containerd.daemonLog.suffix(4000))")
+        r = try containerd.ctr(["run", "--rm", reference, "from-registry", "/bin/sh", "-c", ContainerdEnvironment.runScript])
+        #expect(r.status == 0, "ctr run: \(r.stderr)")
+        #expect(r.stdout == ContainerdEnvironment.runOutput)
     }
 
     @Test func pushSkipsPresentBlobsAndMountsFromAnotherRepository() throws {
         let tmp = TempDir("registry-mount")
         let store = tmp.sub("store")
-        var r = try RegistryTools.layertool(["unpack", "--image", RegistryTools.busyboxLayout + ":latest", "--name", "busybox", "--root", store])
+        var r = try RegistryTools.layertool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "busybox", "--root", store])
         try #require(r.status == 0, "\(r.stderr)")
         func outcomes(_ output: String) throws -> [String] {
-            let json = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
-            return (json["blobs"] as? [[String: Any]] ?? []).compactMap { $0["outcome"] as? String }
+            try JSON.decode(LayertoolOutput.Push.self, from: output).blobs.map(\.outcome)
         }
         r = try RegistryTools.layertool(["push", "--root", store, "--plain-http", "--json", "busybox", "\(registry)/mount-source/busybox:v1"])
         try #require(r.status == 0, "\(r.stderr)")
@@ -179,7 +194,7 @@ struct RegistryPlainHTTPTests {
         // (AsyncHTTPClient drops what it had buffered but not delivered when the connection ends).
         let offset = blobGets.last?.range.flatMap { Int($0.dropFirst("bytes=".count).dropLast()) } ?? 0
         #expect(blobGets.last?.range?.hasPrefix("bytes=") == true && offset > 0 && offset <= 300_000, "\(String(describing: blobGets.last?.range))")
-        try localUnpack(RegistryTools.busyboxLayout, into: tmp.sub("local"))
+        try localUnpack(BusyboxFixture.layout, into: tmp.sub("local"))
         RegistryTools.expectSameTree(tmp.sub("local"), "layertool unpack of the layout", tmp.sub("rootfs"))
     }
 
@@ -192,7 +207,7 @@ struct RegistryPlainHTTPTests {
         let r = try RegistryTools.layertool(["pull", "--plain-http", "\(proxy.host)/busybox:latest", tmp.sub("rootfs")])
         try #require(r.status == 0, "pull: \(r.stderr)")
         #expect(proxy.requests.filter { $0.target.contains(Self.busyboxLayer1) }.count == 2)
-        try localUnpack(RegistryTools.busyboxLayout, into: tmp.sub("local"))
+        try localUnpack(BusyboxFixture.layout, into: tmp.sub("local"))
         RegistryTools.expectSameTree(tmp.sub("local"), "layertool unpack of the layout", tmp.sub("rootfs"))
     }
 
@@ -200,7 +215,7 @@ struct RegistryPlainHTTPTests {
         proxy.reset()
         defer { proxy.reset() }
         let tmp = TempDir("registry-long-blob")
-        let blob = Array(try Data(contentsOf: URL(fileURLWithPath: RegistryTools.busyboxLayout + "/blobs/sha256/" + Self.busyboxLayer1.dropFirst(7))))
+        let blob = Array(try Data(contentsOf: URL(fileURLWithPath: BusyboxFixture.layout + "/blobs/sha256/" + Self.busyboxLayer1.dropFirst(7))))
         let headers = [("Content-Type", "application/octet-stream")]
         proxy.add("GET", "/blobs/" + Self.busyboxLayer1, .respond(200, headers: headers, body: blob + Array(repeating: 0, count: 4096)))
         let r = try RegistryTools.layertool(["pull", "--plain-http", "\(proxy.host)/busybox:latest", tmp.sub("rootfs")])
@@ -285,11 +300,11 @@ struct RegistryPlainHTTPTests {
         // Into a DEST with content: untouched.
         let dest = tmp.mkdir("existing")
         try "kept\n".write(toFile: dest + "/file", atomically: true, encoding: .utf8)
-        let before = RegistryTools.snapshot(dest)
+        let before = TreeSnapshot.unpacked(dest)
         proxy.add("GET", "/blobs/" + Self.busyboxLayer1, .corrupt(at: 1000))
         let again = try RegistryTools.layertool(["pull", "--plain-http", "\(proxy.host)/busybox:latest", dest])
         #expect(again.status == 1)
-        #expect(RegistryTools.snapshot(dest) == before)
+        #expect(TreeSnapshot.unpacked(dest) == before)
         #expect(RegistryEnvironment.leftovers(in: tmp.path).isEmpty)
     }
 
@@ -320,10 +335,10 @@ struct RegistryPlainHTTPTests {
         defer { proxy.reset() }
         let tmp = TempDir("registry-manifest-digest")
         let other = "sha256:" + String(repeating: "ab", count: 32)
-        let manifest = try Data(contentsOf: URL(fileURLWithPath: RegistryTools.busyboxLayout + "/blobs/sha256/" + Self.busyboxManifest.dropFirst(7)))
+        let manifest = try Data(contentsOf: URL(fileURLWithPath: BusyboxFixture.layout + "/blobs/sha256/" + BusyboxFixture.manifestDigest.dropFirst(7)))
         proxy.add("GET", "/manifests/" + other, .respond(200, headers: [("Content-Type", "application/vnd.oci.image.manifest.v1+json")], body: Array(manifest)))
         let r = try RegistryTools.layertool(["pull", "--plain-http", "\(proxy.host)/busybox@\(other)", tmp.sub("rootfs")])
-        expectCleanFailure(r, dest: tmp.sub("rootfs"), mentioning: ["hashes to \(Self.busyboxManifest)"])
+        expectCleanFailure(r, dest: tmp.sub("rootfs"), mentioning: ["hashes to \(BusyboxFixture.manifestDigest)"])
     }
 
     @Test func ctrlCCommitsNothing() throws {
@@ -332,7 +347,7 @@ struct RegistryPlainHTTPTests {
         let tmp = TempDir("registry-sigint")
         proxy.add("GET", "/blobs/" + Self.busyboxLayer1, .stallAfter(400_000))
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: RegistryTools.binary)
+        process.executableURL = URL(fileURLWithPath: Layertool.path)
         process.arguments = ["pull", "--plain-http", "\(proxy.host)/busybox:latest", tmp.sub("rootfs")]
         process.environment = ["PATH": "/usr/bin:/bin"]
         let err = Pipe()

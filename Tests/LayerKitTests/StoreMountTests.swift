@@ -12,28 +12,23 @@ import Glibc
 // made inside `unshare -m --propagation private`, so nothing can leak into the host's table.
 
 private enum Mounts {
-    static var available: Bool {
-        isRoot && which("unshare") != nil && FileManager.default.contents(atPath: "/proc/filesystems")
-            .map { String(decoding: $0, as: UTF8.self).contains("\toverlay\n") } == true
-    }
-
     /// Runs `script` (sh) in a private mount namespace, with `$T` = the layertool binary and
-    /// `$S` = the store root. Returns the script's result.
-    static func inNamespace(_ script: String, store: String, environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let env = environment.map { "\($0.key)=\($0.value)" }
-        return try run(which("env")!, env + [which("unshare")!, "-m", "--propagation", "private", "/bin/sh", "-c",
-                                           "set -e\n" + script, "sh", Tool.binary, store])
+    /// `$S` = the store root, and `environment` added to the script's. Returns the script's result.
+    static func inNamespace(_ script: String, store: String, environment: [String: String] = [:]) throws -> ProcessResult {
+        try run(try requireTool("unshare"), ["-m", "--propagation", "private", "/bin/sh", "-c", "set -e\n" + script, "sh", Layertool.path, store],
+                environment: Layertool.childEnvironment(adding: environment))
     }
 
     static let prelude = "T=$1; S=$2\n"
 
-    static func tool(_ args: [String], store: String, scratch: String) throws -> Tool.Result {
-        try Tool.run(args + ["--root", store], scratch: scratch)
+    static func tool(_ args: [String], store: String) throws -> ProcessResult {
+        try Layertool.run(args + ["--root", store])
     }
 
-    static func json(_ result: Tool.Result) throws -> [String: Any] {
+    /// What a successful `layertool ... --json` printed.
+    static func json<Output: Decodable>(_ result: ProcessResult, as output: Output.Type) throws -> Output {
         try #require(result.status == 0, "layertool failed: \(result.stderr)")
-        return try #require(try Tool.json(result.stdout) as? [String: Any], "not a JSON object: \(result.stdout)")
+        return try result.json(output)
     }
 
     /// A snapshot of a copied tree, ignoring dir mtimes (copy-up and cp -a touch them).
@@ -44,17 +39,16 @@ private enum Mounts {
     }
 }
 
-@Suite(.enabled(if: Mounts.available, "needs root, kernel overlayfs (modprobe overlay) and unshare"), .serialized)
+@Suite(.requires(.root(because: "mounts"), .tools("unshare", "tar"), .kernelOverlay), .serialized)
 struct StoreMountTests {
-    static let busybox = fixturesDir + "/busybox"
-
     /// The busybox image through a container: layer 2's whiteout and opaque dir honoured; writes,
     /// modifications and deletes land in the upper dir as overlayfs writes them; the committed
     /// image, exported and re-imported into another store, mounts as the same tree; umoci reads it.
-    @Test func overlaySemanticsCommitExportReimport() throws {
+    @Test(.requires(.tools("skopeo", "umoci")))
+    func overlaySemanticsCommitExportReimport() throws {
         let tmp = TempDir("store-mount")
         let store = tmp.sub("store"), snapA = tmp.mkdir("a"), snapB = tmp.mkdir("b")
-        let imported = try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path)
+        let imported = try Mounts.tool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb"], store: store)
         try #require(imported.status == 0, "\(imported.stderr)")
 
         let r = try Mounts.inNamespace(Mounts.prelude + """
@@ -84,29 +78,30 @@ struct StoreMountTests {
         #expect(FileManager.default.fileExists(atPath: upper + "/new.txt"))
         #expect(try String(contentsOfFile: upper + "/etc/passwd", encoding: .utf8).hasSuffix("appended\n"))
 
-        let listed = try Mounts.tool(["ls", "containers", "--json"], store: store, scratch: tmp.path)
-        let row = try #require((try Tool.json(listed.stdout) as? [[String: Any]])?.first, "\(listed.stdout)")
-        #expect(row["id"] as? String == "c1" && row["state"] as? String == ContainerState.unmounted.rawValue)
-        #expect(((row["size"] as? NSNumber)?.int64Value ?? 0) >= 4096, "the upper dir's size: \(row)")
+        let listed = try Mounts.tool(["ls", "containers", "--json"], store: store)
+        let row = try #require(try listed.json([LayertoolOutput.Container].self).first, "\(listed.stdout)")
+        #expect(row.id == "c1" && row.state == ContainerState.unmounted.rawValue)
+        #expect(row.size >= 4096, "the upper dir's size: \(row)")
 
         // The layer the container's diff gives.
-        let listing = try Mounts.tool(["diff", "c1", "-o", tmp.sub("c1.tar")], store: store, scratch: tmp.path)
+        let listing = try Mounts.tool(["diff", "c1", "-o", tmp.sub("c1.tar")], store: store)
         #expect(listing.status == 0, "\(listing.stderr)")
-        let names = try run(which("tar")!, ["-tf", tmp.sub("c1.tar")]).stdout.split(separator: "\n").map(String.init)
+        let names = try run(try requireTool("tar"), ["-tf", tmp.sub("c1.tar")]).stdout.split(separator: "\n").map(String.init)
         for expected in ["etc/.wh.group", "etc/removed-later/.wh..wh..opq", "etc/removed-later/fresh", "new.txt", "etc/passwd", "bin/newlink"] {
             #expect(names.contains(expected), "the container's diff lacks \(expected): \(names)")
         }
 
-        let committed = try Mounts.json(try Mounts.tool(["commit", "--json", "c1", "bb:changed"], store: store, scratch: tmp.path))
+        let committed = try Mounts.json(try Mounts.tool(["commit", "--json", "c1", "bb:changed"], store: store), as: LayertoolOutput.Commit.self)
         let layout = tmp.sub("layout")
-        let exported = try Mounts.json(try Mounts.tool(["export", "--json", "--gzip", "bb:changed", layout + ":changed"], store: store, scratch: tmp.path))
-        #expect(exported["reference"] as? String == "changed")
+        let exported = try Mounts.json(try Mounts.tool(["export", "--json", "--gzip", "bb:changed", layout + ":changed"], store: store),
+                                       as: LayertoolOutput.Export.self)
+        #expect(exported.reference == "changed")
 
         // Re-import into a fresh store and mount read-only: the same tree as the container's.
         let store2 = tmp.sub("store2")
-        let reimported = try Mounts.tool(["unpack", "--image", layout + ":changed", "--name", "again", "--json"], store: store2, scratch: tmp.path)
-        let record = try Mounts.json(reimported)
-        #expect(record["chainID"] as? String == committed["chainID"] as? String, "chainID changed across export/import")
+        let reimported = try Mounts.tool(["unpack", "--image", layout + ":changed", "--name", "again", "--json"], store: store2)
+        let record = try Mounts.json(reimported, as: LayertoolOutput.Import.self)
+        #expect(record.chainID == committed.chainID, "chainID changed across export/import")
         let r2 = try Mounts.inNamespace(Mounts.prelude + """
             "$T" mount --root "$S" --read-only --name ro again >/dev/null
             cp -a "$S/containers/ro/merged/." \(tmp.sub("b"))/
@@ -121,50 +116,47 @@ struct StoreMountTests {
         #expect(a.nodes["etc/removed-later/fresh"] != nil && a.nodes["tmp"]?.mode == 0o700)
 
         // skopeo reads the exported layout: the same manifest, the same layers.
-        if let skopeo = which("skopeo") {
-            let inspected = try run(skopeo, ["inspect", "--raw", "oci:" + layout + ":changed"])
-            try #require(inspected.status == 0, "skopeo inspect: \(inspected.stderr)")
-            let manifest = try #require(try JSONSerialization.jsonObject(with: Data(inspected.stdout.utf8)) as? [String: Any])
-            #expect((manifest["layers"] as? [[String: Any]])?.count == 3)
-            #expect(Layout.sha256(Data(inspected.stdout.utf8)) == (exported["manifest"] as? [String: Any])?["digest"] as? String)
-            let copied = try run(skopeo, ["copy", "oci:" + layout + ":changed", "oci:" + tmp.sub("copy") + ":again"])
-            #expect(copied.status == 0, "skopeo copy: \(copied.stderr)")
-        }
+        let skopeo = try requireTool("skopeo")
+        let inspected = try run(skopeo, ["inspect", "--raw", "oci:" + layout + ":changed"])
+        try #require(inspected.status == 0, "skopeo inspect: \(inspected.stderr)")
+        let manifest = try inspected.json(ImageSpec.Manifest.self)
+        #expect(manifest.layers.count == 3)
+        #expect(DigestOracle.sha256(Data(inspected.stdout.utf8)) == exported.manifest.digest)
+        let copied = try run(skopeo, ["copy", "oci:" + layout + ":changed", "oci:" + tmp.sub("copy") + ":again"])
+        #expect(copied.status == 0, "skopeo copy: \(copied.stderr)")
 
         // umoci (another OCI implementation) unpacks the exported image to the same files.
-        if let umoci = which("umoci") {
-            let bundle = tmp.sub("bundle")
-            let u = try run(umoci, ["unpack", "--image", layout + ":changed", bundle])
-            try #require(u.status == 0, "umoci unpack: \(u.stderr)")
-            var options = TreeSnapshot.Options()
-            options.dirMtimes = false
-            options.mtimes = false
-            let viaUmoci = TreeSnapshot(bundle + "/rootfs", options: options), ours = TreeSnapshot(snapA, options: options)
-            #expect(viaUmoci == ours, "umoci's tree differs: \(viaUmoci.differences(from: ours).prefix(10))")
-        }
+        let bundle = tmp.sub("bundle")
+        let u = try run(try requireTool("umoci"), ["unpack", "--image", layout + ":changed", bundle])
+        try #require(u.status == 0, "umoci unpack: \(u.stderr)")
+        var options = TreeSnapshot.Options()
+        options.dirMtimes = false
+        options.mtimes = false
+        let viaUmoci = TreeSnapshot(bundle + "/rootfs", options: options), ours = TreeSnapshot(snapA, options: options)
+        #expect(viaUmoci == ours, "umoci's tree differs: \(viaUmoci.differences(from: ours).prefix(10))")
     }
 
     /// An imported image exports byte for byte: the same manifest digest as the fixture's.
     @Test func exportOfAnImportedImageIsByteIdentical() throws {
         let tmp = TempDir("store-export")
         let store = tmp.sub("store")
-        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
+        try #require(try Mounts.tool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb"], store: store).status == 0)
         let layout = tmp.sub("out")
         // Another image in the layout stays when this one is added.
         try FileManager.default.createDirectory(atPath: layout, withIntermediateDirectories: true)
-        let first = try Mounts.json(try Mounts.tool(["export", "--json", "bb", layout + ":one"], store: store, scratch: tmp.path))
-        let second = try Mounts.json(try Mounts.tool(["export", "--json", "bb", layout + ":two"], store: store, scratch: tmp.path))
-        let fixtureManifest = try #require(try Layout.readJSON(Self.busybox + "/index.json")["manifests"] as? [[String: Any]]).first?["digest"] as? String
-        #expect((first["manifest"] as? [String: Any])?["digest"] as? String == fixtureManifest)
-        #expect((second["manifest"] as? [String: Any])?["digest"] as? String == fixtureManifest)
-        let index = try #require(try Layout.readJSON(layout + "/index.json")["manifests"] as? [[String: Any]])
-        let refs = index.compactMap { ($0["annotations"] as? [String: String])?["org.opencontainers.image.ref.name"] }
+        let first = try Mounts.json(try Mounts.tool(["export", "--json", "bb", layout + ":one"], store: store), as: LayertoolOutput.Export.self)
+        let second = try Mounts.json(try Mounts.tool(["export", "--json", "bb", layout + ":two"], store: store), as: LayertoolOutput.Export.self)
+        let fixtureManifest = try JSON.read(ImageSpec.Index.self, file: BusyboxFixture.layout + "/index.json").manifests.first?.digest
+        #expect(first.manifest.digest == fixtureManifest)
+        #expect(second.manifest.digest == fixtureManifest)
+        let index = try JSON.read(ImageSpec.Index.self, file: layout + "/index.json").manifests
+        let refs = index.compactMap { $0.annotations?[ImageSpec.refNameAnnotation] }
         #expect(refs.sorted() == ["one", "two"])
-        for blob in try FileManager.default.contentsOfDirectory(atPath: Self.busybox + "/blobs/sha256") {
-            #expect(FileManager.default.contentsEqual(atPath: Self.busybox + "/blobs/sha256/" + blob, andPath: layout + "/blobs/sha256/" + blob), "blob \(blob)")
+        for blob in try FileManager.default.contentsOfDirectory(atPath: BusyboxFixture.layout + "/blobs/sha256") {
+            #expect(FileManager.default.contentsEqual(atPath: BusyboxFixture.layout + "/blobs/sha256/" + blob, andPath: layout + "/blobs/sha256/" + blob), "blob \(blob)")
         }
         // And the exported layout imports again to the same layers.
-        let again = try Mounts.tool(["unpack", "--image", layout + ":two", "--name", "bb2"], store: store, scratch: tmp.path)
+        let again = try Mounts.tool(["unpack", "--image", layout + ":two", "--name", "bb2"], store: store)
         #expect(again.status == 0 && again.stdout.components(separatedBy: "already present").count == 3, "\(again.stdout) \(again.stderr)")
     }
 
@@ -176,7 +168,7 @@ struct StoreMountTests {
         let tmp = TempDir("deep-\(depth)")
         let store = tmp.sub("store"), layout = tmp.sub("layout")
         // Layer i adds f<i> and rewrites `top`; every 10th layer whites out the file 5 below it.
-        var layers = [Layout.Layer]()
+        var layers = [TestLayout.Layer]()
         var expected = Set<String>()
         for i in 0..<depth {
             var entries: [TarEntry] = [.file("f\(i)", "\(i)\n"), .file("top", "\(i)\n")]
@@ -186,10 +178,10 @@ struct StoreMountTests {
                 expected.remove("f\(i - 5)")
             }
             let tar = Data(TarBuilder.build(entries))
-            layers.append(Layout.Layer(blob: tar, diffID: Layout.sha256(tar), mediaType: "application/vnd.oci.image.layer.v1.tar"))
+            layers.append(TestLayout.Layer(blob: tar, diffID: DigestOracle.sha256(tar), mediaType: ImageSpec.layerMediaType))
         }
-        try Layout.write(layout, layers: layers, tag: "deep")
-        let imported = try Mounts.tool(["unpack", "--image", layout + ":deep"], store: store, scratch: tmp.path)
+        try TestLayout.write(layout, layers: layers, tag: "deep")
+        let imported = try Mounts.tool(["unpack", "--image", layout + ":deep"], store: store)
         try #require(imported.status == 0, "\(imported.stderr)")
         expected.insert("top")
 
@@ -223,8 +215,8 @@ struct StoreMountTests {
         if depth <= 128 {
             #expect(legacy.status == 0, "mount(2) with short links failed: \(legacy.stderr)")
             #expect(legacy.stdout == "\(depth - 1)\n")
-            let json = try Layout.readJSON(store + "/legacy.json")
-            #expect(json["method"] as? String == "mount(2)")
+            let mounted = try JSON.read(LayertoolOutput.Mount.self, file: store + "/legacy.json")
+            #expect(mounted.method == "mount(2)")
         } else {
             #expect(legacy.status != 0)
             #expect(legacy.stderr.contains("over the 4096-byte limit of mount(2)"), "\(legacy.stderr)")
@@ -238,19 +230,19 @@ struct StoreMountTests {
     @Test func staleMountsAreDetected() throws {
         let tmp = TempDir("stale")
         let store = tmp.sub("store")
-        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
+        try #require(try Mounts.tool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb"], store: store).status == 0)
         // The namespace ends with the mount still in it (no umount): like a crashed runtime.
         let r = try Mounts.inNamespace(Mounts.prelude + "\"$T\" mount --root \"$S\" --name c1 bb >/dev/null", store: store)
         try #require(r.status == 0, "\(r.stderr)")
         let s = try LayerStore(root: store)
         #expect(try s.container("c1")?.state == ContainerState.mounted)
 
-        let listed = try Mounts.tool(["ls", "containers", "--json"], store: store, scratch: tmp.path)
+        let listed = try Mounts.tool(["ls", "containers", "--json"], store: store)
         #expect(listed.stderr.contains("container c1: its mount at \(MountTable.resolve(store))/containers/c1/merged is gone"), "\(listed.stderr)")
-        let rows = try #require(try Tool.json(listed.stdout) as? [[String: Any]])
-        #expect(rows.first?["state"] as? String == ContainerState.unmounted.rawValue)
+        let rows = try listed.json([LayertoolOutput.Container].self)
+        #expect(rows.first?.state == ContainerState.unmounted.rawValue)
 
-        let umount = try Mounts.tool(["umount", "c1"], store: store, scratch: tmp.path)
+        let umount = try Mounts.tool(["umount", "c1"], store: store)
         #expect(umount.status == 1 && umount.stderr.contains("is not mounted"), "\(umount.stderr)")
         let again = try Mounts.inNamespace(Mounts.prelude + """
             "$T" mount --root "$S" bb "$S/containers/c1/merged" --name c2 >/dev/null
@@ -262,7 +254,7 @@ struct StoreMountTests {
         #expect(again.status == 0, "\(again.stdout) \(again.stderr)")
         #expect(again.stdout.hasSuffix("0\n"), "rm --force left the mount: \(again.stdout)")
         #expect(!FileManager.default.fileExists(atPath: store + "/containers/c2"))
-        let removed = try Mounts.tool(["rm", "c1"], store: store, scratch: tmp.path)
+        let removed = try Mounts.tool(["rm", "c1"], store: store)
         #expect(removed.status == 0 && removed.stdout.contains("removed container c1"), "\(removed.stderr)")
         #expect(try s.containers().isEmpty)
     }
@@ -271,7 +263,7 @@ struct StoreMountTests {
     @Test func mountErrorsLeaveNoContainer() throws {
         let tmp = TempDir("mount-errors")
         let store = tmp.sub("store")
-        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
+        try #require(try Mounts.tool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb"], store: store).status == 0)
         let cases: [([String], String)] = [
             (["mount", "nosuch"], "no image or layer \"nosuch\""),
             (["mount", "bb", tmp.sub("missing-dir")], "the mount target must be an existing directory"),
@@ -280,7 +272,7 @@ struct StoreMountTests {
             (["export", "nosuch", tmp.sub("l")], "no image named \"nosuch\""),
         ]
         for (args, message) in cases {
-            let r = try Mounts.tool(args, store: store, scratch: tmp.path)
+            let r = try Mounts.tool(args, store: store)
             #expect(r.status == 1, "\(args)")
             let lines = r.stderr.split(separator: "\n")
             #expect(lines.count == 1 && lines.first?.hasPrefix("layertool: ") == true && r.stderr.contains(message), "\(args): \(r.stderr)")
@@ -294,11 +286,12 @@ struct StoreMountTests {
     @Test func mountSpecForRuntimesAndVolatile() throws {
         let tmp = TempDir("mount-spec")
         let store = tmp.sub("store")
-        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
-        let result = try Mounts.json(try Mounts.tool(["mount", "--spec-only", "--json", "--name", "spec", "bb"], store: store, scratch: tmp.path))
-        let spec = try #require(result["spec"] as? [String: Any])
-        #expect(spec["type"] as? String == "overlay" && spec["source"] as? String == "overlay")
-        let options = try #require(spec["options"] as? [String])
+        try #require(try Mounts.tool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb"], store: store).status == 0)
+        let result = try Mounts.json(try Mounts.tool(["mount", "--spec-only", "--json", "--name", "spec", "bb"], store: store),
+                                     as: LayertoolOutput.Mount.self)
+        let spec = result.spec
+        #expect(spec.type == "overlay" && spec.source == "overlay")
+        let options = spec.options
         let s = try LayerStore(root: store)
         let chain = try #require(try s.image(named: "bb")).chainIDs
         #expect(options.first == "lowerdir=" + chain.reversed().map { s.paths.diffDir($0) }.joined(separator: ":"))
@@ -318,13 +311,14 @@ struct StoreMountTests {
 
     /// A store made inside a user namespace (as rootless runtimes run): layers carry
     /// `user.overlay.*` markers, mounts use `userxattr`, and the image reads the same.
-    @Test func aStoreInsideAUserNamespaceUsesUserXattrs() throws {
+    @Test(.requires(.tools("getfattr")))
+    func aStoreInsideAUserNamespaceUsesUserXattrs() throws {
         let tmp = TempDir("userns")
         let store = MountTable.resolve(tmp.path) + "/store"   // as mountinfo spells it
-        let r = try run(which("unshare")!, ["-r", "-m", "--propagation", "private", "/bin/sh", "-c", """
+        let r = try run(try requireTool("unshare"), ["-r", "-m", "--propagation", "private", "/bin/sh", "-c", """
             set -e
             T=$1; S=$2
-            "$T" unpack --root "$S" --image \(Self.busybox):latest --name bb >/dev/null
+            "$T" unpack --root "$S" --image \(BusyboxFixture.layout):latest --name bb >/dev/null
             "$T" mount --root "$S" --name c bb >/dev/null
             M=$S/containers/c/merged
             ls "$M/etc/removed-later"; test ! -e "$M/etc/motd"
@@ -332,13 +326,13 @@ struct StoreMountTests {
             grep " $M " /proc/self/mountinfo | grep -o userxattr
             "$T" umount --root "$S" c >/dev/null
             "$T" commit --root "$S" c bb:changed >/dev/null
-            """, "sh", Tool.binary, store])
+            """, "sh", Layertool.path, store])
         try #require(r.status == 0, "\(r.stdout) \(r.stderr)")
         #expect(r.stdout == "kept\nuserxattr\n")
         let s = try LayerStore(root: store)
         #expect(s.overlayNamespace == .user)
         let chain = try #require(try s.image(named: "bb")).chainIDs
-        let opaque = try run(which("getfattr")!, ["--only-values", "-n", "user.overlay.opaque", s.paths.diffDir(chain[1]) + "/etc/removed-later"])
+        let opaque = try run(try requireTool("getfattr"), ["--only-values", "-n", "user.overlay.opaque", s.paths.diffDir(chain[1]) + "/etc/removed-later"])
         #expect(opaque.stdout == "y", "\(opaque.stderr)")
         #expect(try s.image(named: "bb:changed")?.chainIDs.count == 3)
     }
@@ -347,17 +341,16 @@ struct StoreMountTests {
     /// the FUSE union (through the setuid fusermount3), which shows the image with its whiteouts
     /// and opaque dirs; `umount` goes through fusermount3 too. `/dev/fuse` is made usable by
     /// everyone (as Debian's udev rule does) only inside the test's mount namespace.
-    @Test(.enabled(if: which("setpriv") != nil && which("fusermount3") != nil && access("/dev/fuse", F_OK) == 0,
-                   "needs setpriv, fusermount3 (fuse3) and /dev/fuse"))
+    @Test(.requires(.tools("setpriv", "fusermount3"), .fuseDevice))
     func anUnprivilegedUserFallsBackToTheFuseUnion() throws {
         let tmp = TempDir("unprivileged")
         let home = MountTable.resolve(tmp.path) + "/home"
         try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
         chmod(tmp.path, 0o755)
-        try FileManager.default.copyItem(atPath: Tool.binary, toPath: home + "/layertool")
-        try FileManager.default.copyItem(atPath: Self.busybox, toPath: home + "/busybox")
+        try FileManager.default.copyItem(atPath: Layertool.path, toPath: home + "/layertool")
+        try FileManager.default.copyItem(atPath: BusyboxFixture.layout, toPath: home + "/busybox")
         #expect(try run("/bin/chown", ["-R", "65534:65534", home]).status == 0)
-        let r = try run(which("unshare")!, ["-m", "--propagation", "private", "/bin/sh", "-c", """
+        let r = try run(try requireTool("unshare"), ["-m", "--propagation", "private", "/bin/sh", "-c", """
             set -e
             H=$1
             mknod -m 666 "$H/../fuse" c 10 229 && mount --bind "$H/../fuse" /dev/fuse
@@ -376,10 +369,10 @@ struct StoreMountTests {
         try #require(r.status == 0, "\(r.stdout) \(r.stderr)")
         #expect(r.stdout == "kept\n0\n", "\(r.stdout)")
         #expect(r.stderr.contains("kernel overlayfs:") && r.stderr.contains("Operation not permitted; using the FUSE driver"), "\(r.stderr)")
-        let mounted = try Layout.readJSON(home + "/mount.json")
-        #expect(mounted["driver"] as? String == "fuse")
-        #expect((mounted["fallbackReason"] as? String)?.contains("Operation not permitted") == true)
-        let names = try run(which("tar")!, ["-tf", home + "/c.tar"]).stdout.split(separator: "\n").map(String.init)
+        let mounted = try JSON.read(LayertoolOutput.Mount.self, file: home + "/mount.json")
+        #expect(mounted.driver == "fuse")
+        #expect(mounted.fallbackReason?.contains("Operation not permitted") == true)
+        let names = try run(try requireTool("tar"), ["-tf", home + "/c.tar"]).stdout.split(separator: "\n").map(String.init)
         #expect(names.contains("etc/.wh.passwd") && names.contains("x"), "\(names)")
         let s = try LayerStore(root: home + "/data/layertool")
         #expect(try s.container("c")?.driver == .fuse)
@@ -395,7 +388,7 @@ struct StoreMountTests {
         if driver == "fuse" { try #require(access("/dev/fuse", R_OK | W_OK) == 0, "the FUSE driver needs /dev/fuse") }
         let tmp = TempDir("commit-mounted-\(driver)")
         let store = tmp.sub("store")
-        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
+        try #require(try Mounts.tool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb"], store: store).status == 0)
         let r = try Mounts.inNamespace(Mounts.prelude + """
             "$T" mount --root "$S" --driver \(driver) --name c bb >/dev/null
             M=$S/containers/c/merged
@@ -411,7 +404,7 @@ struct StoreMountTests {
             """, store: store)
         try #require(r.status == 0, "\(r.stdout) \(r.stderr)")
         let out = tmp.mkdir("out")
-        #expect(try run(which("tar")!, ["-xf", store + "/live.tar", "-C", out]).status == 0)
+        #expect(try run(try requireTool("tar"), ["-xf", store + "/live.tar", "-C", out]).status == 0)
         #expect(TreeSnapshot.sha256(ofFile: out + "/blob") + "\n" == r.stdout, "the diff of the mounted container lacks the latest writes")
         #expect(try String(contentsOfFile: out + "/etc/hostname", encoding: .utf8).hasSuffix("tail\n"))
         let s = try LayerStore(root: store)
@@ -422,22 +415,23 @@ struct StoreMountTests {
 
     /// The issue's end-to-end run: busybox imported, mounted, `runc run` writes a file in the
     /// container, `commit` makes a layer, `export` writes a layout, `umoci unpack` shows the file.
-    @Test(.enabled(if: which("runc") != nil && which("umoci") != nil, "needs runc and umoci (Debian packages)"),
-          arguments: ["overlay", "fuse"])
+    @Test(.requires(.tools("runc", "umoci")), arguments: ["overlay", "fuse"])
     func runcWritesAFileThatCommitAndExportCarry(_ driver: String) throws {
         if driver == "fuse" { try #require(access("/dev/fuse", R_OK | W_OK) == 0, "the FUSE driver needs /dev/fuse") }
         let tmp = TempDir("runc-e2e-\(driver)")
         let store = tmp.sub("store"), bundle = tmp.mkdir("bundle")
-        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "busybox"], store: store, scratch: tmp.path).status == 0)
-        let spec = try run(which("sh")!, ["-c", "cd \"$1\" && \"$2\" spec", "sh", bundle, which("runc")!])
+        try #require(try Mounts.tool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "busybox"], store: store).status == 0)
+        let runc = try requireTool("runc")
+        let spec = try run(try requireTool("sh"), ["-c", "cd \"$1\" && \"$2\" spec", "sh", bundle, runc])
         try #require(spec.status == 0, "runc spec: \(spec.stderr)")
-        var config = try Layout.readJSON(bundle + "/config.json")
-        var process = try #require(config["process"] as? [String: Any])
-        process["args"] = ["/bin/sh", "-c", "echo written-by-runc > /hello.txt && rm /etc/passwd"]
-        process["terminal"] = false
-        config["process"] = process
-        config["root"] = ["path": "rootfs", "readonly": false]
-        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: bundle + "/config.json"))
+        // Edited as JSONValue, so the rest of runc's spec stays as `runc spec` wrote it.
+        var config = try JSON.read([String: JSONValue].self, file: bundle + "/config.json")
+        var process = try #require(config["process"]?.object)
+        process["args"] = .array(["/bin/sh", "-c", "echo written-by-runc > /hello.txt && rm /etc/passwd"].map(JSONValue.string))
+        process["terminal"] = .bool(false)
+        config["process"] = .object(process)
+        config["root"] = .object(["path": .string("rootfs"), "readonly": .bool(false)])
+        try JSON.write(config, to: bundle + "/config.json")
         try FileManager.default.createDirectory(atPath: bundle + "/rootfs", withIntermediateDirectories: true)
 
         let id = "lk-e2e-\(driver)-\(getpid())"
@@ -447,15 +441,15 @@ struct StoreMountTests {
             runc run --bundle \(bundle) \(id) </dev/null
             "$T" umount --root "$S" ctr >/dev/null
             """, store: store)
-        _ = try? run(which("runc")!, ["delete", "--force", id])
+        _ = try? run(runc, ["delete", "--force", id])
         try #require(r.status == 0, "runc run failed (\(r.status)): \(r.stdout) \(r.stderr)")
 
-        try #require(try Mounts.tool(["commit", "ctr", "busybox:ran"], store: store, scratch: tmp.path).status == 0)
+        try #require(try Mounts.tool(["commit", "ctr", "busybox:ran"], store: store).status == 0)
         let layout = tmp.sub("layout")
-        let exported = try Mounts.tool(["export", "--gzip", "busybox:ran", layout + ":ran"], store: store, scratch: tmp.path)
+        let exported = try Mounts.tool(["export", "--gzip", "busybox:ran", layout + ":ran"], store: store)
         try #require(exported.status == 0, "\(exported.stderr)")
         let unpacked = tmp.sub("unpacked")
-        let u = try run(which("umoci")!, ["unpack", "--image", layout + ":ran", unpacked])
+        let u = try run(try requireTool("umoci"), ["unpack", "--image", layout + ":ran", unpacked])
         try #require(u.status == 0, "umoci unpack: \(u.stderr)")
         #expect(FileManager.default.contents(atPath: unpacked + "/rootfs/hello.txt") == Data("written-by-runc\n".utf8))
         #expect(!FileManager.default.fileExists(atPath: unpacked + "/rootfs/etc/passwd"), "the delete did not carry")
@@ -468,22 +462,22 @@ struct StoreMountTests {
     func crashesInCommitMountAndRmAreRecovered(_ point: String) throws {
         let tmp = TempDir("crash-\(point)")
         let store = tmp.sub("store")
-        try #require(try Mounts.tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"], store: store, scratch: tmp.path).status == 0)
+        try #require(try Mounts.tool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb"], store: store).status == 0)
         let s = try LayerStore(root: store)
         _ = try s.createContainer(id: "c1", base: "bb")
         try Data("changed\n".utf8).write(to: URL(fileURLWithPath: s.upperDir(of: "c1") + "/changed.txt"))
-        let crash = ["LAYERKIT_STORE_CRASH": point]
+        let crash = [Layertool.crashSwitch: point]
 
         switch point {
         case "commit.diffed", "commit.blobs":
-            let r = try Tool.run(["commit", "--root", store, "c1", "bb:new"], environment: crash, scratch: tmp.path)
+            let r = try Layertool.run(["commit", "--root", store, "c1", "bb:new"], environment: crash)
             #expect(r.signaled && r.status == SIGKILL, "\(r.stderr)")
             let reopened = try LayerStore(root: store)
             #expect(try reopened.image(named: "bb:new") == nil, "a commit killed before its image record left one")
             let problems = try reopened.verify()
             #expect(problems.isEmpty, "\(problems)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: reopened.paths.stagingDir).isEmpty)
-            let again = try Mounts.tool(["commit", "c1", "bb:new"], store: store, scratch: tmp.path)
+            let again = try Mounts.tool(["commit", "c1", "bb:new"], store: store)
             #expect(again.status == 0, "\(again.stderr)")
             #expect(try reopened.image(named: "bb:new")?.chainIDs.count == 3)
         case "mount.recorded", "mount.mounted":
@@ -493,11 +487,11 @@ struct StoreMountTests {
                 "$T" umount --root "$S" c2 >/dev/null 2>&1 || true
                 """, store: store)
             #expect(r.status == 0, "\(r.stderr)")
-            let rows = try #require(try Tool.json(r.stdout) as? [[String: Any]], "\(r.stdout)")
-            let c2 = try #require(rows.first { $0["id"] as? String == "c2" }, "the container record is missing: \(rows)")
+            let rows = try r.json([LayertoolOutput.Container].self)
+            let c2 = try #require(rows.first { $0.id == "c2" }, "the container record is missing: \(rows)")
             // Killed before the mount: the record is corrected to unmounted. Killed after it: the
             // mount is there, so the record is completed to mounted.
-            #expect(c2["state"] as? String == (point == "mount.recorded" ? ContainerState.unmounted : ContainerState.mounted).rawValue)
+            #expect(c2.state == (point == "mount.recorded" ? ContainerState.unmounted : ContainerState.mounted).rawValue)
             let again = try Mounts.inNamespace(Mounts.prelude + """
                 "$T" umount --root "$S" c2 >/dev/null 2>&1 || true
                 "$T" mount --root "$S" c2 >/dev/null || exit 7      # an existing container mounts again
@@ -510,7 +504,7 @@ struct StoreMountTests {
                 """, store: store)
             #expect(again.status == 0, "\(again.stdout) \(again.stderr)")
         default:
-            let r = try Tool.run(["rm", "--root", store, "c1"], environment: crash, scratch: tmp.path)
+            let r = try Layertool.run(["rm", "--root", store, "c1"], environment: crash)
             #expect(r.signaled && r.status == SIGKILL, "\(r.stderr)")
             #expect(FileManager.default.fileExists(atPath: store + "/containers/c1"), "the crash point comes before the dirs go")
             let reopened = try LayerStore(root: store)
@@ -518,77 +512,5 @@ struct StoreMountTests {
             #expect(!FileManager.default.fileExists(atPath: store + "/containers/c1"))
             #expect(try reopened.containers().isEmpty)
         }
-    }
-}
-
-/// `docker save` tarballs: the older manifest.json form and the OCI layout Docker 25+ writes.
-@Suite(.enabled(if: isRoot && which("tar") != nil && which("zstd") != nil && which("gzip") != nil,
-                "needs root (overlay-format store), GNU tar, gzip and zstd"))
-struct DockerArchiveTests {
-    static let busybox = fixturesDir + "/busybox"
-
-    /// The busybox fixture rewritten as an older `docker save` archive: uncompressed layers in
-    /// `<id>/layer.tar`, the config as `<hex>.json`, `manifest.json` with RepoTags.
-    static func legacyArchive(in tmp: TempDir, manifestLayers: [String]? = nil) throws -> String {
-        let dir = tmp.mkdir("docker-save")
-        let manifest = try Layout.manifestOf(Self.busybox)
-        let config = try #require(manifest["config"] as? [String: Any])["digest"] as! String
-        try FileManager.default.copyItem(atPath: Self.busybox + "/blobs/sha256/" + config.dropFirst(7), toPath: dir + "/" + config.dropFirst(7) + ".json")
-        var names = [String]()
-        for (i, layer) in try #require(manifest["layers"] as? [[String: Any]]).enumerated() {
-            let digest = (layer["digest"] as! String).dropFirst(7)
-            let tool = (layer["mediaType"] as! String).hasSuffix("zstd") ? "zstd" : "gzip"
-            try FileManager.default.createDirectory(atPath: dir + "/layer\(i)", withIntermediateDirectories: true)
-            let r = try run("/bin/sh", ["-c", "\"$1\" -dc \"$2\" > \"$3\"", "sh", which(tool)!, Self.busybox + "/blobs/sha256/" + digest, dir + "/layer\(i)/layer.tar"])
-            try #require(r.status == 0, "\(r.stderr)")
-            names.append("layer\(i)/layer.tar")
-        }
-        let entries: [[String: Any]] = [["Config": config.dropFirst(7) + ".json", "RepoTags": ["busybox:1.35"], "Layers": manifestLayers ?? names]]
-        try JSONSerialization.data(withJSONObject: entries).write(to: URL(fileURLWithPath: dir + "/manifest.json"))
-        let archive = tmp.sub("busybox-docker.tar")
-        let r = try run(which("tar")!, ["-C", dir, "-cf", archive, "."])
-        try #require(r.status == 0, "\(r.stderr)")
-        return archive
-    }
-
-    @Test func olderDockerSaveArchivesImportAndFlatten() throws {
-        let tmp = TempDir("docker-save")
-        let archive = try Self.legacyArchive(in: tmp)
-        let store = tmp.sub("store")
-        let r = try Tool.run(["unpack", "--image", archive, "--root", store, "--json"], scratch: tmp.path)
-        let record = try #require(try Tool.json(r.stdout) as? [String: Any], "\(r.stdout) \(r.stderr)")
-        #expect(record["name"] as? String == "busybox:1.35")
-        let chain = Layout.chainIDs(try Layout.diffIDs(Self.busybox))
-        #expect(record["chainID"] as? String == chain.last)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/staging").isEmpty, "the extracted archive was left in staging")
-
-        // Flattened, the archive gives the same tree as the OCI layout it came from.
-        let fromArchive = tmp.sub("from-archive"), fromLayout = tmp.sub("from-layout")
-        #expect(try Tool.run(["unpack", "--image", archive, fromArchive], scratch: tmp.path).status == 0)
-        #expect(try Tool.run(["unpack", "--image", Self.busybox + ":latest", fromLayout], scratch: tmp.path).status == 0)
-        let a = TreeSnapshot(fromArchive), b = TreeSnapshot(fromLayout)
-        #expect(a.nodes.count > 250 && a == b, "\(a.differences(from: b).prefix(5))")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path).allSatisfy { !$0.hasPrefix(".layertool-archive") })
-    }
-
-    @Test func dockerSaveArchivesWithAnOCILayoutImportAsTheLayout() throws {
-        let tmp = TempDir("docker-save-oci")
-        let archive = tmp.sub("oci.tar")
-        #expect(try run(which("tar")!, ["-C", Self.busybox, "-cf", archive, "."]).status == 0)
-        let store = tmp.sub("store")
-        let r = try Tool.run(["unpack", "--image", archive + ":latest", "--root", store, "--name", "bb", "--json"], scratch: tmp.path)
-        let record = try #require(try Tool.json(r.stdout) as? [String: Any], "\(r.stdout) \(r.stderr)")
-        let fixture = try #require(try Layout.readJSON(Self.busybox + "/index.json")["manifests"] as? [[String: Any]]).first?["digest"] as? String
-        #expect(record["manifestDigest"] as? String == fixture)
-    }
-
-    @Test func aManifestNamingFilesOutsideTheArchiveIsRefused() throws {
-        let tmp = TempDir("docker-save-evil")
-        let archive = try Self.legacyArchive(in: tmp, manifestLayers: ["../../../../etc/passwd"])
-        let store = tmp.sub("store")
-        let r = try Tool.run(["unpack", "--image", archive, "--root", store], scratch: tmp.path)
-        #expect(r.status == 1 && r.stderr.contains("entry \"../../../../etc/passwd\": manifest.json names a file outside the archive"), "\(r.stderr)")
-        #expect(try LayerStore(root: store).images().isEmpty)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/staging").isEmpty)
     }
 }

@@ -1,5 +1,3 @@
-import CSQLite
-import Crypto
 import Foundation
 import Testing
 @testable import LayerKit
@@ -9,190 +7,46 @@ import Glibc
 
 // The layer store: imports from OCI layouts (busybox fixture and layouts built here), sharing of
 // layers between images, crash safety (the CLI killed at random moments and at every named
-// crash point), two processes importing at once, ls/rm/gc through the CLI, and the SQLite
-// wrapper with its migrations. Expected chainIDs come from the layouts' configs, hashed here.
+// crash point), two processes importing at once, and ls/rm/gc through the CLI. Expected chainIDs
+// come from the layouts' configs, hashed here (DigestOracle). MetadataStoreTests has the SQLite
+// wrapper and its migrations.
 
 // MARK: - Helpers
 
-/// Running the built layertool as a child process.
-enum Tool {
-    static let binary = ProcessInfo.processInfo.environment["LAYERTOOL_BIN"] ?? repositoryRoot + "/.build/debug/layertool"
-
-    struct Result {
-        var status: Int32
-        /// Killed by a signal (`status` is then the signal number).
-        var signaled: Bool
-        var stdout: String
-        var stderr: String
-    }
-
-    /// A started child whose output goes to files (so it never blocks on a full pipe).
-    final class Child {
-        let process = Process()
-        let outPath: String
-        let errPath: String
-
-        init(_ args: [String], environment extra: [String: String] = [:], scratch: String) throws {
-            let id = UUID().uuidString
-            outPath = scratch + "/child-\(id).out"
-            errPath = scratch + "/child-\(id).err"
-            FileManager.default.createFile(atPath: outPath, contents: nil)
-            FileManager.default.createFile(atPath: errPath, contents: nil)
-            process.executableURL = URL(fileURLWithPath: Tool.binary)
-            process.arguments = args
-            var env = ProcessInfo.processInfo.environment
-            env.removeValue(forKey: "LAYERKIT_STORE_CRASH")
-            for (k, v) in extra { env[k] = v }
-            process.environment = env
-            process.standardOutput = FileHandle(forWritingAtPath: outPath)
-            process.standardError = FileHandle(forWritingAtPath: errPath)
-            process.standardInput = FileHandle.nullDevice
-            try process.run()
-        }
-
-        func kill() { _ = Glibc.kill(process.processIdentifier, SIGKILL) }
-
-        func wait() -> Result {
-            process.waitUntilExit()
-            let out = FileManager.default.contents(atPath: outPath) ?? Data()
-            let err = FileManager.default.contents(atPath: errPath) ?? Data()
-            try? FileManager.default.removeItem(atPath: outPath)
-            try? FileManager.default.removeItem(atPath: errPath)
-            return Result(status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal,
-                          stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
-        }
-    }
-
-    static func run(_ args: [String], environment: [String: String] = [:], scratch: String) throws -> Result {
-        try Child(args, environment: environment, scratch: scratch).wait()
-    }
-
-    static func json(_ text: String) throws -> Any {
-        try JSONSerialization.jsonObject(with: Data(text.utf8))
-    }
-}
-
-/// Building OCI image layouts by hand: blobs, config, manifest, index.
-enum Layout {
-    struct Layer {
-        var blob: Data
-        var diffID: String
-        var mediaType: String
-    }
-
-    static func sha256(_ data: Data) -> String {
-        "sha256:" + SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
-    }
-
+/// The images the store tests import, built by hand: layers from TarBuilder compressed with
+/// gzip(1), busybox's layers, and a big image to kill imports in.
+private enum StoreImages {
     /// A gzip layer made with TarBuilder (the tar) and gzip(1) (the compression); the diffID is
     /// hashed here from the tar bytes.
-    static func gzipLayer(_ entries: [TarEntry], scratch: String) throws -> Layer {
+    static func gzipLayer(_ entries: [TarEntry], scratch: String) throws -> TestLayout.Layer {
         let tar = Data(TarBuilder.build(entries))
         let id = UUID().uuidString
         let tarPath = scratch + "/\(id).tar", gzPath = scratch + "/\(id).tar.gz"
         try tar.write(to: URL(fileURLWithPath: tarPath))
-        let gzip = try #require(which("gzip"), "gzip is needed to build test layers")
-        let r = try run("/bin/sh", ["-c", "\"$1\" -n -1 -c \"$2\" > \"$3\"", "sh", gzip, tarPath, gzPath])
+        let r = try run("/bin/sh", ["-c", "\"$1\" -n -1 -c \"$2\" > \"$3\"", "sh", try requireTool("gzip"), tarPath, gzPath])
         try #require(r.status == 0, "gzip failed: \(r.stderr)")
         let blob = try #require(FileManager.default.contents(atPath: gzPath))
         try? FileManager.default.removeItem(atPath: tarPath)
         try? FileManager.default.removeItem(atPath: gzPath)
-        return Layer(blob: blob, diffID: sha256(tar), mediaType: "application/vnd.oci.image.layer.v1.tar+gzip")
+        return TestLayout.Layer(blob: blob, diffID: DigestOracle.sha256(tar), mediaType: ImageSpec.gzipLayerMediaType)
     }
 
     /// Layer `index` (0-based) of the busybox fixture, with its diffID from the fixture's config.
-    static func busyboxLayer(_ index: Int) throws -> Layer {
-        let layout = fixturesDir + "/busybox"
-        let manifest = try manifestOf(layout)
-        let layers = try #require(manifest["layers"] as? [[String: Any]])
-        let digest = try #require(layers[index]["digest"] as? String)
-        let blob = try #require(FileManager.default.contents(atPath: layout + "/blobs/sha256/" + digest.dropFirst(7)))
-        return Layer(blob: blob, diffID: try diffIDs(layout)[index], mediaType: try #require(layers[index]["mediaType"] as? String))
+    static func busyboxLayer(_ index: Int) throws -> TestLayout.Layer {
+        let layout = BusyboxFixture.layout
+        let descriptor = try TestLayout.manifest(of: layout).layers[index]
+        let blob = try #require(FileManager.default.contents(atPath: TestLayout.blobPath(layout, descriptor.digest)))
+        return TestLayout.Layer(blob: blob, diffID: try TestLayout.diffIDs(of: layout)[index], mediaType: descriptor.mediaType)
     }
 
-    static func manifestOf(_ layout: String) throws -> [String: Any] {
-        let index = try readJSON(layout + "/index.json")
-        let manifests = try #require(index["manifests"] as? [[String: Any]])
-        let digest = try #require(manifests.first?["digest"] as? String)
-        return try readJSON(layout + "/blobs/sha256/" + digest.dropFirst(7))
-    }
-
-    /// The config's `rootfs.diff_ids`, read straight from the JSON.
-    static func diffIDs(_ layout: String) throws -> [String] {
-        let manifest = try manifestOf(layout)
-        let config = try #require(manifest["config"] as? [String: Any])
-        let digest = try #require(config["digest"] as? String)
-        let json = try readJSON(layout + "/blobs/sha256/" + digest.dropFirst(7))
-        let rootfs = try #require(json["rootfs"] as? [String: Any])
-        return try #require(rootfs["diff_ids"] as? [String])
-    }
-
-    /// chainIDs per the image spec, computed here with CryptoKit-style hashing of the strings.
-    static func chainIDs(_ diffIDs: [String]) -> [String] {
-        var out = [String]()
-        for d in diffIDs { out.append(out.last.map { sha256(Data(($0 + " " + d).utf8)) } ?? d) }
-        return out
-    }
-
-    static func readJSON(_ path: String) throws -> [String: Any] {
-        let data = try #require(FileManager.default.contents(atPath: path), "cannot read \(path)")
-        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-    }
-
-    @discardableResult
-    static func writeBlob(_ data: Data, in layout: String) throws -> (digest: String, size: Int) {
-        let digest = sha256(data)
-        try data.write(to: URL(fileURLWithPath: layout + "/blobs/sha256/" + digest.dropFirst(7)))
-        return (digest, data.count)
-    }
-
-    static func writeJSONBlob(_ object: Any, in layout: String) throws -> (digest: String, size: Int) {
-        try writeBlob(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]), in: layout)
-    }
-
-    /// Writes a complete layout with one image tagged `tag`; returns the manifest digest.
-    @discardableResult
-    static func write(_ layout: String, layers: [Layer], tag: String = "latest") throws -> String {
-        try FileManager.default.createDirectory(atPath: layout + "/blobs/sha256", withIntermediateDirectories: true)
-        try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: layout + "/oci-layout"))
-        var descriptors = [[String: Any]]()
-        for layer in layers {
-            let (digest, size) = try writeBlob(layer.blob, in: layout)
-            descriptors.append(["mediaType": layer.mediaType, "digest": digest, "size": size])
-        }
-        let config = try writeJSONBlob([
-            "architecture": "amd64", "os": "linux",
-            "rootfs": ["type": "layers", "diff_ids": layers.map(\.diffID)],
-        ] as [String: Any], in: layout)
-        let manifest = try writeJSONBlob([
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": ["mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.digest, "size": config.size],
-            "layers": descriptors,
-        ] as [String: Any], in: layout)
-        let index: [String: Any] = [
-            "schemaVersion": 2,
-            "manifests": [[
-                "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest.digest, "size": manifest.size,
-                "annotations": ["org.opencontainers.image.ref.name": tag],
-            ] as [String: Any]],
-        ]
-        try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys]).write(to: URL(fileURLWithPath: layout + "/index.json"))
-        return manifest.digest
-    }
-
-    /// Deterministic pseudo-random bytes (SplitMix64), incompressible enough that gzip keeps the
-    /// blob about as big as the data.
+    /// `count` deterministic pseudo-random bytes (SplitMix64), incompressible enough that gzip
+    /// keeps the blob about as big as the data.
     static func noise(_ count: Int, seed: UInt64) -> [UInt8] {
-        var state = seed &+ 0x9E37_79B9_7F4A_7C15
+        var rng = SeededRandom(state: seed &+ 0x9E37_79B9_7F4A_7C15)
         var out = [UInt8]()
         out.reserveCapacity(count + 8)
         while out.count < count {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            withUnsafeBytes(of: z) { out.append(contentsOf: $0) }
+            withUnsafeBytes(of: rng.next()) { out.append(contentsOf: $0) }
         }
         return Array(out.prefix(count))
     }
@@ -201,10 +55,10 @@ enum Layout {
         TarEntry(kind: .file, path: path, content: noise(bytes, seed: seed))
     }
 
-    /// A three-layer image of about 7 MB, so an import takes long enough to be killed midway.
-    /// Layer 2 whites out and hardlinks files of layer 1 (the hardlink is copied up) and makes a
-    /// dir opaque; layer 3 is small.
-    static func big(_ layout: String, scratch: String, tag: String = "big") throws -> [Layer] {
+    /// Writes a three-layer image of about 7 MB tagged `tag` at `layout`, so an import takes long
+    /// enough to be killed midway. Layer 2 whites out and hardlinks files of layer 1 (the hardlink
+    /// is copied up) and makes a dir opaque; layer 3 is small.
+    static func big(_ layout: String, scratch: String, tag: String = "big") throws {
         var base: [TarEntry] = [.dir("data"), .dir("data/keep"), .dir("data/opq"), .dir("blobs")]
         for i in 0..<240 { base.append(file("data/f\(i)", bytes: 8_192 + i * 13, seed: UInt64(i))) }
         for i in 0..<20 { base.append(file("data/opq/o\(i)", bytes: 2_000, seed: 1_000 + UInt64(i))) }
@@ -216,8 +70,7 @@ enum Layout {
         for i in 0..<120 { middle.append(file("more/m\(i)", bytes: 4_096, seed: 3_000 + UInt64(i))) }
         let top: [TarEntry] = [.dir("etc"), .file("etc/top", "top layer\n"), .whiteout("", "blobs")]
         let layers = [try gzipLayer(base, scratch: scratch), try gzipLayer(middle, scratch: scratch), try gzipLayer(top, scratch: scratch)]
-        try write(layout, layers: layers, tag: tag)
-        return layers
+        try TestLayout.write(layout, layers: layers, tag: tag)
     }
 }
 
@@ -276,33 +129,24 @@ private func statOf(_ path: String) throws -> stat {
 
 private func parseDigest(_ text: String) throws -> LayerKit.Digest { try LayerKit.Digest(parsing: text) }
 
-/// realpath(3), or nil.
-private func resolvedPath(_ path: String) -> String? {
-    guard let p = realpath(path, nil) else { return nil }
-    defer { free(p) }
-    return String(cString: p)
-}
-
 // MARK: - Import
 
-@Suite(.enabled(if: isRoot, "overlay-format layers need root (char device whiteouts, trusted.* xattrs)"))
+@Suite(.requires(.root(because: "overlay-format layers: char device whiteouts, trusted.* xattrs")))
 struct StoreTests {
-    static let busybox = fixturesDir + "/busybox"
-
     @Test func importBusyboxWritesOverlayLayersRecordsAndLinks() throws {
         let tmp = TempDir()
         let store = try LayerStore(root: tmp.sub("store"))
-        let result = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        let result = try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest")
 
-        let expected = try Layout.chainIDs(Layout.diffIDs(Self.busybox)).map(parseDigest)
+        let expected = try DigestOracle.chainIDs(TestLayout.diffIDs(of: BusyboxFixture.layout)).map(parseDigest)
         #expect(expected.count == 2)
         #expect(result.layers.map(\.chainID) == expected)
         #expect(result.layers.allSatisfy(\.unpacked) && result.unpackedCount == 2)
         #expect(result.image.name == "latest")
         #expect(result.image.topChainID == expected.last)
         #expect(result.image.chainIDs == expected)
-        #expect(result.image.manifestDigest.description == "sha256:d2972f1bc4a4fa016a952576e376e10917d5e0d80a3f377c652ecf4246de5292")
-        #expect(result.image.configDigest.description == "sha256:4e39c759aca4d6ad8e654ee3b2a2e7764ed60a5e0cda45dcf358c6904441e31f")
+        #expect(result.image.manifestDigest.description == BusyboxFixture.manifestDigest)
+        #expect(result.image.configDigest.description == BusyboxFixture.configDigest)
 
         // Records: chainIDs, diffIDs, blob digests, parents.
         let records = try store.layers()
@@ -310,10 +154,10 @@ struct StoreTests {
         let bottom = try #require(try store.layer(expected[0]))
         let top = try #require(try store.layer(expected[1]))
         #expect(bottom.parent == nil && top.parent == expected[0])
-        #expect(bottom.diffID.description == "sha256:0763ad56266eef7808506d5feafa461aaace603b78cd626ae0c9750809a39b5e")
-        #expect(top.diffID.description == "sha256:9b64236aa505e78808f49bbd7e66a9efb58793ed83ea4be411ce3793d5aa66a5")
-        #expect(bottom.blobDigest?.description == "sha256:b4b440e5186b23932c70e5a0df2931d32cce16fe7923573c960f6fc52284829d")
-        #expect(top.blobDigest?.description == "sha256:6a24f99c3a20a70e4e2d937b9b11219a0df93c296ef872f4dc113e0e0e75c55a")
+        #expect(bottom.diffID.description == BusyboxFixture.diffIDs[0])
+        #expect(top.diffID.description == BusyboxFixture.diffIDs[1])
+        #expect(bottom.blobDigest?.description == BusyboxFixture.layerDigests[0])
+        #expect(top.blobDigest?.description == BusyboxFixture.layerDigests[1])
         #expect(top.mediaType == "application/vnd.oci.image.layer.v1.tar+zstd")
         // busybox alone is 1982256 bytes; its hardlink is counted once.
         #expect(bottom.size >= 1_982_256 && bottom.size < 3_000_000)
@@ -345,7 +189,7 @@ struct StoreTests {
 
         // Re-import: nothing unpacked, dirs untouched.
         let before = try [layer1, layer2].map { try statOf($0) }
-        let again = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        let again = try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest")
         #expect(again.unpackedCount == 0)
         #expect(again.layers.map(\.unpacked) == [false, false])
         #expect(again.layers.map(\.chainID) == expected)
@@ -368,13 +212,13 @@ struct StoreTests {
         let tmp = TempDir()
         let scratch = tmp.mkdir("scratch")
         let other = tmp.sub("other")
-        let base = try Layout.busyboxLayer(0)
-        let app = try Layout.gzipLayer([.dir("app"), .file("app/hello", "hello from app\n"), .dir("etc"), .whiteout("etc", "passwd")],
+        let base = try StoreImages.busyboxLayer(0)
+        let app = try StoreImages.gzipLayer([.dir("app"), .file("app/hello", "hello from app\n"), .dir("etc"), .whiteout("etc", "passwd")],
                                        scratch: scratch)
-        let manifestDigest = try Layout.write(other, layers: [base, app], tag: "v1")
+        let manifestDigest = try TestLayout.write(other, layers: [base, app], tag: "v1")
 
         let store = try LayerStore(root: tmp.sub("store"))
-        let first = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: nil, name: "busybox")
+        let first = try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: nil, name: "busybox")
         let baseID = first.layers[0].chainID
         let baseDir = store.paths.diffDir(baseID)
         let baseInode = try statOf(baseDir).st_ino
@@ -386,7 +230,7 @@ struct StoreTests {
         #expect(second.layers.map(\.unpacked) == [false, true])
         #expect(second.unpackedCount == 1)
         #expect(second.layers[0].chainID == baseID)
-        #expect(second.layers.map(\.chainID.description) == Layout.chainIDs([base.diffID, app.diffID]))
+        #expect(second.layers.map(\.chainID.description) == DigestOracle.chainIDs([base.diffID, app.diffID]))
         #expect(try statOf(baseDir).st_ino == baseInode)
         #expect(try statOf(baseDir + "/bin/busybox").st_ino == baseFile.st_ino)
 
@@ -411,13 +255,13 @@ struct StoreTests {
     @Test func aRecordWhoseDirWasRemovedIsUnpackedAgain() throws {
         let tmp = TempDir()
         let store = try LayerStore(root: tmp.sub("store"))
-        let first = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        let first = try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest")
         let top = first.layers[1].chainID
         let link = try #require(try store.layer(top)).link
         try FileManager.default.removeItem(atPath: store.paths.layerDir(top))
         #expect(try store.verify().map(\.problem).contains("recorded layer has no diff dir"))
 
-        let again = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        let again = try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest")
         #expect(again.layers.map(\.unpacked) == [false, true])
         #expect(try store.layer(top)?.link == link, "the short name is kept: later lower-dir lists may use it")
         #expect(lstatOrNil(store.paths.diffDir(top) + "/etc/motd")?.st_rdev == 0)
@@ -429,23 +273,23 @@ struct StoreTests {
     @Test func aCorruptLayerFailsWithOneLineAndLeavesNothingHalfWritten() throws {
         let tmp = TempDir()
         let layout = tmp.sub("busybox")
-        try FileManager.default.copyItem(atPath: Self.busybox, toPath: layout)
-        let layer2 = layout + "/blobs/sha256/6a24f99c3a20a70e4e2d937b9b11219a0df93c296ef872f4dc113e0e0e75c55a"
+        try FileManager.default.copyItem(atPath: BusyboxFixture.layout, toPath: layout)
+        let layer2 = TestLayout.blobPath(layout, BusyboxFixture.layerDigests[1])
         var data = try #require(FileManager.default.contents(atPath: layer2))
         data[data.count / 2] ^= 0xFF
         try data.write(to: URL(fileURLWithPath: layer2))
 
         let root = tmp.sub("store")
-        let r = try Tool.run(["unpack", "--image", layout + ":latest", "--root", root], scratch: tmp.path)
+        let r = try Layertool.run(["unpack", "--image", layout + ":latest", "--root", root])
         #expect(r.status == 1)
         let lines = r.stderr.split(separator: "\n")
         #expect(lines.count == 1, "one line: \(r.stderr)")
-        #expect(r.stderr.hasPrefix("layertool: ") && r.stderr.contains("sha256:6a24f99c") && r.stderr.contains("mismatch"), "\(r.stderr)")
+        #expect(r.stderr.hasPrefix("layertool: ") && r.stderr.contains(BusyboxFixture.layerDigests[1].prefix(15)) && r.stderr.contains("mismatch"), "\(r.stderr)")
         #expect(r.stdout.isEmpty)
 
         let store = try LayerStore(root: root)
         #expect(try store.images().isEmpty, "no image record for a failed import")
-        let chain = try Layout.chainIDs(Layout.diffIDs(Self.busybox)).map(parseDigest)
+        let chain = try DigestOracle.chainIDs(TestLayout.diffIDs(of: BusyboxFixture.layout)).map(parseDigest)
         #expect(try store.layers().map(\.chainID) == [chain[0]], "the complete bottom layer stays recorded")
         #expect(lstatOrNil(store.paths.layerDir(chain[1])) == nil)
         #expect(StoreCheck.entries(store.paths.stagingDir).isEmpty)
@@ -456,19 +300,19 @@ struct StoreTests {
     @Test func usageErrorsAreOneLine() throws {
         let tmp = TempDir()
         let root = tmp.sub("store")
-        let missing = try Tool.run(["unpack", "--image", tmp.sub("nope") + ":latest", "--root", root], scratch: tmp.path)
+        let missing = try Layertool.run(["unpack", "--image", tmp.sub("nope") + ":latest", "--root", root])
         #expect(missing.status == 1)
         #expect(missing.stderr.split(separator: "\n").count == 1 && missing.stderr.contains("not an OCI image layout"), "\(missing.stderr)")
 
-        let badName = try Tool.run(["unpack", "--image", Self.busybox, "--root", root, "--name", "a\nb"], scratch: tmp.path)
+        let badName = try Layertool.run(["unpack", "--image", BusyboxFixture.layout, "--root", root, "--name", "a\nb"])
         #expect(badName.status == 1)
         #expect(badName.stderr.contains("control characters"), "\(badName.stderr)")
 
-        let rootWithDest = try Tool.run(["unpack", "--image", Self.busybox, "--root", root, tmp.sub("dest")], scratch: tmp.path)
+        let rootWithDest = try Layertool.run(["unpack", "--image", BusyboxFixture.layout, "--root", root, tmp.sub("dest")])
         #expect(rootWithDest.status != 0 && rootWithDest.stderr.contains("--root and --name go with a store import"), "\(rootWithDest.stderr)")
 
         try Data("x".utf8).write(to: URL(fileURLWithPath: tmp.sub("file")))
-        let fileRoot = try Tool.run(["unpack", "--image", Self.busybox, "--root", tmp.sub("file")], scratch: tmp.path)
+        let fileRoot = try Layertool.run(["unpack", "--image", BusyboxFixture.layout, "--root", tmp.sub("file")])
         #expect(fileRoot.status == 1 && fileRoot.stderr.contains("not a directory"), "\(fileRoot.stderr)")
     }
 
@@ -481,11 +325,11 @@ struct StoreTests {
     @Test func killedImportsLeaveAConsistentStore() throws {
         let tmp = TempDir()
         let layout = tmp.sub("big")
-        try Layout.big(layout, scratch: tmp.mkdir("scratch"))
+        try StoreImages.big(layout, scratch: tmp.mkdir("scratch"))
 
         let referenceRoot = tmp.sub("reference")
         let start = Date()
-        let clean = try Tool.run(["unpack", "--image", layout + ":big", "--root", referenceRoot, "--json"], scratch: tmp.path)
+        let clean = try Layertool.run(["unpack", "--image", layout + ":big", "--root", referenceRoot, "--json"])
         let duration = Date().timeIntervalSince(start)
         try #require(clean.status == 0, "clean import failed: \(clean.stderr)")
         let reference = try LayerStore(root: referenceRoot)
@@ -501,7 +345,7 @@ struct StoreTests {
             let root = tmp.sub("store-\(round)")
             let second = Double.random(in: 0.005...max(0.01, duration), using: &rng)
             for delay in [first, second] {
-                let child = try Tool.Child(["unpack", "--image", layout + ":big", "--root", root], scratch: tmp.path)
+                let child = try Layertool.Child(["unpack", "--image", layout + ":big", "--root", root], scratch: tmp.path)
                 usleep(UInt32(delay * 1_000_000))
                 child.kill()
                 let r = child.wait()
@@ -518,7 +362,7 @@ struct StoreTests {
                             "round \(round): a recorded layer must be complete")
                 }
             }
-            let final = try Tool.run(["unpack", "--image", layout + ":big", "--root", root, "--json"], scratch: tmp.path)
+            let final = try Layertool.run(["unpack", "--image", layout + ":big", "--root", root, "--json"])
             #expect(final.status == 0, "round \(round): re-import failed: \(final.stderr)")
             let store = try LayerStore(root: root)
             #expect(try StoreCheck.problems(store) == [])
@@ -539,12 +383,12 @@ struct StoreTests {
     func crashAtEachImportPointIsRecovered(_ point: String) throws {
         let tmp = TempDir()
         let layout = tmp.sub("busybox")
-        try FileManager.default.copyItem(atPath: Self.busybox, toPath: layout)
-        let chain = try Layout.chainIDs(Layout.diffIDs(layout)).map(parseDigest)
+        try FileManager.default.copyItem(atPath: BusyboxFixture.layout, toPath: layout)
+        let chain = try DigestOracle.chainIDs(TestLayout.diffIDs(of: layout)).map(parseDigest)
         for pass in 1...2 {
             let root = tmp.sub("store-\(pass)")
-            let r = try Tool.run(["unpack", "--image", layout + ":latest", "--root", root],
-                                 environment: ["LAYERKIT_STORE_CRASH": "\(point):\(pass)"], scratch: tmp.path)
+            let r = try Layertool.run(["unpack", "--image", layout + ":latest", "--root", root],
+                                      environment: [Layertool.crashSwitch: "\(point):\(pass)"])
             #expect(r.signaled && r.status == SIGKILL, "\(point):\(pass) must kill the import (status \(r.status), \(r.stderr))")
             // The store works with its canonical root (the temp dir's path may hold `//`).
             let paths = StorePaths(root: MountTable.resolve(root))
@@ -582,9 +426,9 @@ struct StoreTests {
         let tmp = TempDir()
         let root = tmp.sub("store")
         let store = try LayerStore(root: root)
-        let chain = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest").layers.map(\.chainID)
+        let chain = try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest").layers.map(\.chainID)
         try store.removeImages(["latest"])
-        let r = try Tool.run(["gc", "--root", root], environment: ["LAYERKIT_STORE_CRASH": point], scratch: tmp.path)
+        let r = try Layertool.run(["gc", "--root", root], environment: [Layertool.crashSwitch: point])
         #expect(r.signaled && r.status == SIGKILL, "\(r.stderr)")
         // The records went first, in one transaction: none is left, whatever the dirs.
         let db = try Database(path: store.paths.database)
@@ -607,7 +451,7 @@ struct StoreTests {
         let tmp = TempDir()
         let root = tmp.sub("store")
         var store: LayerStore? = try LayerStore(root: root)
-        let result = try store!.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        let result = try store!.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest")
         let paths = store!.paths
         let topLink = paths.shortLink(try #require(try store!.layer(result.layers[1].chainID)).link)
         store = nil
@@ -648,23 +492,22 @@ struct StoreTests {
     @Test func twoProcessesImportingTheSameImageUnpackEachLayerOnce() throws {
         let tmp = TempDir()
         let layout = tmp.sub("big")
-        try Layout.big(layout, scratch: tmp.mkdir("scratch"))
-        let chain = try Layout.chainIDs(Layout.diffIDs(layout))
+        try StoreImages.big(layout, scratch: tmp.mkdir("scratch"))
+        let chain = try DigestOracle.chainIDs(TestLayout.diffIDs(of: layout))
         for round in 0..<3 {
             let root = tmp.sub("store-\(round)")
-            let a = try Tool.Child(["unpack", "--image", layout + ":big", "--root", root, "--name", "one", "--json"], scratch: tmp.path)
-            let b = try Tool.Child(["unpack", "--image", layout + ":big", "--root", root, "--name", "two", "--json"], scratch: tmp.path)
+            let a = try Layertool.Child(["unpack", "--image", layout + ":big", "--root", root, "--name", "one", "--json"], scratch: tmp.path)
+            let b = try Layertool.Child(["unpack", "--image", layout + ":big", "--root", root, "--name", "two", "--json"], scratch: tmp.path)
             let ra = a.wait(), rb = b.wait()
             try #require(ra.status == 0 && !ra.signaled, "round \(round), first: \(ra.stderr)")
             try #require(rb.status == 0 && !rb.signaled, "round \(round), second: \(rb.stderr)")
             var unpackedBy = [String: Int]()
-            for out in [ra.stdout, rb.stdout] {
-                let json = try #require(try Tool.json(out) as? [String: Any])
-                let layers = try #require(json["layers"] as? [[String: Any]])
-                #expect(layers.compactMap { $0["chainID"] as? String } == chain)
-                #expect(json["chainID"] as? String == chain.last)
-                for layer in layers where layer["unpacked"] as? Bool == true {
-                    unpackedBy[layer["chainID"] as! String, default: 0] += 1
+            for result in [ra, rb] {
+                let imported = try result.json(LayertoolOutput.Import.self)
+                #expect(imported.layers.map(\.chainID) == chain)
+                #expect(imported.chainID == chain.last)
+                for layer in imported.layers where layer.unpacked {
+                    unpackedBy[layer.chainID, default: 0] += 1
                 }
             }
             #expect(unpackedBy == Dictionary(uniqueKeysWithValues: chain.map { ($0, 1) }), "round \(round): \(unpackedBy)")
@@ -684,11 +527,11 @@ struct StoreTests {
     @Test func gcWaitsForAnImportInProgress() throws {
         let tmp = TempDir()
         let layout = tmp.sub("big")
-        try Layout.big(layout, scratch: tmp.mkdir("scratch"))
-        let chain = try Layout.chainIDs(Layout.diffIDs(layout))
+        try StoreImages.big(layout, scratch: tmp.mkdir("scratch"))
+        let chain = try DigestOracle.chainIDs(TestLayout.diffIDs(of: layout))
         let root = tmp.sub("store")
         let store = try LayerStore(root: root)
-        let child = try Tool.Child(["unpack", "--image", layout + ":big", "--root", root], scratch: tmp.path)
+        let child = try Layertool.Child(["unpack", "--image", layout + ":big", "--root", root], scratch: tmp.path)
         // Wait until the bottom layer is in place (renamed in; recorded or about to be).
         let deadline = Date().addingTimeInterval(30)
         while StoreCheck.entries(store.paths.layersDir).isEmpty && child.process.isRunning && Date() < deadline { usleep(500) }
@@ -709,17 +552,17 @@ struct StoreTests {
         let tmp = TempDir()
         let root = tmp.sub("store")
         let other = tmp.sub("other")
-        let app = try Layout.gzipLayer([.dir("app"), .file("app/run", "#!/bin/sh\n", mode: 0o755)], scratch: tmp.mkdir("scratch"))
-        try Layout.write(other, layers: [try Layout.busyboxLayer(0), app], tag: "v2")
-        let busyboxChain = try Layout.chainIDs(Layout.diffIDs(Self.busybox))
-        let otherChain = try Layout.chainIDs(Layout.diffIDs(other))
+        let app = try StoreImages.gzipLayer([.dir("app"), .file("app/run", "#!/bin/sh\n", mode: 0o755)], scratch: tmp.mkdir("scratch"))
+        try TestLayout.write(other, layers: [try StoreImages.busyboxLayer(0), app], tag: "v2")
+        let busyboxChain = try DigestOracle.chainIDs(TestLayout.diffIDs(of: BusyboxFixture.layout))
+        let otherChain = try DigestOracle.chainIDs(TestLayout.diffIDs(of: other))
         try #require(busyboxChain[0] == otherChain[0])
 
-        func tool(_ args: [String]) throws -> Tool.Result { try Tool.run(args + ["--root", root], scratch: tmp.path) }
-        func jsonArray(_ args: [String]) throws -> [[String: Any]] {
+        func tool(_ args: [String]) throws -> ProcessResult { try Layertool.run(args + ["--root", root]) }
+        func list<Row: Decodable>(_ args: [String], of row: Row.Type) throws -> [Row] {
             let r = try tool(args + ["--json"])
             try #require(r.status == 0, "\(args): \(r.stderr)")
-            return try #require(try Tool.json(r.stdout) as? [[String: Any]], "\(args) printed \(r.stdout)")
+            return try r.json([Row].self)
         }
 
         // Nothing yet: a --root that names no store is an error (a typo must not look like an
@@ -728,7 +571,7 @@ struct StoreTests {
         #expect(none.status == 1 && none.stderr == "layertool: \(root): no layer store here\n", "\(none.stderr)")
         #expect(!LayerStore.exists(at: root))
 
-        let imported = try tool(["unpack", "--image", Self.busybox + ":latest", "--name", "bb"])
+        let imported = try tool(["unpack", "--image", BusyboxFixture.layout + ":latest", "--name", "bb"])
         #expect(imported.status == 0, "\(imported.stderr)")
         #expect(imported.stdout.contains("image    bb"))
         #expect(imported.stdout.contains("chainID  \(busyboxChain[1])"))
@@ -739,19 +582,19 @@ struct StoreTests {
         #expect(second.stdout.contains("image    v2"))
         #expect(second.stdout.contains("layer 1  \(otherChain[0])  already present"))
 
-        let images = try jsonArray(["ls", "images"])
-        #expect(images.compactMap { $0["name"] as? String } == ["bb", "v2"])
-        #expect(images.compactMap { $0["chainID"] as? String } == [busyboxChain[1], otherChain[1]])
-        #expect(images.compactMap { $0["layers"] as? [String] } == [busyboxChain, otherChain])
-        let layers = try jsonArray(["ls", "layers"])
-        #expect(Set(layers.compactMap { $0["chainID"] as? String }) == Set(busyboxChain + otherChain))
-        let sizes = Dictionary(uniqueKeysWithValues: layers.map { ($0["chainID"] as! String, ($0["size"] as! NSNumber).int64Value) })
+        let images = try list(["ls", "images"], of: LayertoolOutput.Image.self)
+        #expect(images.map(\.name) == ["bb", "v2"])
+        #expect(images.compactMap(\.chainID) == [busyboxChain[1], otherChain[1]])
+        #expect(images.map(\.layers) == [busyboxChain, otherChain])
+        let layers = try list(["ls", "layers"], of: LayertoolOutput.StoreLayer.self)
+        #expect(Set(layers.map(\.chainID)) == Set(busyboxChain + otherChain))
+        let sizes = Dictionary(uniqueKeysWithValues: layers.map { ($0.chainID, $0.size) })
         #expect(sizes.values.allSatisfy { $0 > 0 })
-        #expect((images[0]["size"] as? NSNumber)?.int64Value == busyboxChain.reduce(0) { $0 + sizes[$1]! })
-        let base = try #require(layers.first { $0["chainID"] as? String == busyboxChain[0] })
-        #expect(base["images"] as? [String] == ["bb", "v2"])
-        #expect(base["parent"] == nil || base["parent"] is NSNull)
-        #expect(try jsonArray(["ls", "containers"]).isEmpty)
+        #expect(images[0].size == busyboxChain.reduce(0) { $0 + sizes[$1]! })
+        let base = try #require(layers.first { $0.chainID == busyboxChain[0] })
+        #expect(base.images == ["bb", "v2"])
+        #expect(base.parent == nil)
+        #expect(try list(["ls", "containers"], of: LayertoolOutput.Container.self).isEmpty)
 
         let human = try tool(["ls"])
         #expect(human.status == 0)
@@ -765,25 +608,24 @@ struct StoreTests {
         let bad = try tool(["rm", "bb", "missing"])
         #expect(bad.status == 1)
         #expect(bad.stderr == "layertool: no image named \"missing\"\n")
-        #expect(try jsonArray(["ls"]).count == 2)
+        #expect(try list(["ls"], of: LayertoolOutput.Image.self).count == 2)
 
         // rm removes the record only; gc then removes only busybox's top layer.
         let paths = StorePaths(root: root)
         let baseInode = try statOf(paths.diffDir(try parseDigest(busyboxChain[0]))).st_ino
         let rm = try tool(["rm", "bb"])
         #expect(rm.status == 0 && rm.stdout == "removed image bb\n")
-        #expect(try jsonArray(["ls"]).compactMap { $0["name"] as? String } == ["v2"])
-        #expect(try jsonArray(["ls", "layers"]).count == 3, "rm does not remove layers")
+        #expect(try list(["ls"], of: LayertoolOutput.Image.self).map(\.name) == ["v2"])
+        #expect(try list(["ls", "layers"], of: LayertoolOutput.StoreLayer.self).count == 3, "rm does not remove layers")
         #expect(StoreCheck.entries(paths.layersDir).count == 3)
-        let unused = try #require(try jsonArray(["ls", "layers"]).first { $0["chainID"] as? String == busyboxChain[1] })
-        #expect(unused["images"] as? [String] == [])
+        let unused = try #require(try list(["ls", "layers"], of: LayertoolOutput.StoreLayer.self).first { $0.chainID == busyboxChain[1] })
+        #expect(unused.images == [])
 
         let gcResult = try tool(["gc", "--json"])
         #expect(gcResult.status == 0, "\(gcResult.stderr)")
-        let gc = try #require(try Tool.json(gcResult.stdout) as? [String: Any])
-        let removed = try #require(gc["removed"] as? [[String: Any]])
-        #expect(removed.compactMap { $0["chainID"] as? String } == [busyboxChain[1]])
-        #expect((gc["freedBytes"] as? NSNumber)?.int64Value == sizes[busyboxChain[1]])
+        let gc = try gcResult.json(LayertoolOutput.GarbageCollection.self)
+        #expect(gc.removed.map(\.chainID) == [busyboxChain[1]])
+        #expect(gc.freedBytes == sizes[busyboxChain[1]])
         #expect(StoreCheck.entries(paths.layersDir).sorted() == [busyboxChain[0], otherChain[1]].map { String($0.dropFirst(7)) }.sorted())
         #expect(try statOf(paths.diffDir(try parseDigest(busyboxChain[0]))).st_ino == baseInode)
         #expect(StoreCheck.entries(paths.linksDir).count == 2)
@@ -804,14 +646,14 @@ struct StoreTests {
         #expect(StoreCheck.entries(paths.layersDir).isEmpty)
         #expect(StoreCheck.entries(paths.linksDir).isEmpty)
         #expect(StoreCheck.entries(paths.locksDir) == ["store.lock"])
-        #expect(try jsonArray(["ls", "layers"]).isEmpty)
+        #expect(try list(["ls", "layers"], of: LayertoolOutput.StoreLayer.self).isEmpty)
         #expect(try tool(["gc"]).stdout == "nothing to remove\n")
     }
 
     @Test func gcKeepsLayersOfContainersAndRemovesChildrenBeforeParents() throws {
         let tmp = TempDir()
         let store = try LayerStore(root: tmp.sub("store"))
-        let result = try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        let result = try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest")
         let chain = result.layers.map(\.chainID)
         // A container on the bottom layer keeps it (and only it) after the image goes.
         try store.withConnection { (db) throws(DatabaseError) in try db.execute("INSERT INTO containers (id, image, chain_id, driver, state, created) VALUES ('c1', 'latest', ?, 'overlay', 'created', 0)",
@@ -824,7 +666,7 @@ struct StoreTests {
         #expect(try store.layers().map(\.chainID) == [chain[0]])
         #expect(try store.containers().map(\.id) == ["c1"])
         // The database refuses to drop a parent before its child, whatever the code does.
-        try store.importImage(layout: OCIImageLayout(path: Self.busybox), reference: "latest")
+        try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest")
         #expect(throws: DatabaseError.self) { try store.withConnection { (db) throws(DatabaseError) in try db.execute("DELETE FROM layers WHERE chain_id = ?", chain[0]) } }
         try store.withConnection { (db) throws(DatabaseError) in try db.execute("DELETE FROM containers") }
         try store.removeImages(["latest"])
@@ -832,189 +674,5 @@ struct StoreTests {
         #expect(gc.removed.map(\.chainID) == [chain[1], chain[0]])
         #expect(gc.freedBytes == result.layers.reduce(0) { $0 + $1.size })
         #expect(try StoreCheck.problems(store) == [])
-    }
-}
-
-// MARK: - The SQLite wrapper and migrations (no root needed)
-
-@Suite struct MetadataStoreTests {
-    @Test func opensInWALModeWithForeignKeys() throws {
-        let tmp = TempDir()
-        let db = try Database(path: tmp.sub("x.db"))
-        #expect(try db.query("PRAGMA journal_mode", []) { (row) throws(DatabaseError) in try row.string(0) } == ["wal"])
-        #expect(try db.query("PRAGMA foreign_keys", []) { (row) throws(DatabaseError) in try row.int(0) } == [1])
-        #expect(try db.query("PRAGMA synchronous", []) { (row) throws(DatabaseError) in try row.int(0) } == [2])
-    }
-
-    @Test func typedBindingRoundTrips() throws {
-        let tmp = TempDir()
-        let db = try Database(path: tmp.sub("x.db"))
-        try db.execute("CREATE TABLE t (i INTEGER, s TEXT, b BLOB, r REAL, n TEXT)")
-        let text = "it's \"quoted\"; DROP TABLE t; -- é ☃"
-        let digest = LayerKit.Digest.sha256(of: Array("x".utf8))
-        try db.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?)", Int64.max, text, [UInt8]([0, 1, 255]), 1.5, Optional<String>.none)
-        try db.execute("INSERT INTO t VALUES (?, ?, NULL, NULL, ?)", -1, digest, Optional("set"))
-        let rows = try db.query("SELECT i, s, b, r, n FROM t ORDER BY i DESC", []) { (row) throws(DatabaseError) in
-            (try row.int64(0), try row.string(1), row.value(2), row.value(3), try row.optionalString(4))
-        }
-        #expect(rows.count == 2)
-        #expect(rows[0].0 == Int64.max && rows[0].1 == text && rows[0].2 == .blob([0, 1, 255]) && rows[0].3 == .real(1.5) && rows[0].4 == nil)
-        #expect(rows[1].0 == -1 && rows[1].1 == digest.description && rows[1].4 == "set")
-        #expect(try db.query("SELECT s FROM t WHERE i = -1", []) { (row) throws(DatabaseError) in try row.digest(0) } == [digest])
-
-        // Type checks: NULL is not a string, text is not an integer.
-        #expect(throws: DatabaseError.self) { try db.query("SELECT n FROM t WHERE i = ?", [Int64.max]) { (row) throws(DatabaseError) in try row.string(0) } }
-        do {
-            _ = try db.query("SELECT s FROM t", []) { (row) throws(DatabaseError) in try row.int64(0) }
-            Issue.record("text read as an integer")
-        } catch {
-            #expect(error.code == SQLITE_MISMATCH && error.sql == "SELECT s FROM t" && error.message.contains("column s"))
-        }
-        // Parameter count is checked.
-        #expect(throws: DatabaseError.self) { try db.execute("INSERT INTO t (i) VALUES (?)", 1, 2) }
-    }
-
-    @Test func errorsCarryTheSQLAndSQLitesMessage() throws {
-        let tmp = TempDir()
-        let path = tmp.sub("x.db")
-        let db = try Database(path: path)
-        do {
-            try db.execute("SELEKT 1")
-            Issue.record("bad SQL accepted")
-        } catch {
-            #expect(error.sql == "SELEKT 1")
-            #expect(error.message.contains("syntax error"))
-            #expect(error.path == path)
-            #expect(error.description.hasPrefix(path + ": ") && error.description.contains("in \"SELEKT 1\""))
-        }
-        try db.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
-        try db.execute("INSERT INTO t VALUES ('a')")
-        do {
-            try db.execute("INSERT INTO t VALUES (?)", "a")
-            Issue.record("duplicate key accepted")
-        } catch {
-            #expect(error.isConstraintViolation)
-            #expect(error.code == SQLITE_CONSTRAINT | (6 << 8))
-            #expect(error.description.contains("SQLITE_CONSTRAINT_PRIMARYKEY") && error.description.contains("UNIQUE constraint failed: t.k"))
-        }
-        #expect(throws: DatabaseError.self) { _ = try db.prepare("SELECT 1; SELECT 2") }
-    }
-
-    struct Boom: Error, DatabaseErrorConvertible {
-        var database: DatabaseError?
-        init() {}
-        init(_ error: DatabaseError) { database = error }
-    }
-
-    @Test func transactionsCommitOrRollBack() throws {
-        let tmp = TempDir()
-        let db = try Database(path: tmp.sub("x.db"))
-        try db.execute("CREATE TABLE t (v INTEGER)")
-        try db.transaction { () throws(DatabaseError) in
-            try db.execute("INSERT INTO t VALUES (1)")
-            try db.execute("INSERT INTO t VALUES (2)")
-        }
-        #expect(throws: Boom.self) {
-            try db.transaction { () throws(Boom) in
-                do throws(DatabaseError) { try db.execute("INSERT INTO t VALUES (3)") } catch { throw Boom(error) }
-                throw Boom()
-            }
-        }
-        #expect(!db.inTransaction)
-        // A failing statement inside rolls back the statements before it.
-        #expect(throws: DatabaseError.self) {
-            try db.transaction { () throws(DatabaseError) in
-                try db.execute("INSERT INTO t VALUES (4)")
-                try db.execute("INSERT INTO nowhere VALUES (5)")
-            }
-        }
-        #expect(try db.query("SELECT v FROM t ORDER BY v", []) { (row) throws(DatabaseError) in try row.int(0) } == [1, 2])
-        // Not nestable.
-        #expect(throws: DatabaseError.self) {
-            try db.transaction { () throws(DatabaseError) in try db.transaction { () throws(DatabaseError) in } }
-        }
-        // A second connection waits for the write lock rather than failing (busy timeout).
-        let other = try Database(path: tmp.sub("x.db"), busyTimeout: 5_000)
-        try db.execute("BEGIN IMMEDIATE")
-        let released = Date().addingTimeInterval(0.3)
-        nonisolated(unsafe) let holder = db
-        let thread = Thread { usleep(300_000); try? holder.execute("COMMIT") }
-        thread.start()
-        try other.transaction { () throws(DatabaseError) in try other.execute("INSERT INTO t VALUES (9)") }
-        #expect(Date() >= released.addingTimeInterval(-0.05))
-        #expect(try other.query("SELECT count(*) FROM t", []) { (row) throws(DatabaseError) in try row.int(0) } == [3])
-    }
-
-    @Test func migrationsApplyInOrderOnceAndRollBackAFailingStep() throws {
-        let tmp = TempDir()
-        let path = tmp.sub("x.db")
-        let steps = [
-            Migration(version: 1, name: "one", sql: "CREATE TABLE a (x INTEGER);"),
-            Migration(version: 2, name: "two", sql: "ALTER TABLE a ADD COLUMN y TEXT; CREATE TABLE b (z INTEGER);"),
-        ]
-        let db = try Database(path: path)
-        #expect(try db.schemaVersion() == 0)
-        #expect(try db.migrate(Array(steps.prefix(1))) == [1])
-        #expect(try db.migrate(steps) == [2])
-        #expect(try db.migrate(steps) == [])
-        #expect(try db.schemaVersion() == 2)
-        #expect(try db.query("SELECT version, name FROM schema_migrations ORDER BY version", []) { (row) throws(DatabaseError) in
-            "\(try row.int(0)) \(try row.string(1))"
-        } == ["1 one", "2 two"])
-
-        let broken = steps + [Migration(version: 3, name: "three", sql: "CREATE TABLE c (v INTEGER); INSERT INTO nowhere VALUES (1);")]
-        #expect(throws: DatabaseError.self) { try db.migrate(broken) }
-        #expect(try db.schemaVersion() == 2, "a failed step leaves the previous version")
-        #expect(try db.query("SELECT name FROM sqlite_master WHERE name = 'c'", []) { (row) throws(DatabaseError) in try row.string(0) }.isEmpty)
-
-        let gap = [Migration(version: 2, name: "gap", sql: "")]
-        #expect(throws: DatabaseError.self) { try db.migrate(gap) }
-        // A database from the future is refused.
-        #expect(throws: DatabaseError.self) { try db.migrate(Array(steps.prefix(1))) }
-    }
-
-    @Test func aStoreWithANewerSchemaIsRefused() throws {
-        let tmp = TempDir()
-        let root = tmp.sub("store")
-        _ = try LayerStore(root: root, configuration: .init(overlayNamespace: .user))
-        try Database(path: StorePaths(root: root).database).execute("PRAGMA user_version = 99")
-        do {
-            _ = try LayerStore(root: root)
-            Issue.record("a newer schema was accepted")
-        } catch {
-            #expect(error.kind == .incompatible)
-            #expect(error.description.contains("schema version 99") && error.description.contains("metadata.db"))
-        }
-    }
-
-    @Test func theStoreSchemaIsCreatedAndRecorded() throws {
-        let tmp = TempDir()
-        let store = try LayerStore(root: tmp.sub("store"), configuration: .init(overlayNamespace: .user))
-        #expect(store.overlayNamespace == .user)
-        #expect(try store.withConnection { (db) throws(DatabaseError) in try db.schemaVersion() } == StoreSchema.latestVersion)
-        let tables = try store.withConnection { (db) throws(DatabaseError) in
-            try db.query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name", []) { (row) throws(DatabaseError) in try row.string(0) }
-        }
-        #expect(tables == ["containers", "images", "layers", "schema_migrations", "snapshots", "sqlite_sequence", "store_settings"])
-        for dir in ["layers", "l", "staging", "locks", "blobs/sha256", "containers", "snapshots"] {
-            #expect(lstatOrNil(store.root + "/" + dir).map { $0.st_mode & 0o7777 } == 0o700, "\(dir)")
-        }
-        // The namespace is fixed at creation.
-        #expect(try LayerStore(root: store.root, configuration: .init(overlayNamespace: .trusted)).overlayNamespace == .user)
-    }
-
-    @Test func defaultRoots() {
-        #expect(StorePaths.defaultRoot(environment: [:], isRoot: true) == "/var/lib/layertool")
-        #expect(StorePaths.defaultRoot(environment: ["XDG_DATA_HOME": "/x/data", "HOME": "/home/u"], isRoot: false) == "/x/data/layertool")
-        #expect(StorePaths.defaultRoot(environment: ["HOME": "/home/u"], isRoot: false) == "/home/u/.local/share/layertool")
-        #expect(StorePaths.defaultRoot(environment: ["XDG_DATA_HOME": "relative", "HOME": "/home/u"], isRoot: false) == "/home/u/.local/share/layertool")
-    }
-
-    @Test func shortLinksAreOverlay2Style() {
-        let names = (0..<200).map { _ in ShortLink.generate() }
-        #expect(Set(names).count == 200)
-        #expect(names.allSatisfy(ShortLink.isValid))
-        #expect(!ShortLink.isValid("abcdefghijklmnopqrstuvwxyz"))
-        #expect(!ShortLink.isValid("AAAA"))
     }
 }

@@ -13,17 +13,11 @@ struct AgreementCase: Sendable, CustomTestStringConvertible {
     var testDescription: String { name }
 }
 
-extension TarEntry: @unchecked Sendable {}
-
 /// The store applies each layer alone in overlayfs's format, on top of its lowers; a plain unpack
 /// applies them all onto one tree. For every case the two must agree entry by entry (issue 10.8:
 /// a symlink of one layer and a path through it in the next; whiteouts, opaque dirs and hardlinks
 /// through symlinks; implied parents keeping the metadata they have below).
-private var overlayListed: Bool {
-    (try? String(contentsOfFile: "/proc/filesystems", encoding: .utf8))?.contains("\toverlay\n") ?? false
-}
-
-@Suite(.serialized, .enabled(if: isRoot && overlayListed, "needs root and kernel overlayfs (the store mounts the image)"))
+@Suite(.serialized, .requires(.root(because: "the store mounts the image"), .kernelOverlay))
 struct StoreUnpackAgreementTests {
     static let cases: [AgreementCase] = [
         AgreementCase(name: "a file below a lower layer's symlink lands where the link points", layers: [
@@ -102,7 +96,7 @@ struct StoreUnpackAgreementTests {
     @Test(arguments: cases)
     func theStoreShowsWhatAPlainUnpackMakes(_ c: AgreementCase) throws {
         let tmp = TempDir("agreement")
-        let files = try c.layers.enumerated().map { i, entries in
+        let files = c.layers.enumerated().map { i, entries in
             TarBuilder.write(entries, to: tmp.sub("layer\(i).tar"))
         }
 

@@ -98,11 +98,6 @@ private enum FSPath {
     }
 }
 
-private func unionLstat(_ path: String) -> stat? {
-    var st = stat()
-    return lstat(path, &st) == 0 ? st : nil
-}
-
 @Suite struct UnionCoreTests {
     @Test(arguments: forms)
     func lookupGoesThroughTheLayersAndReaddirMerges(_ form: UnionWhiteoutForm) throws {
@@ -127,15 +122,15 @@ private func unionLstat(_ path: String) -> stat? {
             truncate -s 32M dir/sparse; printf end >> dir/sparse
             """ + (isRoot ? "; chown 7:8 dir; chown 1234:5678 dir/f" : "")])
         let before = try f.ino("dir/f")
-        let lowerStat = try #require(unionLstat(f.lowers[0] + "/dir/f"))
+        let lowerStat = try #require(lstatOrNil(f.lowers[0] + "/dir/f"))
         try f.append("dir/f", "more\n")
         #expect(try f.ino("dir/f") == before)
         #expect(try f.union.attributes(before).st_ino == ino_t(before))
         #expect(try f.read("dir/f") == "data\nmore\n")
-        let up = try #require(unionLstat(f.upper + "/dir/f"))
+        let up = try #require(lstatOrNil(f.upper + "/dir/f"))
         #expect(up.st_mode & 0o7777 == 0o640)
         #expect(up.st_uid == lowerStat.st_uid && up.st_gid == lowerStat.st_gid)
-        let dirUp = try #require(unionLstat(f.upper + "/dir"))
+        let dirUp = try #require(lstatOrNil(f.upper + "/dir"))
         #expect(dirUp.st_mode & 0o7777 == 0o750)
         if isRoot { #expect(dirUp.st_uid == 7 && dirUp.st_gid == 8) }
         var v = [UInt8](repeating: 0, count: 8)
@@ -146,7 +141,7 @@ private func unionLstat(_ path: String) -> stat? {
         // Holes survive a copy-up caused by a metadata change.
         let sparse = try f.ino("dir/sparse")
         _ = try f.union.setAttributes(sparse, UnionAttributeChange(mode: 0o600))
-        let sp = try #require(unionLstat(f.upper + "/dir/sparse"))
+        let sp = try #require(lstatOrNil(f.upper + "/dir/sparse"))
         #expect(sp.st_size == 32 * 1024 * 1024 + 3)
         #expect(sp.st_blocks < 1024, "copy-up filled the holes: \(sp.st_blocks) blocks")
         #expect(sp.st_mode & 0o7777 == 0o600)
@@ -174,7 +169,7 @@ private func unionLstat(_ path: String) -> stat? {
         close(fd)
         #expect(st.st_mode & 0o170000 == 0o100000)
         try f.union.unlink(parent: root, name: Array("new".utf8))
-        #expect(unionLstat(f.upper + "/new") == nil && !f.upperHasWhiteout("new", form: form))
+        #expect(lstatOrNil(f.upper + "/new") == nil && !f.upperHasWhiteout("new", form: form))
         // Markers are never listed; their names are refused in the aufs form.
         #expect(try f.names("") == ["d", "e", "upperonly-later"])
         if form == .aufs {
@@ -195,7 +190,7 @@ private func unionLstat(_ path: String) -> stat? {
         #expect(f.errno { try f.union.rename(parent: root, name: Array("empty".utf8), newParent: root, newName: Array("e2".utf8)) } == EXDEV)
         _ = try f.union.makeDirectory(parent: root, name: Array("n".utf8), mode: 0o755, caller: .current)
         try f.union.rename(parent: root, name: Array("n".utf8), newParent: root, newName: Array("n2".utf8))
-        #expect(unionLstat(f.upper + "/n") == nil && !f.upperHasWhiteout("n", form: form))
+        #expect(lstatOrNil(f.upper + "/n") == nil && !f.upperHasWhiteout("n", form: form))
         // An upper-only dir moved over an empty lower dir hides it (opaque).
         try f.union.rename(parent: root, name: Array("n2".utf8), newParent: root, newName: Array("empty".utf8))
         #expect(f.upperIsOpaque("empty", form: form))
@@ -212,7 +207,7 @@ private func unionLstat(_ path: String) -> stat? {
         let st = try f.union.link(a, newParent: root, newName: Array("b".utf8))
         #expect(st.st_ino == ino_t(a) && st.st_nlink == 2)
         #expect(try f.ino("b") == a)
-        let up = try #require(unionLstat(f.upper + "/a")), ub = try #require(unionLstat(f.upper + "/b"))
+        let up = try #require(lstatOrNil(f.upper + "/a")), ub = try #require(lstatOrNil(f.upper + "/b"))
         #expect(up.st_ino == ub.st_ino)
         try f.union.unlink(parent: root, name: Array("a".utf8))
         #expect(try f.read("b") == "one\n")
@@ -229,9 +224,9 @@ private func unionLstat(_ path: String) -> stat? {
         #expect(f.errno { try f.union.setXattr(file, name: "trusted.overlay.opaque", value: [UInt8(ascii: "y")], flags: 0) } == EPERM)
         #expect(f.errno { try f.union.setXattr(file, name: "user.overlay.redirect", value: [UInt8(ascii: "x")], flags: 0) } == EPERM)
         // A refused change copies nothing up.
-        #expect(unionLstat(f.upper + "/f") == nil)
+        #expect(lstatOrNil(f.upper + "/f") == nil)
         try f.union.setXattr(file, name: "user.ok", value: Array("1".utf8), flags: 0)
-        #expect(unionLstat(f.upper + "/f") != nil)
+        #expect(lstatOrNil(f.upper + "/f") != nil)
         #expect(f.errno { _ = try f.union.makeNode(parent: try f.ino(""), name: Array("wh".utf8), mode: 0o020644, device: 0, caller: .current) } == EPERM)
     }
 
@@ -276,13 +271,13 @@ private func unionLstat(_ path: String) -> stat? {
         _ = try f.union.link(try f.ino("a"), newParent: try f.ino("d"), newName: Array("a-link".utf8))
 
         let expected = f.tmp.sub("expected")
-        _ = try run(which("cp")!, ["-a", f.lowers[0], expected])
+        try copyTree(f.lowers[0], expected)
         try UnionMounts.build(expected, "echo more >> a; rm b d/x; rm -r e; mkdir -m 700 e; ln -s ../a e/t; mv h d/h2; ln a d/a-link")
 
         let layer = f.tmp.sub("upper.tar")
         _ = try LayerDiffer(options: DiffOptions(compression: .none)).write(.upper(f.upper), toFile: layer)
         let applied = f.tmp.sub("applied")
-        _ = try run(which("cp")!, ["-a", f.lowers[0], applied])
+        try copyTree(f.lowers[0], applied)
         _ = try LayerApplier().apply(.path(layer), to: applied)
         var options = TreeSnapshot.Options()
         options.mtimes = false

@@ -9,7 +9,7 @@ import Glibc
 // only it does (mountinfo, refusing overlayfs's xattrs, statfs of the upper), the diff engine on
 // the upper it wrote, parallel load, and bad conditions that must give errors, never a crash.
 
-@Suite(.serialized, .enabled(if: UnionMounts.available, "\(UnionMounts.skipReason ?? "")"))
+@Suite(.serialized, .requires(UnionMounts.requirements))
 struct UnionFuseTests {
     @Test func mountShowsAsFuseLayerkitUnionRefusesOverlayXattrsAndReportsTheUppersStatfs() throws {
         let layout = try UnionMounts.Layout("fuse-basics", lowers: ["echo > f; mkdir d"])
@@ -43,11 +43,11 @@ struct UnionFuseTests {
             """)
         try #require(r.status == 0, "\(r.stderr) \(layout.daemonErrors)")
         let layer = layout.tmp.sub("upper.tar")
-        let d = try run(UnionMounts.layertool, ["diff", "--upper", layout.upper, "-o", layer])
+        let d = try Layertool.run(["diff", "--upper", layout.upper, "-o", layer])
         try #require(d.status == 0, "layertool diff --upper: \(d.stderr)")
         let applied = layout.tmp.sub("applied")
-        _ = try run(which("cp")!, ["-a", layout.lowers[0], applied])
-        let u = try run(UnionMounts.layertool, ["unpack", layer, applied])
+        try copyTree(layout.lowers[0], applied)
+        let u = try Layertool.run(["unpack", layer, applied])
         try #require(u.status == 0, "layertool unpack: \(u.stderr)")
         var options = TreeSnapshot.Options()
         options.mtimes = false
@@ -55,7 +55,7 @@ struct UnionFuseTests {
         #expect(merged.nodes["b"] == nil && merged.nodes["e/n"] != nil, "the changes did not happen through the mount")
         // The upper's form: 0/0 devices for deletions, and the opaque dir marked in the namespace
         // the daemon may use (user.* in a user namespace), or aufs markers.
-        let dump = try run(which("getfattr")!, ["-R", "-P", "-h", "-d", "-m", "-", "--absolute-names", layout.upper]).stdout
+        let dump = try run(try requireTool("getfattr"), ["-R", "-P", "-h", "-d", "-m", "-", "--absolute-names", layout.upper]).stdout
         switch driver {
         case .fuseAufs: #expect(FileManager.default.fileExists(atPath: layout.upper + "/e/.wh..wh..opq") && FileManager.default.fileExists(atPath: layout.upper + "/.wh.b"))
         case .fuseUserNamespace: #expect(dump.contains("user.overlay.opaque=\"y\"") && !dump.contains("trusted.overlay"), "\(dump)")
@@ -162,7 +162,7 @@ struct UnionFuseTests {
             umount \(q(layout.merged)) || exit 94
             wait "$DPID" || { echo "fuse-serve exited $?" >&2; exit 95; }
             """
-        let r = try run(which("unshare")!, ["-m", "--propagation", "private", UnionMounts.sh, "-c", script])
+        let r = try run(try requireTool("unshare"), ["-m", "--propagation", "private", UnionMounts.sh, "-c", script])
         #expect(r.status == 0, "\(r.stderr) \(layout.daemonErrors)")
         #expect(r.stdout == """
             No space left on device
@@ -192,7 +192,7 @@ struct UnionFuseTests {
             grep -c ' fuse.layerkit-union ' /proc/self/mountinfo
             true
             """
-        let r = try run(which("unshare")!, ["-m", "--propagation", "private", UnionMounts.sh, "-c", script])
+        let r = try run(try requireTool("unshare"), ["-m", "--propagation", "private", UnionMounts.sh, "-c", script])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "a\nTransport endpoint is not connected\nTransport endpoint is not connected\nunmounted\n0\n", "got:\n\(r.stdout)")
         UnionMounts.expectNoLeftoverMount()
@@ -200,7 +200,7 @@ struct UnionFuseTests {
 
     @Test func fusermountUnmountEndsTheDaemonWithZero() throws {
         let layout = try UnionMounts.Layout("fuse-fusermount", lowers: ["echo a > a"])
-        try #require(which("fusermount3") != nil, "no fusermount3")
+        _ = try requireTool("fusermount3")
         let q = UnionMounts.q
         let script = """
             \(UnionMounts.mountLines(.fuse, lowers: layout.lowers, upper: layout.upper, work: layout.work, merged: layout.merged, scratch: layout.tmp.path))
@@ -210,7 +210,7 @@ struct UnionFuseTests {
             grep -c ' fuse.layerkit-union ' /proc/self/mountinfo
             true
             """
-        let r = try run(which("unshare")!, ["-m", "--propagation", "private", UnionMounts.sh, "-c", script])
+        let r = try run(try requireTool("unshare"), ["-m", "--propagation", "private", UnionMounts.sh, "-c", script])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "a\nexit 0\n0\n", "got:\n\(r.stdout)")
         UnionMounts.expectNoLeftoverMount()
@@ -223,10 +223,10 @@ struct UnionFuseTests {
             \(UnionMounts.mountLines(.fuse, lowers: layout.lowers, upper: layout.upper, work: layout.work, merged: layout.merged, scratch: layout.tmp.path))
             kill -TERM "$DPID"; wait "$DPID"; echo "exit $?"
             grep -c ' fuse.layerkit-union ' /proc/self/mountinfo
-            \(q(UnionMounts.layertool)) fuse-serve --lower /nonexistent --upper \(q(layout.upper)) --work \(q(layout.work)) --ready-fd 3 \(q(layout.merged)) 3>&1 2>/dev/null; echo "exit $?"
+            \(q(Layertool.path)) fuse-serve --lower /nonexistent --upper \(q(layout.upper)) --work \(q(layout.work)) --ready-fd 3 \(q(layout.merged)) 3>&1 2>/dev/null; echo "exit $?"
             true
             """
-        let r = try run(which("unshare")!, ["-m", "--propagation", "private", UnionMounts.sh, "-c", script])
+        let r = try run(try requireTool("unshare"), ["-m", "--propagation", "private", UnionMounts.sh, "-c", script])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "exit 0\n0\nopen layer \"/nonexistent\": No such file or directory\nexit 1\n", "got:\n\(r.stdout)")
         UnionMounts.expectNoLeftoverMount()

@@ -480,7 +480,7 @@ private let openHandleCases: [SemanticsCase] = [
             """),
 ]
 
-@Suite(.serialized, .enabled(if: UnionMounts.available, "\(UnionMounts.skipReason ?? "")"))
+@Suite(.serialized, .requires(UnionMounts.requirements))
 struct UnionSemanticsTests {
     @Test(arguments: cases, UnionDriver.semanticsDrivers)
     fileprivate func sameSemanticsOnBothDrivers(_ c: SemanticsCase, _ driver: UnionDriver) throws {
@@ -500,9 +500,9 @@ struct UnionSemanticsTests {
         #expect(r.stdout == c.expected, "\(driver.testDescription), \(c.name):\n--- got\n\(r.stdout)--- expected\n\(c.expected)--- stderr\n\(r.stderr)", sourceLocation: sourceLocation)
         if driver == .fuseAufs {
             // The upper really is in aufs form: no 0/0 device and no overlayfs xattr in it.
-            let find = try run(which("find")!, [layout.upper, "-type", "c", "-printf", "%p %Hr:%Lr\n"])
+            let find = try run(try requireTool("find"), [layout.upper, "-type", "c", "-printf", "%p %Hr:%Lr\n"])
             #expect(!find.stdout.contains(" 0:0"), "aufs-form upper holds 0/0 devices:\n\(find.stdout)", sourceLocation: sourceLocation)
-            let dump = try run(which("getfattr")!, ["-R", "-P", "-h", "-d", "-m", "-", "--absolute-names", layout.upper])
+            let dump = try run(try requireTool("getfattr"), ["-R", "-P", "-h", "-d", "-m", "-", "--absolute-names", layout.upper])
             #expect(!dump.stdout.contains(".overlay."), "aufs-form upper holds overlayfs xattrs:\n\(dump.stdout)", sourceLocation: sourceLocation)
         }
         UnionMounts.expectNoLeftoverMount(sourceLocation: sourceLocation)

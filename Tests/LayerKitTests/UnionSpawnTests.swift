@@ -10,14 +10,14 @@ import Glibc
 // `umount2(target)` ends it with status 0, and a failure throws the daemon's own error line.
 // (It mounts in the test process's namespace, so each test unmounts before it returns.)
 
-@Suite(.serialized, .enabled(if: UnionMounts.available, "\(UnionMounts.skipReason ?? "")"))
+@Suite(.serialized, .requires(UnionMounts.requirements))
 struct UnionSpawnTests {
     @Test func theDaemonIsServingWhenSpawnReturnsAndUmountEndsIt() throws {
         let tmp = TempDir("union-spawn")
         let lower = tmp.mkdir("lower"), upper = tmp.mkdir("upper"), work = tmp.mkdir("work"), target = tmp.mkdir("merged")
         try "hello\n".write(toFile: lower + "/a", atomically: false, encoding: .utf8)
         // FuseDaemon.spawn starts /proc/self/exe: the test runner is not layertool, so point it at the built binary.
-        let pid = try FuseDaemon.spawn(FuseDaemon.Configuration(lowers: [lower], upper: upper, work: work, target: target), executable: UnionMounts.layertool)
+        let pid = try FuseDaemon.spawn(FuseDaemon.Configuration(lowers: [lower], upper: upper, work: work, target: target), executable: Layertool.path)
         var unmounted = false
         defer { if !unmounted { umount2(target, 2 /* MNT_DETACH */); kill(pid, SIGKILL) } }
         let info = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
@@ -39,7 +39,7 @@ struct UnionSpawnTests {
         let tmp = TempDir("union-spawn-fail")
         let upper = tmp.mkdir("upper"), work = tmp.mkdir("work"), target = tmp.mkdir("merged")
         do {
-            let pid = try FuseDaemon.spawn(FuseDaemon.Configuration(lowers: [tmp.sub("missing")], upper: upper, work: work, target: target), executable: UnionMounts.layertool)
+            let pid = try FuseDaemon.spawn(FuseDaemon.Configuration(lowers: [tmp.sub("missing")], upper: upper, work: work, target: target), executable: Layertool.path)
             umount2(target, 2)
             kill(pid, SIGKILL)
             Issue.record("FuseDaemon.spawn returned for a missing lower dir")
@@ -59,7 +59,7 @@ extension UnionSpawnTests {
         let lockFD = open(lockPath, O_RDWR | O_CREAT, 0o600)
         try #require(lockFD >= 0)
         try #require(flock(lockFD, LOCK_EX) == 0)
-        let pid = try FuseDaemon.spawn(FuseDaemon.Configuration(lowers: [lower], upper: upper, work: work, target: target), executable: UnionMounts.layertool)
+        let pid = try FuseDaemon.spawn(FuseDaemon.Configuration(lowers: [lower], upper: upper, work: work, target: target), executable: Layertool.path)
         defer {
             umount2(target, 0)
             var status: Int32 = 0

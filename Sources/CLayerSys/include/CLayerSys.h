@@ -14,8 +14,13 @@ struct archive;
 #define LK_RESOLVE_BENEATH       0x08
 #define LK_RESOLVE_IN_ROOT       0x10
 
-/// openat2(2): returns a file descriptor, or -1 with errno set.
+/// openat2(2): returns a file descriptor, or -1 with errno set. A lookup that raced with a rename
+/// elsewhere (EAGAIN) is retried, up to 64 times.
 int lk_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
+
+/// listxattrat(2) (Linux 6.13) of `name` in `dirfd`, not following a symlink: the size of the
+/// name list, or -1 with errno set (ENOSYS on older kernels).
+ssize_t lk_listxattrat(int dirfd, const char *name, char *list, size_t size);
 
 /// renameat2(2) with RENAME_* flags; -1 with errno set on failure.
 int lk_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);

@@ -88,6 +88,12 @@ public struct Unpacker: Sendable {
                 let file = spool!.path + "/\(i)"
                 try Self.copy(fd, to: file, name: inputs[i].name)
                 inputs[i].source = .path(file)
+            } else if case .stream(let stream) = inputs[i].source {
+                // Read once, as it arrives, into a file for both passes.
+                if spool == nil { spool = try StagingDirectory(beside: destination, kind: "stdin-") }
+                let file = spool!.path + "/\(i)"
+                try stream.copy(to: file, name: inputs[i].name, cancellation: cancellation)
+                inputs[i].source = .path(file)
             }
             try cancellation?.check()
             _ = try LayerApplier(options: options).inspect(inputs[i].source, name: inputs[i].name, validate: true, expecting: inputs[i].expecting)

@@ -15,7 +15,7 @@ import Glibc
 /// hashed in order by whichever thread has time, so that on a large layer this thread does little
 /// but inflate — the critical path — and the other core takes the two SHA-256s and the writes.
 final class BlobDecoder: @unchecked Sendable {
-    let fd: Int32
+    let input: BlobInput
     let pipe: ChunkPipe
     let gzip: GzipDecoderKind
     private let finished = DispatchSemaphore(value: 0)
@@ -38,9 +38,9 @@ final class BlobDecoder: @unchecked Sendable {
     /// Checked before each read: a cancelled unpack stops within a chunk.
     let cancellation: CancellationFlag?
 
-    init(fd: Int32, pipe: ChunkPipe, gzip: GzipDecoderKind = .isal, expectedBlobDigest: Digest? = nil,
+    init(input: BlobInput, pipe: ChunkPipe, gzip: GzipDecoderKind = .isal, expectedBlobDigest: Digest? = nil,
          expectedSize: Int64? = nil, copyFD: Int32? = nil, cancellation: CancellationFlag? = nil) {
-        self.fd = fd
+        self.input = input
         self.pipe = pipe
         self.gzip = gzip
         self.expectedBlobDigest = expectedBlobDigest
@@ -108,11 +108,7 @@ final class BlobDecoder: @unchecked Sendable {
         if let expectedSize { want = Int(min(Int64(count), expectedSize - blobSize)) }
         var total = 0
         while total < want {
-            let n = read(fd, buffer + total, want - total)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw LayerError(.input, "read error: \(Errno(rawValue: errno).description)")
-            }
+            let n = try input.read(into: buffer + total, count: want - total, cancellation: cancellation)
             if n == 0 { break }
             total += n
         }
@@ -122,9 +118,7 @@ final class BlobDecoder: @unchecked Sendable {
         if let expectedSize, total == 0, count > 0 {
             // At the expected size: the blob must end here.
             var extra: UInt8 = 0
-            var n: Int
-            repeat { n = read(fd, &extra, 1) } while n < 0 && errno == EINTR
-            if n > 0 { throw LayerError(.digestMismatch, "size mismatch: the blob is larger than its descriptor's \(expectedSize) bytes") }
+            if try input.read(into: &extra, count: 1, cancellation: cancellation) > 0 { throw LayerError(.digestMismatch, "size mismatch: the blob is larger than its descriptor's \(expectedSize) bytes") }
         }
         blobSize += Int64(total)
         return total

@@ -19,8 +19,8 @@ enum LayerPipeline {
         var cancellation: CancellationFlag? = nil
     }
 
-    /// Opens a source: the fd, whether it is ours to close, and the size it must have.
-    private static func open(_ source: LayerSource) throws(LayerError) -> (fd: Int32, owned: Bool, size: Int64?) {
+    /// Opens a source: its descriptor or stream, and the size it must have.
+    private static func open(_ source: LayerSource) throws(LayerError) -> BlobInput {
         switch source {
         case .path(let path):
             let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
@@ -28,17 +28,19 @@ enum LayerPipeline {
                 throw LayerError(.input, "cannot open: \(Errno(rawValue: errno).description)")
             }
             _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
-            return (fd, true, nil)
+            return BlobInput(fd: fd, ownsDescriptor: true, size: nil)
         case .fileDescriptor(let given):
-            return (given, false, nil)
+            return BlobInput(fd: given, ownsDescriptor: false, size: nil)
         case .layoutBlob(let layout, let descriptor):
             do throws(ImageError) {
                 let fd = try layout.openBlob(descriptor)
                 _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
-                return (fd, true, descriptor.size)
+                return BlobInput(fd: fd, ownsDescriptor: true, size: descriptor.size)
             } catch {
                 throw LayerError(error.kind == .blobMismatch ? .digestMismatch : .input, error.reason)
             }
+        case .stream(let stream):
+            return BlobInput(stream: stream)
         }
     }
 
@@ -46,15 +48,14 @@ enum LayerPipeline {
     /// bytes, and one more to find a blob that is longer (the caller checks the size it got).
     static func copyBlob(_ source: LayerSource, limit: Int64,
                          _ body: (UnsafeRawBufferPointer) throws(LayerError) -> Void) throws(LayerError) {
-        let (fd, owned, _) = try open(source)
-        defer { if owned { close(fd) } }
+        let input = try open(source)
+        defer { input.close() }
         let size = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
         defer { buffer.deallocate() }
         var total: Int64 = 0
         while total <= limit {
-            let n = Glibc.read(fd, buffer, Int(min(Int64(size), limit + 1 - total)))
-            if n < 0 { if errno == EINTR { continue }; throw LayerError(.input, "read error: \(Errno(rawValue: errno).description)") }
+            let n = try input.read(into: buffer, count: Int(min(Int64(size), limit + 1 - total)), cancellation: nil)
             if n == 0 { return }
             total += Int64(n)
             try body(UnsafeRawBufferPointer(start: buffer, count: n))
@@ -64,10 +65,10 @@ enum LayerPipeline {
     /// Decodes a blob and hands its tar bytes over in chunks, without parsing them (a layer being
     /// recompressed). Returns the digests and sizes.
     static func readTar(_ source: LayerSource, _ body: (UnsafeRawBufferPointer) throws(LayerError) -> Void) throws(LayerError) -> LayerSummary {
-        let (fd, owned, sourceSize) = try open(source)
-        defer { if owned { close(fd) } }
+        let input = try open(source)
+        defer { input.close() }
         let pipe = ChunkPipe()
-        let producer = BlobDecoder(fd: fd, pipe: pipe, expectedSize: sourceSize)
+        let producer = BlobDecoder(input: input, pipe: pipe, expectedSize: input.size)
         producer.start()
         var failure: LayerError?
         do throws(LayerError) {
@@ -93,13 +94,13 @@ enum LayerPipeline {
     static func read(_ source: LayerSource, _ settings: Settings,
                      _ consume: (TarReader, OpaquePointer) throws(LayerError) -> Void) throws(LayerError) -> LayerSummary {
         try settings.cancellation?.check()
-        let (fd, owned, sourceSize) = try open(source)
-        defer { if owned { close(fd) } }
+        let input = try open(source)
+        defer { input.close() }
         let expectedBlobDigest = settings.expecting.blobDigest
 
         let pipe = ChunkPipe()
-        let producer = BlobDecoder(fd: fd, pipe: pipe, gzip: settings.gzip, expectedBlobDigest: expectedBlobDigest,
-                                   expectedSize: settings.expecting.blobSize ?? sourceSize, copyFD: settings.copyFD,
+        let producer = BlobDecoder(input: input, pipe: pipe, gzip: settings.gzip, expectedBlobDigest: expectedBlobDigest,
+                                   expectedSize: settings.expecting.blobSize ?? input.size, copyFD: settings.copyFD,
                                    cancellation: settings.cancellation)
         producer.start()
 

@@ -15,6 +15,9 @@ public enum LayerSource: Sendable {
     /// A blob of an OCI image layout, opened inside the layout (a symlink cannot lead out of it)
     /// and read up to its descriptor's size, no further.
     case layoutBlob(OCIImageLayout, Descriptor)
+    /// A blob that arrives over time (a download), read as it comes, exactly `LayerStream.size`
+    /// bytes. A stream is read once.
+    case stream(LayerStream)
 }
 
 extension LayerSource {
@@ -24,6 +27,7 @@ extension LayerSource {
         case .fileDescriptor(0): return "-"
         case .fileDescriptor(let fd): return "fd \(fd)"
         case .layoutBlob(let layout, let descriptor): return "\(layout.path)@\(descriptor.digest)"
+        case .stream: return "stream"
         }
     }
 }

@@ -9,7 +9,8 @@ import Glibc
 /// `import.synced`, `import.renamed`, `import.linked`, `import.recorded`, `import.blobs`,
 /// `gc.deleted`, `gc.removed-one`, `mount.recorded`, `mount.mounted`, `container.deleted`,
 /// `commit.diffed`, `commit.blobs`, `snapshot.created-dirs`, `snapshot.commit.layer-dir`,
-/// `snapshot.commit.recorded`, `snapshot.removed-record`. (`layertool` arms it from `LAYERKIT_STORE_CRASH`.)
+/// `snapshot.commit.recorded`, `snapshot.removed-record`, `stream-import.unpacked`, `stream-import.synced`,
+/// `stream-import.blobs`, `stream-import.renamed`, `stream-import.linked`, `stream-import.recorded`. (`layertool` arms it from `LAYERKIT_STORE_CRASH`.)
 public enum FaultInjection {
     private struct Target: Sendable {
         var point: String

@@ -154,32 +154,21 @@ extension LayerStore {
         var renamed = false
         defer { if !renamed { try? Self.removeTree(staging) } }
         let diff = staging + "/diff"
-        guard mkdir(diff, 0o755) == 0, chmod(diff, 0o755) == 0 else { throw .lastErrno(path: diff, "cannot create directory") }
-        // The merged root is the top layer's root: it keeps what the layers below say of `/`
-        // unless this layer names `./` itself (as a plain unpack keeps it).
-        if let below = lowerDirs.first { Self.copyRootMetadata(from: below, to: diff) }
-        let diffFD = open(diff, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard diffFD >= 0 else { throw .lastErrno(path: diff, "cannot open") }
+        let diffFD = try Self.makeStagedDiff(diff, below: lowerDirs.first)
         defer { close(diffFD) }
 
         // The blob is written into the content dir from the very bytes the unpack reads and hashes.
         let blob: PendingBlob? = hasBlob(layer.descriptor.digest) ? nil : try PendingBlob(in: paths.blobsDir, for: layer.descriptor.digest)
-        var options = ApplyOptions(format: .overlay(overlayNamespace), lowerDirs: lowerDirs)
-        options.gzipDecoder = configuration.gzipDecoder
-        options.applyWorkers = configuration.applyWorkers
-        options.logger = configuration.logger
         let summary: LayerSummary
         do throws(LayerError) {
-            summary = try LayerApplier(options: options).apply(layer.source, rootFD: diffFD, name: name,
-                                                               expecting: LayerExpectation(layer.descriptor, diffID: layer.diffID),
-                                                               copyingBlobTo: blob?.fd, cancellation: cancellation)
+            summary = try LayerApplier(options: layerApplyOptions(lowerDirs: lowerDirs))
+                .apply(layer.source, rootFD: diffFD, name: name, expecting: LayerExpectation(layer.descriptor, diffID: layer.diffID),
+                       copyingBlobTo: blob?.fd, cancellation: cancellation)
         } catch {
             throw StoreError(error)
         }
         FaultInjection.point("import.unpacked")
-        // Counted while the layer was written; measured only when the apply could not count it.
-        let size: Int64
-        if let counted = summary.allocatedBytes { size = counted } else { size = try DiskUsage.of(diff) }
+        let size = try Self.stagedLayerSize(summary, diff: diff)
         try installStagedLayer(staging, chainID: chainID, link: link, existing: existing != nil, diffID: layer.diffID,
                                descriptor: layer.descriptor, parent: parent, size: size, blob: blob)
         renamed = true
@@ -200,12 +189,7 @@ extension LayerStore {
         try blob?.commit(as: descriptor.digest, sync: false)
         FaultInjection.point("import.synced")
 
-        if lk_renameat2(AT_FDCWD, staging, AT_FDCWD, layerDir, UInt32(LK_RENAME_NOREPLACE)) != 0 {
-            // File systems without RENAME_NOREPLACE: the target was checked absent under the lock.
-            guard errno == EINVAL, rename(staging, layerDir) == 0 else {
-                throw .lastErrno(path: layerDir, "cannot rename the staging dir \(staging) into place")
-            }
-        }
+        try Self.renameStagedLayer(staging, to: layerDir)
         var recorded = false
         defer {
             // The record failed: take the dir back out rather than leave it for the next cleanup.
@@ -224,14 +208,7 @@ extension LayerStore {
         try Durability.syncDirectory(paths.linksDir)
         FaultInjection.point("import.linked")
 
-        if existing {
-            try execute("UPDATE layers SET size = ? WHERE chain_id = ?", [size, chainID])
-        } else {
-            try execute("""
-                INSERT INTO layers (chain_id, diff_id, blob_digest, blob_size, media_type, parent, link, size, created)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, [chainID, diffID, descriptor.digest, descriptor.size, descriptor.mediaType, parent, link, size, Self.now()])
-        }
+        try recordLayer(chainID, diffID: diffID, descriptor: descriptor, parent: parent, link: link, size: size, existing: existing)
         recorded = true
         FaultInjection.point("import.recorded")
     }

@@ -144,8 +144,11 @@ public struct StoreCleanup: Sendable, Equatable {
     public var orphanContainers: [String] = []
     /// containerd snapshot dirs without a record, removed, and interrupted commits finished.
     public var snapshotRepairs: [String] = []
+    /// Blobs an interrupted streaming import had added for records it never wrote, removed.
+    public var orphanBlobs: [String] = []
     /// False when another process was using the store, so nothing was looked at.
     public var ran = false
 
-    public var isEmpty: Bool { stagingDirs.isEmpty && unrecordedLayers.isEmpty && danglingLinks.isEmpty && restoredLinks.isEmpty && orphanContainers.isEmpty && snapshotRepairs.isEmpty }
+    public var isEmpty: Bool { stagingDirs.isEmpty && unrecordedLayers.isEmpty && danglingLinks.isEmpty && restoredLinks.isEmpty && orphanContainers.isEmpty && snapshotRepairs.isEmpty
+        && orphanBlobs.isEmpty }
 }

@@ -23,6 +23,8 @@ extension LayerStore {
         var cleanup = StoreCleanup(ran: true)
         // First, so that a commit it finishes has its layer dir complete for the checks below.
         cleanup.snapshotRepairs = try recoverSnapshots()
+        // Before staging is cleared: the journals there name blobs of imports that never recorded.
+        cleanup.orphanBlobs = try removeBlobsOfInterruptedImports()
         for name in try Self.entries(of: paths.stagingDir) {
             let path = paths.stagingDir + "/" + name
             try Self.removeTree(path)

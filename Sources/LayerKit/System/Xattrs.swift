@@ -103,10 +103,26 @@ enum Xattrs {
 }
 
 extension Xattrs {
-    /// Every xattr of `name` in the dir open at `dirFD`, whose absolute path is `absolute`: read by
-    /// that path while it fits the kernel's limit (the cheaper lookup), through the dir's fd when a
-    /// deep tree makes it longer.
-    static func all(_ dirFD: Int32, _ name: [UInt8], absolute: [UInt8]) -> [Attribute] {
-        absolute.count < Int(PATH_MAX) - 1 ? all(atPath: absolute) : all(dirFD, name)
+    /// Every xattr of `name` in the dir open at `dirFD`, whose absolute path is `absolute`. Most
+    /// entries have none: one `listxattrat` on the dir's fd says so (Linux 6.13). Otherwise they
+    /// are read by that path while it fits the kernel's limit (the cheaper lookup), through the
+    /// dir's fd when a deep tree makes it longer.
+    static func all(_ dirFD: Int32, _ name: [UInt8], absolute: @autoclosure () -> [UInt8]) -> [Attribute] {
+        if hasNone(dirFD, name) { return [] }
+        let path = absolute()
+        return path.count < Int(PATH_MAX) - 1 ? all(atPath: path) : all(dirFD, name)
     }
+
+    /// True when `name` in `dirFD` has no xattrs; false when it has some or the kernel cannot
+    /// tell without a path (no `listxattrat`: remembered, so it is asked once).
+    private static func hasNone(_ dirFD: Int32, _ name: [UInt8]) -> Bool {
+        if listxattratMissing { return false }
+        let size = withCString(name) { lk_listxattrat(dirFD, $0, nil, 0) }
+        if size == 0 { return true }
+        if size < 0 && errno == ENOSYS { listxattratMissing = true }
+        return false
+    }
+
+    /// Set (once, racing harmlessly) when the kernel has no `listxattrat`.
+    nonisolated(unsafe) private static var listxattratMissing = false
 }

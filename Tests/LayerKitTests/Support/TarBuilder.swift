@@ -1,5 +1,6 @@
 import CArchive
 import Foundation
+import Testing
 @testable import LayerKit
 #if canImport(Glibc)
 import Glibc
@@ -7,7 +8,7 @@ import Glibc
 
 /// One entry of a test archive. Names and link targets are written exactly as given (libarchive's
 /// writer does not clean them), so archives can say anything a hostile layer could.
-struct TarEntry {
+struct TarEntry: Sendable {
     enum Kind { case file, dir, symlink, hardlink, fifo, char, block }
     var kind: Kind
     var path: String
@@ -45,7 +46,7 @@ struct TarEntry {
     }
 }
 
-enum TestCompression { case none, gzip, zstd }
+enum TestCompression: Sendable { case none, gzip, zstd }
 
 /// Writes test archives with libarchive (PAX format).
 enum TarBuilder {
@@ -59,7 +60,6 @@ enum TarBuilder {
         case .zstd: archive_write_add_filter_zstd(a)
         }
         archive_write_set_bytes_in_last_block(a, 1)
-        var output = [UInt8]()
         let box = Unmanaged.passRetained(OutputBox())
         defer { box.release() }
         archive_write_open(a, box.toOpaque(), nil, { _, client, buffer, length in
@@ -106,14 +106,13 @@ enum TarBuilder {
             }
         }
         archive_write_close(a)
-        output = box.takeUnretainedValue().bytes
-        return output
+        return box.takeUnretainedValue().bytes
     }
 
     /// Writes an archive to a file and returns its path.
+    @discardableResult
     static func write(_ entries: [TarEntry], to path: String, compression: TestCompression = .none) -> String {
-        let bytes = build(entries, compression: compression)
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        createFile(path, bytes: Data(build(entries, compression: compression)))
         return path
     }
 

@@ -1,6 +1,6 @@
-import Crypto
 import CLayerSys
 import Foundation
+import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -108,11 +108,12 @@ struct TreeSnapshot: Equatable, CustomStringConvertible {
         return out
     }
 
+    /// The hex sha256 of a file's content (DigestOracle), or "unreadable".
     static func sha256(ofFile path: String) -> String {
-        guard let data = FileManager.default.contents(atPath: path) else { return "unreadable" }
-        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        DigestOracle.hex(ofFile: path) ?? "unreadable"
     }
 
+    /// Every extended attribute of `path` (a symlink's own) but those starting with one of `ignoring`.
     static func xattrs(_ path: String, ignoring: [String]) -> [String: [UInt8]] {
         var result: [String: [UInt8]] = [:]
         let size = llistxattr(path, nil, 0)
@@ -132,62 +133,24 @@ struct TreeSnapshot: Equatable, CustomStringConvertible {
     }
 }
 
-/// A fresh temporary directory, removed when the value is dropped by `cleanup()`.
-final class TempDir {
-    let path: String
-    init(_ label: String = "layerkit-test") {
-        let base = ProcessInfo.processInfo.environment["LAYERKIT_TEST_TMP"] ?? NSTemporaryDirectory()
-        var template = Array("\(base)/\(label)-XXXXXX".utf8CString)
-        path = String(cString: mkdtemp(&template)!)
+extension TreeSnapshot {
+    /// Expects `got` to equal `want` entry by entry, listing the first differences, and `want` to
+    /// hold at least `minimumEntries` entries, its root included (so that "equal" is not "both
+    /// empty").
+    static func expectSame(_ want: TreeSnapshot, _ wantName: String, _ got: TreeSnapshot, _ gotName: String,
+                           atLeast minimumEntries: Int = 2, sourceLocation: SourceLocation = #_sourceLocation) {
+        let diffs = want.differences(from: got)
+        #expect(diffs.isEmpty, Comment(rawValue: "\(wantName) (first) and \(gotName) (second) differ:\n" + diffs.prefix(40).joined(separator: "\n")),
+                sourceLocation: sourceLocation)
+        #expect(want.nodes.count >= minimumEntries, "\(wantName) holds \(want.nodes.count) entries, fewer than \(minimumEntries)",
+                sourceLocation: sourceLocation)
     }
-    func sub(_ name: String) -> String { path + "/" + name }
-    func mkdir(_ name: String) -> String {
-        let p = sub(name)
-        try! FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
-        return p
+
+    /// A tree as two extractions of one image are compared: the root's own mtime left out (the
+    /// extracting tool sets it), dir mtimes compared only when asked.
+    static func unpacked(_ root: String, dirMtimes: Bool = false) -> TreeSnapshot {
+        var snapshot = TreeSnapshot(root, options: Options(dirMtimes: dirMtimes))
+        snapshot.nodes["."]?.mtime = nil
+        return snapshot
     }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
-
-/// Runs a program and returns its exit status, stdout and stderr.
-@discardableResult
-func run(_ executable: String, _ arguments: [String], stdin: Data? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    let input = Pipe()
-    process.standardInput = input
-    try process.run()
-    if let stdin { input.fileHandleForWriting.write(stdin) }
-    try? input.fileHandleForWriting.close()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
-}
-
-/// The path of an executable on PATH, or nil.
-func which(_ name: String) -> String? {
-    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-        let p = "\(dir)/\(name)"
-        if access(p, X_OK) == 0 { return p }
-    }
-    return nil
-}
-
-var isRoot: Bool { geteuid() == 0 }
-
-/// The repository root (for fixtures/ and the built layertool binary).
-let repositoryRoot: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    while url.path != "/" {
-        url.deleteLastPathComponent()
-        if FileManager.default.fileExists(atPath: url.path + "/Package.swift") { return url.path }
-    }
-    return FileManager.default.currentDirectoryPath
-}()
-
-let fixturesDir = repositoryRoot + "/fixtures"

@@ -6,51 +6,22 @@ import Testing
 import Glibc
 #endif
 
-// Layers written by LayerDiffer, checked against the real world:
-//
-// - OverlayUpperDiffTests: the kernel's own overlayfs makes an upper dir (changes made through the
-//   merged mount); `diff --upper` of it, applied onto the lower tree, must give the merged tree, and
-//   so must the two-tree diff of LOWER against a copy of the merged tree. Uppers that use
-//   redirect_dir or metacopy cannot be read alone and must be refused.
-// - DiffUmociInteropTests: an OCI image whose layers are `diff EMPTY OLD` and `diff OLD NEW`,
-//   unpacked by umoci and by `layertool unpack --image`, must give NEW; GNU tar and bsdtar list the
-//   diff layer without a complaint.
+// Layers written by LayerDiffer from uppers the kernel's own overlayfs made (changes made through
+// the merged mount): `diff --upper` of the upper, applied onto the lower tree, must give the merged
+// tree, and so must the two-tree diff of LOWER against a copy of the merged tree. Uppers that use
+// redirect_dir or metacopy cannot be read alone and must be refused.
 //
 // Trees are compared with TreeSnapshot (type, mode, owner, size, content, symlink target, mtime,
 // xattrs, hardlink groups). Dir mtimes are not compared unless said (TreeSnapshot's default): a dir's
-// mtime moves whenever a name in it changes, and neither overlayfs's copy-up, `cp -a` nor umoci is
-// meant to keep it equal to anything.
+// mtime moves whenever a name in it changes, and neither overlayfs's copy-up nor `cp -a` is meant to
+// keep it equal to anything.
 
-/// Helpers for both suites (private: the other test files have their own).
-private enum DiffInterop {
+/// Overlay mounts, the trees and changes of the scenarios, and the shared check.
+private enum OverlayUpper {
     static let sh = which("sh") ?? "/bin/sh"
-    /// The built CLI (the test target depends on it, so `swift test` builds it first).
-    static let layertool = ProcessInfo.processInfo.environment["LAYERTOOL_BIN"] ?? repositoryRoot + "/.build/debug/layertool"
 
-    // MARK: Availability
-
-    static let overlayTools = ["unshare", "mount", "umount", "setfattr", "getfattr", "tar", "cp", "mkfifo", "dd", "stat", "touch"]
-
-    /// `grep -q overlay /proc/filesystems`.
-    static func overlayListed() -> Bool {
-        guard let text = try? String(contentsOfFile: "/proc/filesystems", encoding: .utf8) else { return false }
-        return text.split(separator: "\n").contains { $0.split(whereSeparator: { $0 == "\t" || $0 == " " }).last == "overlay" }
-    }
-
-    /// Root, kernel overlayfs (after `modprobe overlay` when it is not listed yet) and the tools the
-    /// scripts use.
-    static let overlayAvailable: Bool = {
-        guard isRoot, overlayTools.allSatisfy({ which($0) != nil }) else { return false }
-        if overlayListed() { return true }
-        if let modprobe = which("modprobe") ?? ["/sbin/modprobe", "/usr/sbin/modprobe"].first(where: { access($0, X_OK) == 0 }) {
-            _ = try? run(modprobe, ["overlay"])
-        }
-        return overlayListed()
-    }()
-
-    static var umociAvailable: Bool {
-        isRoot && ["umoci", "tar", "bsdtar"].allSatisfy { which($0) != nil }
-    }
+    /// The tools the mount and change scripts use.
+    static let tools = ["unshare", "mount", "umount", "setfattr", "getfattr", "tar", "cp", "mkfifo", "dd", "stat", "touch"]
 
     // MARK: Overlay mounts
 
@@ -62,7 +33,7 @@ private enum DiffInterop {
     /// table and disappears with the namespace even if something goes wrong. After the changes the
     /// merged view is copied with `cp -a` into `newCopy` (when given), then unmounted.
     static func overlay(lower: String, upper: String, work: String, merged: String, newCopy: String?,
-                        options: String, changes: String) throws -> (status: Int32, stdout: String, stderr: String) {
+                        options: String, changes: String) throws -> ProcessResult {
         let script = """
             L=$1; U=$2; W=$3; M=$4; N=$5; OPTS=$6
             mount -t overlay overlay -o "lowerdir=$L,upperdir=$U,workdir=$W${OPTS:+,$OPTS}" "$M" || exit \(mountFailed)
@@ -75,7 +46,7 @@ private enum DiffInterop {
             umount "$M" || exit 94
             exit $status
             """
-        return try run(which("unshare")!, ["-m", "--propagation", "private", sh, "-c", script, "sh",
+        return try run(try requireTool("unshare"), ["-m", "--propagation", "private", sh, "-c", script, "sh",
                                             lower, upper, work, merged, newCopy ?? "", options])
     }
 
@@ -88,13 +59,6 @@ private enum DiffInterop {
         return r.status == 0
     }
 
-    /// The built CLI, recorded as an issue when it is missing.
-    static func layertoolBuilt(sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
-        let ok = access(layertool, X_OK) == 0
-        #expect(ok, "no layertool binary at \(layertool) (set LAYERTOOL_BIN)", sourceLocation: sourceLocation)
-        return ok
-    }
-
     /// A single-quoted shell word for `./REL` (REL relative to the merged dir).
     static func q(_ rel: String) -> String {
         "'./" + rel.replacingOccurrences(of: "'", with: #"'\''"#) + "'"
@@ -102,24 +66,13 @@ private enum DiffInterop {
 
     // MARK: Files
 
-    static func lstatOf(_ path: String) -> stat? {
-        var st = stat()
-        return lstat(path, &st) == 0 ? st : nil
-    }
-
+    /// Whether `path` is an overlayfs whiteout: a 0/0 char device.
     static func isOverlayWhiteout(_ path: String) -> Bool {
-        guard let st = lstatOf(path) else { return false }
+        guard let st = lstatOrNil(path) else { return false }
         return st.st_mode & 0o170000 == 0o020000 && st.st_rdev == 0
     }
 
-    static func xattr(_ path: String, _ name: String) -> [UInt8]? {
-        let size = lgetxattr(path, name, nil, 0)
-        guard size >= 0 else { return nil }
-        var value = [UInt8](repeating: 0, count: size)
-        let n = lgetxattr(path, name, &value, size)
-        return n >= 0 ? Array(value[..<n]) : nil
-    }
-
+    /// Creates a file with its metadata (the test fails when a step does).
     static func write(_ path: String, _ content: String, mode: mode_t = 0o644, uid: uid_t = 0, gid: gid_t = 0,
                       mtime: Int? = nil, xattrs: [(String, String)] = []) {
         #expect(FileManager.default.createFile(atPath: path, contents: Data(content.utf8)), "create \(path)")
@@ -129,6 +82,7 @@ private enum DiffInterop {
         if let mtime { setMtime(path, mtime) }
     }
 
+    /// Creates a dir with its metadata (the test fails when a step does).
     static func dir(_ path: String, mode: mode_t = 0o755, uid: uid_t = 0, gid: gid_t = 0, xattrs: [(String, String)] = []) {
         #expect(mkdir(path, 0o700) == 0, "mkdir \(path)")
         chown(path, uid, gid)
@@ -136,32 +90,7 @@ private enum DiffInterop {
         for (k, v) in xattrs { #expect(setxattr(path, k, v, v.utf8.count, 0) == 0, "setxattr \(k) on \(path)") }
     }
 
-    static func setMtime(_ path: String, _ sec: Int, nsec: Int = 0) {
-        var times = [timespec(tv_sec: sec, tv_nsec: nsec), timespec(tv_sec: sec, tv_nsec: nsec)]
-        utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW)
-    }
-
-    /// Gives `path` (a dir) the mode and owner of `like`.
-    static func sameRootMetadata(_ path: String, like: String) {
-        guard let st = lstatOf(like) else { return }
-        chown(path, st.st_uid, st.st_gid)
-        chmod(path, st.st_mode & 0o7777)
-    }
-
     // MARK: Comparing
-
-    static func snapshot(_ root: String, dirMtimes: Bool = false) -> TreeSnapshot {
-        TreeSnapshot(root, options: TreeSnapshot.Options(dirMtimes: dirMtimes))
-    }
-
-    /// Expects two trees to be equal entry by entry.
-    static func expectSameTree(_ want: TreeSnapshot, _ wantName: String, _ got: TreeSnapshot, _ gotName: String,
-                               sourceLocation: SourceLocation = #_sourceLocation) {
-        let diffs = want.differences(from: got)
-        #expect(diffs.isEmpty, Comment(rawValue: "\(wantName) (first) and \(gotName) (second) differ:\n" + diffs.prefix(40).joined(separator: "\n")),
-                sourceLocation: sourceLocation)
-        #expect(want.nodes.count > 1, "\(wantName) is empty", sourceLocation: sourceLocation)
-    }
 
     /// `LayerApplier` of `layer` onto a fresh `cp -a` copy of `base`; returns the copy.
     static func applyOntoCopy(of base: String, layer: String, result: DiffResult, at dest: String,
@@ -177,7 +106,7 @@ private enum DiffInterop {
     /// `getfattr -R -P -h -d -m - --absolute-names` of a dir (every namespace, values dumped; symlinks
     /// not followed: the trees have dangling ones).
     static func getfattrDump(_ dir: String) throws -> String {
-        let r = try run(which("getfattr")!, ["-R", "-P", "-h", "-d", "-m", "-", "--absolute-names", dir])
+        let r = try run(try requireTool("getfattr"), ["-R", "-P", "-h", "-d", "-m", "-", "--absolute-names", dir])
         // getfattr exits 0 with no output for a tree without xattrs.
         #expect(r.status == 0, "getfattr: \(r.stderr)")
         return r.stdout
@@ -185,7 +114,7 @@ private enum DiffInterop {
 
     /// Names the tar lists (`tar -tf`).
     static func tarNames(_ layer: String) throws -> [String] {
-        let r = try run(which("tar")!, ["-tf", layer])
+        let r = try run(try requireTool("tar"), ["-tf", layer])
         #expect(r.status == 0, "tar -tf: \(r.stderr)")
         return r.stdout.split(separator: "\n").map(String.init)
     }
@@ -228,7 +157,7 @@ private enum DiffInterop {
         // The merged root takes the upper root's mode and owner, and an upper-dir diff has no root
         // entry (it cannot know what the lower root is like): make them the same as LOWER's, as a
         // container runtime's freshly created upper is.
-        sameRootMetadata(upper, like: lower)
+        try copyOwnerAndMode(of: lower, to: upper)
         let work = tmp.mkdir("work")
         let mergedDir = tmp.mkdir("merged")
         let newCopy = tmp.mkdir("newcopy")
@@ -258,13 +187,13 @@ private enum DiffInterop {
         let fromTreesDir = try applyOntoCopy(of: lower, layer: treesLayer, result: treesResult, at: tmp.sub("from-trees"),
                                              sourceLocation: sourceLocation)
 
-        let merged = snapshot(newCopy)
-        let fromUpper = snapshot(fromUpperDir)
-        let fromTrees = snapshot(fromTreesDir)
-        #expect(!snapshot(lower).differences(from: merged).isEmpty, "the changes changed nothing", sourceLocation: sourceLocation)
-        expectSameTree(merged, "merged overlay (\(label))", fromUpper, "LOWER + diff --upper", sourceLocation: sourceLocation)
-        expectSameTree(merged, "merged overlay (\(label))", fromTrees, "LOWER + diff LOWER NEWCOPY", sourceLocation: sourceLocation)
-        expectSameTree(fromTrees, "LOWER + diff LOWER NEWCOPY", fromUpper, "LOWER + diff --upper", sourceLocation: sourceLocation)
+        let merged = TreeSnapshot(newCopy)
+        let fromUpper = TreeSnapshot(fromUpperDir)
+        let fromTrees = TreeSnapshot(fromTreesDir)
+        #expect(!TreeSnapshot(lower).differences(from: merged).isEmpty, "the changes changed nothing", sourceLocation: sourceLocation)
+        TreeSnapshot.expectSame(merged, "merged overlay (\(label))", fromUpper, "LOWER + diff --upper", sourceLocation: sourceLocation)
+        TreeSnapshot.expectSame(merged, "merged overlay (\(label))", fromTrees, "LOWER + diff LOWER NEWCOPY", sourceLocation: sourceLocation)
+        TreeSnapshot.expectSame(fromTrees, "LOWER + diff LOWER NEWCOPY", fromUpper, "LOWER + diff --upper", sourceLocation: sourceLocation)
 
         // 3. The upper layer carries no overlayfs state: neither in its pax headers...
         let bytes = try #require(FileManager.default.contents(atPath: upperLayer))
@@ -273,7 +202,7 @@ private enum DiffInterop {
         }
         // ...nor once extracted by GNU tar with every xattr namespace asked for.
         let extracted = tmp.mkdir("extracted")
-        let x = try run(which("tar")!, ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", upperLayer, "-C", extracted])
+        let x = try run(try requireTool("tar"), ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", upperLayer, "-C", extracted])
         #expect(x.status == 0, "tar -x of the upper layer: \(x.stderr)", sourceLocation: sourceLocation)
         let dump = try getfattrDump(extracted)
         #expect(!dump.contains("trusted.overlay.") && !dump.contains("user.overlay."),
@@ -379,200 +308,7 @@ private enum DiffInterop {
         """
 }
 
-// MARK: - Kernel overlayfs uppers
-
-@Suite(.serialized, .enabled(if: DiffInterop.overlayAvailable,
-                             "needs root, kernel overlayfs (`grep -q overlay /proc/filesystems`, after `modprobe overlay`) and unshare, mount, setfattr/getfattr, GNU tar"))
-struct OverlayUpperDiffTests {
-    /// `trusted`: overlayfs's state in trusted.overlay.* (a root mount); `user`: in user.overlay.*
-    /// (`userxattr`).
-    @Test(arguments: ["trusted", "user"])
-    func handMadeChangesThroughTheKernelOverlay(_ namespace: String) throws {
-        let o = try DiffInterop.checkUpperAgainstTrees("handmade-\(namespace)", namespace: namespace) { lower in
-            try DiffInterop.buildHandMadeLower(lower)
-            return DiffInterop.handMadeChanges
-        }
-        let u = o.upper
-
-        // The kernel made the shapes this test is about.
-        for gone in ["gone", "etc/passwd", "bin/trio-2", "rename-me", "moved-away", "mvdir", "fifo-gone"] {
-            #expect(DiffInterop.isOverlayWhiteout(u + "/" + gone), "\(gone): a 0/0 char device whiteout in the upper")
-        }
-        for opaque in ["opq", "swapfile"] {
-            #expect(DiffInterop.xattr(u + "/" + opaque, "\(namespace).overlay.opaque") == Array("y".utf8), "\(opaque): an opaque dir in the upper")
-        }
-        #expect(DiffInterop.xattr(u + "/mvdir-renamed", "\(namespace).overlay.redirect") == nil, "no redirect_dir: the renamed dir was copied")
-        #expect(DiffInterop.lstatOf(u + "/untouched") == nil && DiffInterop.lstatOf(u + "/bin/pair-a") == nil, "untouched files stay below")
-
-        // The upper layer says it in OCI terms.
-        let names = Set(try DiffInterop.tarNames(o.upperLayer))
-        for name in [".wh.gone", "etc/.wh.passwd", "bin/.wh.trio-2", ".wh.rename-me", ".wh.mvdir", ".wh.fifo-gone",
-                     "opq/.wh..wh..opq", "opq/new", "renamed", "newdir/moved-here", "mvdir-renamed/sub/n", "etc/motd-hl"] {
-            #expect(names.contains(name), "the upper layer lists \(name): \(names.sorted())")
-        }
-        #expect(!names.contains { $0.hasPrefix("gone/") }, "nothing below a deleted dir")
-        #expect(!names.contains("untouched") && !names.contains("bin/pair-a"))
-
-        // And the result is what the changes say, so "equal" is not "equally wrong".
-        let n = o.merged.nodes
-        for gone in ["gone", "etc/passwd", "bin/trio-2", "rename-me", "moved-away", "mvdir", "fifo-gone", "opq/old", "opq/olddir", "swapdir/child"] {
-            #expect(n[gone] == nil, "\(gone) is gone")
-        }
-        #expect(Set(n.keys.filter { $0.hasPrefix("opq/") }) == ["opq/new"])
-        #expect(n["swapfile"]?.type == "dir" && n["swapfile/inside"]?.type == "file")
-        #expect(n["swapdir"]?.type == "file")
-        #expect(n["etc/samesize"]?.content == TreeSnapshot.sha256(ofFile: o.newCopy + "/etc/samesize")
-                && n["etc/samesize"]?.content != TreeSnapshot.sha256(ofFile: o.lower + "/etc/samesize")
-                && n["etc/samesize"]?.mtime == 1_600_000_000, "same size and mtime, new bytes")
-        #expect(n["etc/hosts"]?.mode == 0o600)
-        #expect(n["etc/owned"].map { [$0.uid, $0.gid] } == [1234, 5678])
-        #expect(n["etc/xattr-file"]?.xattrs == ["user.x": Array("changed".utf8)])
-        #expect(n["etc/xattr-remove"]?.xattrs == ["user.kept": Array("k".utf8)])
-        #expect(n["xdir"]?.xattrs == ["user.d": Array("1".utf8), "user.new": Array("on-dir".utf8)] && n["xdir"]?.mode == 0o700)
-        #expect(n["etc/touched"]?.mtime == 1_500_000_000)
-        #expect(n["etc/nsec"] == o.fromUpper.nodes["etc/nsec"] && n["etc/nsec"] != nil)
-        // Copy-up breaks a lower hardlink group (overlayfs without index=on): bin/tool changes alone.
-        #expect(n["bin/tool"]?.mode == 0o700 && n["bin/tool-hl"]?.mode == 0o755)
-        #expect(n["bin/pair-a"]?.linkGroup != nil && n["bin/pair-a"]?.linkGroup == n["bin/pair-b"]?.linkGroup)
-        #expect(n["bin/trio-1"]?.linkGroup != nil && n["bin/trio-1"]?.linkGroup == n["bin/trio-3"]?.linkGroup)
-        #expect(n["etc/motd"]?.linkGroup != nil && n["etc/motd"]?.linkGroup == n["etc/motd-hl"]?.linkGroup)
-        #expect(n["newfile"]?.linkGroup != nil && n["newfile"]?.linkGroup == n["newfile-hl"]?.linkGroup)
-        #expect(n["bin/sh"].map { [$0.uid, $0.gid] } == [7, 7] && n["bin/sh"]?.content == "tool")
-        #expect(n["bin/su"].map { [$0.uid, $0.gid] } == [5, 5])
-        #expect(n["newfifo"]?.type == "fifo" && n["newfifo"]?.mode == 0o604 && n["fifo"]?.type == "fifo")
-        #expect(n["dev/null"]?.content == "1:3")
-        #expect(n["mvdir-renamed"]?.mode == 0o750 && n["mvdir-renamed"]?.xattrs == ["user.mv": Array("dir".utf8)])
-        #expect(n["mvdir-renamed/sub/n"].map { [$0.uid, $0.gid] } == [33, 33])
-        #expect(n["newdir/moved-here"]?.mtime == 1_600_000_006)
-        #expect(n["home/user/file"].map { [$0.uid, $0.gid, $0.mode] } == [1000, 1000, 0o640])
-
-        // layertool's CLI writes the same layer as the library.
-        if DiffInterop.layertoolBuilt() {
-            let out = o.tmp.sub("cli-upper.tar")
-            let r = try run(DiffInterop.layertool, ["diff", "--upper", o.upper, "-o", out, "--json"])
-            #expect(r.status == 0, "layertool diff --upper: \(r.stderr)")
-            #expect(r.stdout.contains(o.upperResult.diffID.description), "CLI diffID: \(r.stdout)")
-            #expect(FileManager.default.contents(atPath: out) == FileManager.default.contents(atPath: o.upperLayer))
-        }
-    }
-
-    /// Random lower trees (TreeGenerator: files, dirs, symlinks, hardlinks, fifos, devices, user.*
-    /// xattrs, odd names, sub-second mtimes) and random changes made through the merged dir.
-    /// A change may find its target already gone or changed by an earlier one: it then does nothing
-    /// (`|| :`). Every change that works on a name's content or metadata first checks (`[ ! -L ]`)
-    /// that it is not a symlink: the trees have absolute symlinks such as /etc/passwd.
-    @Test(arguments: 0..<6)
-    func randomChangesThroughTheKernelOverlay(_ seed: Int) throws {
-        // Odd seeds mount with userxattr (overlayfs's state in user.overlay.*).
-        let namespace = seed % 2 == 0 ? "trusted" : "user"
-        let o = try DiffInterop.checkUpperAgainstTrees("seed\(seed)", namespace: namespace, tolerateFailedChanges: true) { lower in
-            var gen = TreeGenerator(rng: SeededRandom(state: UInt64(seed) &* 104_729 &+ 3), root: lower)
-            for _ in 0..<80 { gen.addEntry() }
-            return DiffInterop.randomChanges(files: gen.files, dirs: gen.dirs, seed: seed, count: 40)
-        }
-        // Most changes found their target (the script's quoting works on the odd names).
-        #expect(o.applied >= 20, "only \(o.applied) of 40 changes took effect")
-        #expect(o.upperResult.entryCount >= 10)
-    }
-
-    /// Only reads through the merged dir: the upper stays empty, the layer is an empty tar (the
-    /// well-known empty layer, diffID sha256:5f70bf18...) and applies as a no-op. Compressed here:
-    /// the uncompressed empty layer is refused by the applier (see
-    /// DiffUmociInteropTests.unchangedTreeGivesAnUncompressedEmptyLayerThatUnpacks).
-    @Test func readOnlyUseGivesAnEmptyLayer() throws {
-        let tmp = TempDir("overlay-readonly")
-        let lower = tmp.mkdir("lower")
-        var gen = TreeGenerator(rng: SeededRandom(state: 77), root: lower)
-        for _ in 0..<40 { gen.addEntry() }
-        let upper = tmp.mkdir("upper")
-        DiffInterop.sameRootMetadata(upper, like: lower)
-        let newCopy = tmp.mkdir("newcopy")
-        let r = try DiffInterop.overlay(lower: lower, upper: upper, work: tmp.mkdir("work"), merged: tmp.mkdir("merged"), newCopy: newCopy,
-                                        options: DiffInterop.mountOptions("trusted"),
-                                        changes: "set -e\nls -laR . > /dev/null\nfind . -type f -exec cat {} + > /dev/null")
-        try #require(r.status == 0, "overlay script exited \(r.status): \(r.stderr)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: upper).isEmpty, "reading copies nothing up")
-        for compression in [Compression.gzip, .zstd] {
-            let layer = tmp.sub("empty-\(compression)")
-            let result = try LayerDiffer(options: DiffOptions(compression: compression)).write(.upper(upper), toFile: layer)
-            #expect(result.entryCount == 0 && result.tarSize == 1024)
-            #expect(result.diffID.description == "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef")
-            let applied = try DiffInterop.applyOntoCopy(of: lower, layer: layer, result: result, at: tmp.sub("applied-\(compression)"))
-            DiffInterop.expectSameTree(DiffInterop.snapshot(newCopy), "merged overlay", DiffInterop.snapshot(applied), "LOWER + empty \(compression) layer")
-        }
-    }
-
-    @Test func upperWithARedirectIsRefused() throws {
-        let tmp = TempDir("overlay-redirect")
-        let lower = tmp.mkdir("lower")
-        DiffInterop.dir(lower + "/d")
-        DiffInterop.write(lower + "/d/f", "f\n")
-        DiffInterop.dir(lower + "/d/sub")
-        DiffInterop.write(lower + "/d/sub/g", "g\n")
-        let upper = tmp.mkdir("upper")
-        DiffInterop.sameRootMetadata(upper, like: lower)
-        let r = try DiffInterop.overlay(lower: lower, upper: upper, work: tmp.mkdir("work"), merged: tmp.mkdir("merged"),
-                                        newCopy: nil, options: "redirect_dir=on,index=off", changes: "set -e\nmv d e")
-        if r.status == DiffInterop.mountFailed, try DiffInterop.plainMountWorks() {
-            // The kernel does not take redirect_dir=on (an old one, or one built without it): nothing to test.
-            try Test.cancel("the kernel refused redirect_dir=on: \(r.stderr)")
-        }
-        try #require(r.status == 0, "overlay script exited \(r.status): \(r.stderr)")
-        try #require(DiffInterop.xattr(upper + "/e", "trusted.overlay.redirect") != nil,
-                     "the renamed lower dir has a trusted.overlay.redirect xattr in the upper")
-
-        let out = tmp.sub("layer.tar")
-        #expect {
-            _ = try LayerDiffer(options: DiffOptions(compression: .none)).write(.upper(upper), toFile: out)
-        } throws: { error in
-            (error as? LayerError)?.description.contains("redirect") ?? false
-        }
-        #expect(!FileManager.default.fileExists(atPath: out), "no layer is left behind")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path).allSatisfy { !$0.hasPrefix(".layer.tar") },
-                "no temporary file is left behind")
-
-        if DiffInterop.layertoolBuilt() {
-            let cli = try run(DiffInterop.layertool, ["diff", "--upper", upper, "-o", out])
-            #expect(cli.status != 0 && cli.stderr.contains("redirect"), "layertool diff --upper: \(cli.status) \(cli.stderr)")
-            #expect(!FileManager.default.fileExists(atPath: out))
-        }
-    }
-
-    @Test func upperWithAMetacopyIsRefused() throws {
-        let tmp = TempDir("overlay-metacopy")
-        let lower = tmp.mkdir("lower")
-        DiffInterop.write(lower + "/f", String(repeating: "data ", count: 1000))
-        let upper = tmp.mkdir("upper")
-        DiffInterop.sameRootMetadata(upper, like: lower)
-        let r = try DiffInterop.overlay(lower: lower, upper: upper, work: tmp.mkdir("work"), merged: tmp.mkdir("merged"),
-                                        newCopy: nil, options: "metacopy=on,index=off", changes: "set -e\nchmod 0600 f")
-        if r.status == DiffInterop.mountFailed, try DiffInterop.plainMountWorks() {
-            // The kernel does not take metacopy=on (an old one, or one built without it): nothing to test.
-            try Test.cancel("the kernel refused metacopy=on: \(r.stderr)")
-        }
-        try #require(r.status == 0, "overlay script exited \(r.status): \(r.stderr)")
-        try #require(DiffInterop.xattr(upper + "/f", "trusted.overlay.metacopy") != nil,
-                     "the chmod made a metadata-only copy-up (trusted.overlay.metacopy) in the upper")
-        // Its bytes are below (the upper file is a hole of the right size): a layer made of the
-        // upper alone would hold zeros.
-        #expect(FileManager.default.contents(atPath: upper + "/f") != FileManager.default.contents(atPath: lower + "/f"),
-                "a metacopy upper file has no data of its own")
-
-        let out = tmp.sub("layer.tar")
-        #expect {
-            _ = try LayerDiffer(options: DiffOptions(compression: .none)).write(.upper(upper), toFile: out)
-        } throws: { error in
-            (error as? LayerError)?.description.contains("metacopy") ?? false
-        }
-        #expect(!FileManager.default.fileExists(atPath: out))
-        if DiffInterop.layertoolBuilt() {
-            let cli = try run(DiffInterop.layertool, ["diff", "--upper", upper, "-o", out])
-            #expect(cli.status != 0 && cli.stderr.contains("metacopy"), "layertool diff --upper: \(cli.status) \(cli.stderr)")
-        }
-    }
-}
-
-extension DiffInterop {
+extension OverlayUpper {
     /// `count` random changes of the names TreeGenerator made, as one sh script run in the merged dir;
     /// each one that takes effect prints `applied`.
     static func randomChanges(files: [String], dirs: [String], seed: Int, count: Int) -> String {
@@ -621,136 +357,188 @@ extension DiffInterop {
     }
 }
 
-// MARK: - umoci, GNU tar and bsdtar read what the differ writes
+// MARK: - Kernel overlayfs uppers
 
-extension DiffInterop {
-    /// Writes an OCI image layout by hand (oci-layout, index.json tagged `tag`, manifest, config with
-    /// rootfs.diff_ids, blobs); the layer blobs are moved into it.
-    static func writeLayout(_ path: String, layers: [(file: String, result: DiffResult)], tag: String) throws {
-        let blobs = path + "/blobs/sha256"
-        try FileManager.default.createDirectory(atPath: blobs, withIntermediateDirectories: true)
-        try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: path + "/oci-layout"))
-        func json(_ object: Any) throws -> Data {
-            try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+@Suite(.serialized, .requires(.root(because: "overlay mounts"), .tools(OverlayUpper.tools), .kernelOverlay))
+struct OverlayUpperDiffTests {
+    /// `trusted`: overlayfs's state in trusted.overlay.* (a root mount); `user`: in user.overlay.*
+    /// (`userxattr`).
+    @Test(arguments: ["trusted", "user"])
+    func handMadeChangesThroughTheKernelOverlay(_ namespace: String) throws {
+        let o = try OverlayUpper.checkUpperAgainstTrees("handmade-\(namespace)", namespace: namespace) { lower in
+            try OverlayUpper.buildHandMadeLower(lower)
+            return OverlayUpper.handMadeChanges
         }
-        func blob(_ data: Data, mediaType: String) throws -> [String: Any] {
-            let digest = Digest.sha256(of: data)
-            try data.write(to: URL(fileURLWithPath: "\(blobs)/\(digest.hex)"))
-            return ["mediaType": mediaType, "digest": digest.description, "size": data.count]
+        let u = o.upper
+
+        // The kernel made the shapes this test is about.
+        for gone in ["gone", "etc/passwd", "bin/trio-2", "rename-me", "moved-away", "mvdir", "fifo-gone"] {
+            #expect(OverlayUpper.isOverlayWhiteout(u + "/" + gone), "\(gone): a 0/0 char device whiteout in the upper")
         }
-        var layerDescs = [[String: Any]]()
-        for (file, result) in layers {
-            let d = result.descriptor
-            try FileManager.default.moveItem(atPath: file, toPath: "\(blobs)/\(d.digest.hex)")
-            layerDescs.append(["mediaType": d.mediaType, "digest": d.digest.description, "size": d.size])
+        for opaque in ["opq", "swapfile"] {
+            #expect(xattr(u + "/" + opaque, "\(namespace).overlay.opaque") == Array("y".utf8), "\(opaque): an opaque dir in the upper")
         }
-        let config: [String: Any] = [
-            "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-            "config": ["Cmd": ["/bin/sh"]],
-            "rootfs": ["type": "layers", "diff_ids": layers.map { $0.result.diffID.description }],
-        ]
-        let configDesc = try blob(try json(config), mediaType: "application/vnd.oci.image.config.v1+json")
-        let manifest: [String: Any] = [
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": configDesc, "layers": layerDescs,
-        ]
-        var manifestDesc = try blob(try json(manifest), mediaType: "application/vnd.oci.image.manifest.v1+json")
-        manifestDesc["annotations"] = ["org.opencontainers.image.ref.name": tag]
-        let index: [String: Any] = [
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [manifestDesc],
-        ]
-        try json(index).write(to: URL(fileURLWithPath: path + "/index.json"))
+        #expect(xattr(u + "/mvdir-renamed", "\(namespace).overlay.redirect") == nil, "no redirect_dir: the renamed dir was copied")
+        #expect(lstatOrNil(u + "/untouched") == nil && lstatOrNil(u + "/bin/pair-a") == nil, "untouched files stay below")
+
+        // The upper layer says it in OCI terms.
+        let names = Set(try OverlayUpper.tarNames(o.upperLayer))
+        for name in [".wh.gone", "etc/.wh.passwd", "bin/.wh.trio-2", ".wh.rename-me", ".wh.mvdir", ".wh.fifo-gone",
+                     "opq/.wh..wh..opq", "opq/new", "renamed", "newdir/moved-here", "mvdir-renamed/sub/n", "etc/motd-hl"] {
+            #expect(names.contains(name), "the upper layer lists \(name): \(names.sorted())")
+        }
+        #expect(!names.contains { $0.hasPrefix("gone/") }, "nothing below a deleted dir")
+        #expect(!names.contains("untouched") && !names.contains("bin/pair-a"))
+
+        // And the result is what the changes say, so "equal" is not "equally wrong".
+        let n = o.merged.nodes
+        for gone in ["gone", "etc/passwd", "bin/trio-2", "rename-me", "moved-away", "mvdir", "fifo-gone", "opq/old", "opq/olddir", "swapdir/child"] {
+            #expect(n[gone] == nil, "\(gone) is gone")
+        }
+        #expect(Set(n.keys.filter { $0.hasPrefix("opq/") }) == ["opq/new"])
+        #expect(n["swapfile"]?.type == "dir" && n["swapfile/inside"]?.type == "file")
+        #expect(n["swapdir"]?.type == "file")
+        #expect(n["etc/samesize"]?.content == TreeSnapshot.sha256(ofFile: o.newCopy + "/etc/samesize")
+                && n["etc/samesize"]?.content != TreeSnapshot.sha256(ofFile: o.lower + "/etc/samesize")
+                && n["etc/samesize"]?.mtime == 1_600_000_000, "same size and mtime, new bytes")
+        #expect(n["etc/hosts"]?.mode == 0o600)
+        #expect(n["etc/owned"].map { [$0.uid, $0.gid] } == [1234, 5678])
+        #expect(n["etc/xattr-file"]?.xattrs == ["user.x": Array("changed".utf8)])
+        #expect(n["etc/xattr-remove"]?.xattrs == ["user.kept": Array("k".utf8)])
+        #expect(n["xdir"]?.xattrs == ["user.d": Array("1".utf8), "user.new": Array("on-dir".utf8)] && n["xdir"]?.mode == 0o700)
+        #expect(n["etc/touched"]?.mtime == 1_500_000_000)
+        #expect(n["etc/nsec"] == o.fromUpper.nodes["etc/nsec"] && n["etc/nsec"] != nil)
+        // Copy-up breaks a lower hardlink group (overlayfs without index=on): bin/tool changes alone.
+        #expect(n["bin/tool"]?.mode == 0o700 && n["bin/tool-hl"]?.mode == 0o755)
+        #expect(n["bin/pair-a"]?.linkGroup != nil && n["bin/pair-a"]?.linkGroup == n["bin/pair-b"]?.linkGroup)
+        #expect(n["bin/trio-1"]?.linkGroup != nil && n["bin/trio-1"]?.linkGroup == n["bin/trio-3"]?.linkGroup)
+        #expect(n["etc/motd"]?.linkGroup != nil && n["etc/motd"]?.linkGroup == n["etc/motd-hl"]?.linkGroup)
+        #expect(n["newfile"]?.linkGroup != nil && n["newfile"]?.linkGroup == n["newfile-hl"]?.linkGroup)
+        #expect(n["bin/sh"].map { [$0.uid, $0.gid] } == [7, 7] && n["bin/sh"]?.content == "tool")
+        #expect(n["bin/su"].map { [$0.uid, $0.gid] } == [5, 5])
+        #expect(n["newfifo"]?.type == "fifo" && n["newfifo"]?.mode == 0o604 && n["fifo"]?.type == "fifo")
+        #expect(n["dev/null"]?.content == "1:3")
+        #expect(n["mvdir-renamed"]?.mode == 0o750 && n["mvdir-renamed"]?.xattrs == ["user.mv": Array("dir".utf8)])
+        #expect(n["mvdir-renamed/sub/n"].map { [$0.uid, $0.gid] } == [33, 33])
+        #expect(n["newdir/moved-here"]?.mtime == 1_600_000_006)
+        #expect(n["home/user/file"].map { [$0.uid, $0.gid, $0.mode] } == [1000, 1000, 0o640])
+
+        // layertool's CLI writes the same layer as the library.
+        let out = o.tmp.sub("cli-upper.tar")
+        let r = try Layertool.run(["diff", "--upper", o.upper, "-o", out, "--json"])
+        #expect(r.status == 0, "layertool diff --upper: \(r.stderr)")
+        #expect(r.stdout.contains(o.upperResult.diffID.description), "CLI diffID: \(r.stdout)")
+        #expect(FileManager.default.contents(atPath: out) == FileManager.default.contents(atPath: o.upperLayer))
     }
-}
 
-@Suite(.enabled(if: DiffInterop.umociAvailable,
-                "needs umoci, GNU tar and bsdtar, run as root (umoci without root needs --rootless, which changes ownership by design)"))
-struct DiffUmociInteropTests {
-    /// Layer 1 = diff EMPTY OLD, layer 2 = diff OLD NEW (NEW = OLD with random mutations), both gzip,
-    /// in an OCI layout. umoci and `layertool unpack --image` must both give NEW.
+    /// Random lower trees (TreeGenerator: files, dirs, symlinks, hardlinks, fifos, devices, user.*
+    /// xattrs, odd names, sub-second mtimes) and random changes made through the merged dir.
+    /// A change may find its target already gone or changed by an earlier one: it then does nothing
+    /// (`|| :`). Every change that works on a name's content or metadata first checks (`[ ! -L ]`)
+    /// that it is not a symlink: the trees have absolute symlinks such as /etc/passwd.
     @Test(arguments: 0..<6)
-    func twoDiffLayersUnpackToNew(_ seed: Int) throws {
-        try Self.check(seed: seed, mutations: 30, layer2: .gzip)
+    func randomChangesThroughTheKernelOverlay(_ seed: Int) throws {
+        // Odd seeds mount with userxattr (overlayfs's state in user.overlay.*).
+        let namespace = seed % 2 == 0 ? "trusted" : "user"
+        let o = try OverlayUpper.checkUpperAgainstTrees("seed\(seed)", namespace: namespace, tolerateFailedChanges: true) { lower in
+            var gen = TreeGenerator(rng: SeededRandom(state: UInt64(seed) &* 104_729 &+ 3), root: lower)
+            for _ in 0..<80 { gen.addEntry() }
+            return OverlayUpper.randomChanges(files: gen.files, dirs: gen.dirs, seed: seed, count: 40)
+        }
+        // Most changes found their target (the script's quoting works on the odd names).
+        #expect(o.applied >= 20, "only \(o.applied) of 40 changes took effect")
+        #expect(o.upperResult.entryCount >= 10)
     }
 
-    /// NEW == OLD: layer 2 is the empty tar (diffID sha256:5f70bf18..., Docker's well-known empty layer).
-    @Test func unchangedTreeGivesAnEmptyLayerThatUnpacks() throws {
-        try Self.check(seed: 100, mutations: 0, layer2: .gzip)
+    /// Only reads through the merged dir: the upper stays empty, the layer is an empty tar (the
+    /// well-known empty layer, diffID sha256:5f70bf18...) and applies as a no-op. Gzip and zstd
+    /// here; the uncompressed empty layer is applied by CompressionTests.anEmptyTarIsAnEmptyLayer
+    /// and DiffUmociInteropTests.unchangedTreeGivesAnUncompressedEmptyLayerThatUnpacks.
+    @Test func readOnlyUseGivesAnEmptyLayer() throws {
+        let tmp = TempDir("overlay-readonly")
+        let lower = tmp.mkdir("lower")
+        var gen = TreeGenerator(rng: SeededRandom(state: 77), root: lower)
+        for _ in 0..<40 { gen.addEntry() }
+        let upper = tmp.mkdir("upper")
+        try copyOwnerAndMode(of: lower, to: upper)
+        let newCopy = tmp.mkdir("newcopy")
+        let r = try OverlayUpper.overlay(lower: lower, upper: upper, work: tmp.mkdir("work"), merged: tmp.mkdir("merged"), newCopy: newCopy,
+                                        options: OverlayUpper.mountOptions("trusted"),
+                                        changes: "set -e\nls -laR . > /dev/null\nfind . -type f -exec cat {} + > /dev/null")
+        try #require(r.status == 0, "overlay script exited \(r.status): \(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: upper).isEmpty, "reading copies nothing up")
+        for compression in [Compression.gzip, .zstd] {
+            let layer = tmp.sub("empty-\(compression)")
+            let result = try LayerDiffer(options: DiffOptions(compression: compression)).write(.upper(upper), toFile: layer)
+            #expect(result.entryCount == 0 && result.tarSize == 1024)
+            #expect(result.diffID.description == emptyLayerDiffID)
+            let applied = try OverlayUpper.applyOntoCopy(of: lower, layer: layer, result: result, at: tmp.sub("applied-\(compression)"))
+            TreeSnapshot.expectSame(TreeSnapshot(newCopy), "merged overlay", TreeSnapshot(applied), "LOWER + empty \(compression) layer")
+        }
     }
 
-    /// The same, uncompressed (what `layertool diff OLD NEW -o layer.tar` writes when nothing changed).
-    @Test
-    func unchangedTreeGivesAnUncompressedEmptyLayerThatUnpacks() throws {
-        try Self.check(seed: 100, mutations: 0, layer2: .none)
+    @Test func upperWithARedirectIsRefused() throws {
+        let tmp = TempDir("overlay-redirect")
+        let lower = tmp.mkdir("lower")
+        OverlayUpper.dir(lower + "/d")
+        OverlayUpper.write(lower + "/d/f", "f\n")
+        OverlayUpper.dir(lower + "/d/sub")
+        OverlayUpper.write(lower + "/d/sub/g", "g\n")
+        let upper = tmp.mkdir("upper")
+        try copyOwnerAndMode(of: lower, to: upper)
+        let r = try OverlayUpper.overlay(lower: lower, upper: upper, work: tmp.mkdir("work"), merged: tmp.mkdir("merged"),
+                                        newCopy: nil, options: "redirect_dir=on,index=off", changes: "set -e\nmv d e")
+        if r.status == OverlayUpper.mountFailed, try OverlayUpper.plainMountWorks() {
+            // The kernel does not take redirect_dir=on (an old one, or one built without it): nothing to test.
+            try Test.cancel("the kernel refused redirect_dir=on: \(r.stderr)")
+        }
+        try #require(r.status == 0, "overlay script exited \(r.status): \(r.stderr)")
+        try #require(xattr(upper + "/e", "trusted.overlay.redirect") != nil,
+                     "the renamed lower dir has a trusted.overlay.redirect xattr in the upper")
+
+        let out = tmp.sub("layer.tar")
+        #expect {
+            _ = try LayerDiffer(options: DiffOptions(compression: .none)).write(.upper(upper), toFile: out)
+        } throws: { error in
+            (error as? LayerError)?.description.contains("redirect") ?? false
+        }
+        #expect(!FileManager.default.fileExists(atPath: out), "no layer is left behind")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path).allSatisfy { !$0.hasPrefix(".layer.tar") },
+                "no temporary file is left behind")
+
+        let cli = try Layertool.run(["diff", "--upper", upper, "-o", out])
+        #expect(cli.status != 0 && cli.stderr.contains("redirect"), "layertool diff --upper: \(cli.status) \(cli.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
     }
 
-    static let emptyLayerDiffID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
-
-    static func check(seed: Int, mutations: Int, layer2 compression: Compression,
-                      sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let tmp = TempDir("diff-umoci")
-        let empty = tmp.mkdir("empty")
-        let old = tmp.mkdir("old")
-        // EMPTY and OLD roots alike, so layer 1's root entry (if any) only says what OLD's root is.
-        DiffInterop.sameRootMetadata(empty, like: old)
-        var gen = TreeGenerator(rng: SeededRandom(state: UInt64(seed) &* 2_654_435_761 &+ 99), root: old)
-        for _ in 0..<70 { gen.addEntry() }
-        let new = tmp.sub("new")
-        try copyTree(old, new)
-        var mutator = TreeGenerator(rng: SeededRandom(state: UInt64(seed) &+ 5_000_011), root: new, files: gen.files, dirs: gen.dirs)
-        for _ in 0..<mutations { mutator.mutate() }
-
-        let layer1 = tmp.sub("layer1.tar.gz"), layer2 = tmp.sub("layer2")
-        let r1 = try LayerDiffer(options: DiffOptions(compression: .gzip)).write(.trees(old: empty, new: old), toFile: layer1)
-        let r2 = try LayerDiffer(options: DiffOptions(compression: compression)).write(.trees(old: old, new: new), toFile: layer2)
-        #expect(r1.warnings.isEmpty && r2.warnings.isEmpty, "diff warnings: \(r1.warnings) \(r2.warnings)", sourceLocation: sourceLocation)
-        #expect(r2.descriptor.mediaType == "application/vnd.oci.image.layer.v1.tar" + compression.mediaTypeSuffix, sourceLocation: sourceLocation)
-        let want = DiffInterop.snapshot(new)
-        if mutations > 0 {
-            #expect(r2.entryCount > 0, sourceLocation: sourceLocation)
-            #expect(!DiffInterop.snapshot(old).differences(from: want).isEmpty, "the mutations changed something", sourceLocation: sourceLocation)
-        } else {
-            #expect(r2.entryCount == 0 && r2.tarSize == 1024 && r2.diffID.description == emptyLayerDiffID,
-                    "nothing changed: the empty layer (\(r2.entryCount) entries, \(r2.tarSize) bytes, \(r2.diffID))", sourceLocation: sourceLocation)
+    @Test func upperWithAMetacopyIsRefused() throws {
+        let tmp = TempDir("overlay-metacopy")
+        let lower = tmp.mkdir("lower")
+        OverlayUpper.write(lower + "/f", String(repeating: "data ", count: 1000))
+        let upper = tmp.mkdir("upper")
+        try copyOwnerAndMode(of: lower, to: upper)
+        let r = try OverlayUpper.overlay(lower: lower, upper: upper, work: tmp.mkdir("work"), merged: tmp.mkdir("merged"),
+                                        newCopy: nil, options: "metacopy=on,index=off", changes: "set -e\nchmod 0600 f")
+        if r.status == OverlayUpper.mountFailed, try OverlayUpper.plainMountWorks() {
+            // The kernel does not take metacopy=on (an old one, or one built without it): nothing to test.
+            try Test.cancel("the kernel refused metacopy=on: \(r.stderr)")
         }
+        try #require(r.status == 0, "overlay script exited \(r.status): \(r.stderr)")
+        try #require(xattr(upper + "/f", "trusted.overlay.metacopy") != nil,
+                     "the chmod made a metadata-only copy-up (trusted.overlay.metacopy) in the upper")
+        // Its bytes are below (the upper file is a hole of the right size): a layer made of the
+        // upper alone would hold zeros.
+        #expect(FileManager.default.contents(atPath: upper + "/f") != FileManager.default.contents(atPath: lower + "/f"),
+                "a metacopy upper file has no data of its own")
 
-        // GNU tar and bsdtar list layer 2 without a word on stderr.
-        for tool in ["tar", "bsdtar"] {
-            let listing = try run(which(tool)!, ["-tvf", layer2])
-            #expect(listing.status == 0 && listing.stderr.isEmpty, "\(tool) -tvf layer 2: status \(listing.status), stderr: \(listing.stderr)",
-                    sourceLocation: sourceLocation)
-            #expect(listing.stdout.split(separator: "\n").count == r2.entryCount, "\(tool) lists every entry", sourceLocation: sourceLocation)
+        let out = tmp.sub("layer.tar")
+        #expect {
+            _ = try LayerDiffer(options: DiffOptions(compression: .none)).write(.upper(upper), toFile: out)
+        } throws: { error in
+            (error as? LayerError)?.description.contains("metacopy") ?? false
         }
-
-        let layout = tmp.sub("layout")
-        try DiffInterop.writeLayout(layout, layers: [(layer1, r1), (layer2, r2)], tag: "latest")
-
-        // umoci. By design it differs from a plain tree copy on dir mtimes (not compared) and would
-        // apply trusted.* xattrs (our layers carry none: the differ's xattr policy leaves them out).
-        let bundle = tmp.sub("bundle")
-        let u = try run(which("umoci")!, ["unpack", "--image", "\(layout):latest", bundle])
-        try #require(u.status == 0, "umoci unpack: \(u.stderr)", sourceLocation: sourceLocation)
-        DiffInterop.expectSameTree(want, "NEW (seed \(seed))", DiffInterop.snapshot(bundle + "/rootfs"), "umoci unpack", sourceLocation: sourceLocation)
-
-        // layertool unpack --image (the CLI), and the library's Unpacker on the same layout.
-        if DiffInterop.layertoolBuilt(sourceLocation: sourceLocation) {
-            let dest = tmp.sub("layertool-rootfs")
-            let l = try run(DiffInterop.layertool, ["unpack", "--image", "\(layout):latest", dest])
-            #expect(l.status == 0, "layertool unpack --image: \(l.stderr)", sourceLocation: sourceLocation)
-            if l.status == 0 {
-                #expect(l.stdout.contains(r2.diffID.description), "layertool prints layer 2's diffID: \(l.stdout)", sourceLocation: sourceLocation)
-                DiffInterop.expectSameTree(want, "NEW (seed \(seed))", DiffInterop.snapshot(dest), "layertool unpack --image", sourceLocation: sourceLocation)
-            }
-        }
-        let image = try OCIImageLayout(path: layout).resolve("latest")
-        #expect(image.layers.map(\.diffID) == [r1.diffID, r2.diffID], sourceLocation: sourceLocation)
-        let dest = tmp.sub("unpacker-rootfs")
-        let summaries = try Unpacker().unpack(image.layers.map {
-            LayerInput(source: $0.source, expecting: LayerExpectation(blobDigest: $0.descriptor.digest, diffID: $0.diffID))
-        }, to: dest)
-        #expect(summaries.allSatisfy { $0.warnings.isEmpty }, "unpack warnings: \(summaries.map(\.warnings))", sourceLocation: sourceLocation)
-        // Both sides set every dir's mtime from the layers here, so dir mtimes are compared too.
-        DiffInterop.expectSameTree(DiffInterop.snapshot(new, dirMtimes: true), "NEW (seed \(seed))",
-                                   DiffInterop.snapshot(dest, dirMtimes: true), "Unpacker (dir mtimes compared)", sourceLocation: sourceLocation)
+        #expect(!FileManager.default.fileExists(atPath: out))
+        let cli = try Layertool.run(["diff", "--upper", upper, "-o", out])
+        #expect(cli.status != 0 && cli.stderr.contains("metacopy"), "layertool diff --upper: \(cli.status) \(cli.stderr)")
     }
 }

@@ -37,32 +37,12 @@ enum UnionDriver: String, CaseIterable, CustomTestStringConvertible, Sendable {
 
 enum UnionMounts {
     static let sh = which("sh") ?? "/bin/sh"
-    /// The built CLI (the test target depends on it, so `swift test` builds it first).
-    static let layertool = ProcessInfo.processInfo.environment["LAYERTOOL_BIN"] ?? repositoryRoot + "/.build/debug/layertool"
 
+    /// The tools the mount scripts use.
     static let tools = ["unshare", "mount", "umount", "perl", "getfattr", "setfattr", "mkfifo", "md5sum", "stat", "mknod"]
 
-    static func overlayListed() -> Bool {
-        guard let text = try? String(contentsOfFile: "/proc/filesystems", encoding: .utf8) else { return false }
-        return text.split(separator: "\n").contains { $0.split(whereSeparator: { $0 == "\t" || $0 == " " }).last == "overlay" }
-    }
-
-    /// Root, the tools, kernel overlayfs, /dev/fuse and the built layertool.
-    static let available: Bool = skipReason == nil
-
-    static let skipReason: String? = {
-        if !isRoot { return "needs root (mounts)" }
-        if let missing = tools.first(where: { which($0) == nil }) { return "no \(missing) on PATH" }
-        if access("/dev/fuse", R_OK | W_OK) != 0 { return "no /dev/fuse" }
-        if !overlayListed() {
-            if let modprobe = which("modprobe") ?? ["/sbin/modprobe", "/usr/sbin/modprobe"].first(where: { access($0, X_OK) == 0 }) {
-                _ = try? run(modprobe, ["overlay"])
-            }
-            if !overlayListed() { return "no kernel overlayfs" }
-        }
-        if access(layertool, X_OK) != 0 { return "no layertool binary at \(layertool) (set LAYERTOOL_BIN)" }
-        return nil
-    }()
+    /// What the suites that mount need: root, the scripts' tools, /dev/fuse and kernel overlayfs.
+    static let requirements: [Requirement] = [.root(because: "mounts"), .tools(tools), .fuseDevice, .kernelOverlay]
 
     /// A single-quoted shell word.
     static func q(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: #"'\''"#) + "'" }
@@ -70,8 +50,9 @@ enum UnionMounts {
     /// Exit statuses of the mount script itself (the changes' own status is passed through).
     static let mountFailed: Int32 = 90
 
-    /// The shell lines that mount (for `driver`) the lowers (top first), upper and work on $M,
-    /// then `cd "$M"`. The FUSE daemon's pid is left in $DPID, its stderr in $T/daemon.err.
+    /// The shell lines that mount (for `driver`) the lowers (top first), upper and work on
+    /// `merged`, exiting `mountFailed` when that fails. The FUSE daemon's pid is left in $DPID
+    /// (empty for the kernel), its stderr in `scratch`/daemon.err.
     static func mountLines(_ driver: UnionDriver, lowers: [String], upper: String, work: String,
                            merged: String, scratch: String) -> String {
         switch driver {
@@ -86,7 +67,7 @@ enum UnionMounts {
             if driver == .fuseWithoutWritebackCache { lowerArgs += " --no-writeback-cache" }
             return """
                 rm -f \(q(scratch + "/ready")); mkfifo \(q(scratch + "/ready")) || exit \(mountFailed)
-                \(q(layertool)) fuse-serve \(lowerArgs) --upper \(q(upper)) --work \(q(work)) --ready-fd 3 \(q(merged)) 3>\(q(scratch + "/ready")) 2>>\(q(scratch + "/daemon.err")) &
+                \(q(Layertool.path)) fuse-serve \(lowerArgs) --upper \(q(upper)) --work \(q(work)) --ready-fd 3 \(q(merged)) 3>\(q(scratch + "/ready")) 2>>\(q(scratch + "/daemon.err")) &
                 DPID=$!
                 read -r READY < \(q(scratch + "/ready"))
                 [ "$READY" = ready ] || { echo "fuse-serve: $READY" >&2; exit \(mountFailed); }
@@ -97,7 +78,7 @@ enum UnionMounts {
     /// Mounts, runs `changes` (sh, cwd = the merged dir; `show PATH...` prints what a path is),
     /// unmounts, and for FUSE checks the daemon exited 0 after the unmount.
     static func session(_ driver: UnionDriver, lowers: [String], upper: String, work: String, merged: String,
-                        scratch: String, changes: String) throws -> (status: Int32, stdout: String, stderr: String) {
+                        scratch: String, changes: String) throws -> ProcessResult {
         let script = """
             \(mountLines(driver, lowers: lowers, upper: upper, work: work, merged: merged, scratch: scratch))
             cleanup() { cd /; umount "$1" 2>/dev/null; }
@@ -124,7 +105,7 @@ enum UnionMounts {
             exit $status
             """
         let namespaces = driver == .fuseUserNamespace ? ["-Urm"] : ["-m"]
-        return try run(which("unshare")!, namespaces + ["--propagation", "private", sh, "-c",
+        return try run(try requireTool("unshare"), namespaces + ["--propagation", "private", sh, "-c",
                                                         (driver == .fuseUserNamespace ? "LK_USERNS=1; " : "") + script])
     }
 
@@ -157,7 +138,7 @@ enum UnionMounts {
             merged = tmp.mkdir("merged")
         }
 
-        func session(_ driver: UnionDriver, _ changes: String) throws -> (status: Int32, stdout: String, stderr: String) {
+        func session(_ driver: UnionDriver, _ changes: String) throws -> ProcessResult {
             try UnionMounts.session(driver, lowers: lowers, upper: upper, work: work, merged: merged, scratch: tmp.path, changes: changes)
         }
 

@@ -72,7 +72,13 @@ public struct LayerApplier: Sendable {
                         try engine.apply(entry, from: stream.archive)
                     }
                 } catch {
-                    try engine.settle()
+                    do throws(LayerError) { try engine.settle() } catch let earlier {
+                        // A file of an entry before the failure could not be made: that is the
+                        // failure, as when files are made serially (not what cut libarchive off
+                        // further on, which the pipeline would otherwise report).
+                        stream.context.upstreamError = nil
+                        throw earlier
+                    }
                     throw error
                 }
                 try engine.finish()

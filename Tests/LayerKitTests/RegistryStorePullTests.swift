@@ -12,39 +12,38 @@ import Glibc
 // manifest digest; a corrupt blob, a drop that cannot be resumed, Ctrl-C, kill -9 and a crash at
 // every commit step leave a store with nothing of the pull, and a pull again works; two pulls of
 // one image at once; the per-layer progress on a terminal.
-@Suite(.serialized, .enabled(if: haveRegistryPeers, "needs docker-registry and skopeo (apt-get install docker-registry skopeo) and the built layertool"),
-       .registryEnvironment(.plain, available: haveRegistryPeers))
+@Suite(.serialized, .requires(RegistryEnvironment.Kind.plain.requirements), .registryEnvironment(.plain))
 struct RegistryStorePullTests {
     typealias Support = StreamImportSupport
     var environment: RegistryEnvironment { RegistryEnvironment.current! }
     var registry: String { environment.registry.host }
     var proxy: FaultProxy { environment.proxy! }
 
-    static let busyboxManifest = RegistryPlainHTTPTests.busyboxManifest
+    static let busyboxManifest = BusyboxFixture.manifestDigest
     static let busyboxLayer1 = RegistryPlainHTTPTests.busyboxLayer1
     static let busyboxLayer2 = "sha256:6a24f99c3a20a70e4e2d937b9b11219a0df93c296ef872f4dc113e0e0e75c55a"
 
     /// `layertool pull --plain-http ARGS`.
-    func pull(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+    func pull(_ arguments: [String], environment: [String: String] = [:]) throws -> ProcessResult {
         try RegistryTools.layertool(["pull", "--plain-http"] + arguments, environment: environment)
     }
 
-    func json(_ text: String) throws -> [String: Any] {
-        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "not JSON: \(text)")
+    func json(_ r: ProcessResult) throws -> LayertoolOutput.StorePull {
+        try r.json(LayertoolOutput.StorePull.self)
     }
 
     /// The fixture with a third layer, pushed as `extended:latest`; returns its layout.
     func pushExtended(_ tmp: TempDir) throws -> String {
         let layout = try Support.extend(Support.busyboxLayout, with: [.dir("app"), .file("app/hello", "hello from layer 3\n")],
                                         into: tmp.sub("extended"))
-        let r = try RegistryTools.run(which("skopeo")!, ["copy", "--quiet", "--dest-tls-verify=false", "oci:\(layout):latest",
+        let r = try RegistryTools.run(try requireTool("skopeo"), ["copy", "--quiet", "--dest-tls-verify=false", "oci:\(layout):latest",
                                                          "docker://\(registry)/extended:latest"])
         try #require(r.status == 0, "skopeo copy: \(r.stderr)")
         return layout
     }
 
     /// Expects a failed pull: one line naming what failed, and a store with nothing in it.
-    func expectNothingCommitted(_ r: (status: Int32, stdout: String, stderr: String), store: String, status: Int32 = 1,
+    func expectNothingCommitted(_ r: ProcessResult, store: String, status: Int32 = 1,
                                 mentioning words: [String], sourceLocation: SourceLocation = #_sourceLocation) throws {
         #expect(r.status == status, "exit status \(r.status): \(r.stderr)", sourceLocation: sourceLocation)
         #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.hasPrefix("layertool: "), "\(r.stderr)", sourceLocation: sourceLocation)
@@ -61,16 +60,16 @@ struct RegistryStorePullTests {
         let r = try pull(["--root", store, "--json", "--max-concurrent-downloads", "1", "\(registry)/busybox"])
         try #require(r.status == 0, "pull: \(r.stderr)")
         #expect(r.stderr.isEmpty, "no progress when stderr is not a terminal: \(r.stderr)")
-        let summary = try json(r.stdout)
-        #expect(summary["manifestDigest"] as? String == Self.busyboxManifest)
-        #expect(summary["name"] as? String == "\(registry)/busybox:latest")
-        #expect(summary["root"] as? String == (try LayerStore(root: store).root))
-        #expect((summary["seconds"] as? Double).map { $0 > 0 } == true)
-        let layers = try #require(summary["layers"] as? [[String: Any]])
-        #expect(layers.map { $0["digest"] as? String } == [Self.busyboxLayer1, Self.busyboxLayer2])
-        #expect(layers.map { $0["downloaded"] as? Bool } == [true, true])
-        #expect(layers.map { $0["outcome"] as? String } == ["unpacked", "unpacked"])
-        #expect(layers.map { $0["size"] as? Int } == [RegistryPlainHTTPTests.busyboxLayer1Size, 300])
+        let summary = try json(r)
+        #expect(summary.manifestDigest == Self.busyboxManifest)
+        #expect(summary.name == "\(registry)/busybox:latest")
+        #expect(summary.root == (try LayerStore(root: store).root))
+        #expect(summary.seconds > 0)
+        let layers = summary.layers
+        #expect(layers.map(\.digest) == [Self.busyboxLayer1, Self.busyboxLayer2])
+        #expect(layers.map(\.downloaded) == [true, true])
+        #expect(layers.map(\.outcome) == ["unpacked", "unpacked"])
+        #expect(layers.map(\.size) == [Int64(RegistryPlainHTTPTests.busyboxLayer1Size), 300])
 
         let imported = try RegistryTools.layertool(["unpack", "--image", Support.busyboxLayout + ":latest", "--name", "busybox", "--root", reference])
         try #require(imported.status == 0, "\(imported.stderr)")
@@ -78,18 +77,17 @@ struct RegistryStorePullTests {
         let image = try #require(try pulled.image(named: "\(registry)/busybox:latest"))
         let localImage = try #require(try local.image(named: "busybox"))
         #expect(image.chainIDs == localImage.chainIDs && image.manifestDigest == localImage.manifestDigest)
-        #expect(summary["chainID"] as? String == localImage.topChainID?.description)
+        #expect(summary.chainID == localImage.topChainID?.description)
         // `layertool ls` of each store: the pulled image has the chainID `unpack --image` gave.
-        func listed(_ root: String, _ name: String) throws -> [String: Any]? {
+        func listed(_ root: String, _ name: String) throws -> LayertoolOutput.Image? {
             let r = try RegistryTools.layertool(["ls", "images", "--root", root, "--json"])
             try #require(r.status == 0, "ls: \(r.stderr)")
-            let rows = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]], "\(r.stdout)")
-            return rows.first { $0["name"] as? String == name }
+            return try r.json([LayertoolOutput.Image].self).first { $0.name == name }
         }
         let pulledRow = try #require(try listed(store, "\(registry)/busybox:latest"))
         let importedRow = try #require(try listed(reference, "busybox"))
-        #expect(pulledRow["chainID"] as? String != nil && pulledRow["chainID"] as? String == importedRow["chainID"] as? String)
-        #expect(pulledRow["manifestDigest"] as? String == Self.busyboxManifest)
+        #expect(pulledRow.chainID != nil && pulledRow.chainID == importedRow.chainID)
+        #expect(pulledRow.manifestDigest == Self.busyboxManifest)
         for chainID in image.chainIDs {
             let diffs = TreeSnapshot(local.paths.diffDir(chainID)).differences(from: TreeSnapshot(pulled.paths.diffDir(chainID)))
             #expect(diffs.isEmpty, "\(diffs)")
@@ -105,7 +103,7 @@ struct RegistryStorePullTests {
         proxy.reset()
         let again = try pull(["--root", store, "--name", "bb", "--json", "\(proxy.host)/busybox:latest"])
         try #require(again.status == 0, "\(again.stderr)")
-        #expect(try json(again.stdout)["layers"].flatMap { $0 as? [[String: Any]] }?.map { $0["downloaded"] as? Bool } == [false, false])
+        #expect(try json(again).layers.map(\.downloaded) == [false, false])
         #expect(proxy.requests.filter { $0.target.contains("/blobs/sha256:b4b4") || $0.target.contains("/blobs/sha256:6a24") }.isEmpty)
         #expect(try LayerStore(root: store).image(named: "bb")?.chainIDs == image.chainIDs)
     }
@@ -122,9 +120,9 @@ struct RegistryStorePullTests {
         proxy.reset()
         let r = try pull(["--root", store, "--name", "extended", "--json", "\(proxy.host)/extended:latest"])
         try #require(r.status == 0, "pull: \(r.stderr)")
-        let layers = try #require(try json(r.stdout)["layers"] as? [[String: Any]])
-        #expect(layers.map { $0["downloaded"] as? Bool } == [false, false, true])
-        #expect(layers.map { $0["outcome"] as? String } == ["present", "present", "unpacked"])
+        let layers = try json(r).layers
+        #expect(layers.map(\.downloaded) == [false, false, true])
+        #expect(layers.map(\.outcome) == ["present", "present", "unpacked"])
         // The registry was asked for the manifest, the config and the third layer, nothing else.
         let blobGets = proxy.requests.filter { $0.method == "GET" && $0.target.contains("/blobs/") }.map { String($0.target.split(separator: "/").last!) }
         #expect(blobGets.sorted() == [extendedImage.manifest.config.digest.description, extendedImage.layers[2].descriptor.digest.description].sorted(),
@@ -147,7 +145,7 @@ struct RegistryStorePullTests {
         // And what went up pulls (into another store) to the same image.
         let again = try pull(["--root", tmp.sub("second"), "--json", "\(registry)/elsewhere/busybox:copy"])
         try #require(again.status == 0, "\(again.stderr)")
-        #expect(try json(again.stdout)["manifestDigest"] as? String == Self.busyboxManifest)
+        #expect(try json(again).manifestDigest == Self.busyboxManifest)
     }
 
     @Test func twoPullsOfOneImageAtOnceShareTheLayers() throws {
@@ -157,7 +155,7 @@ struct RegistryStorePullTests {
         _ = try LayerStore(root: store)
         let results = try ["one", "two"].map { name -> Process in
             let process = Process()
-            process.executableURL = URL(fileURLWithPath: RegistryTools.binary)
+            process.executableURL = URL(fileURLWithPath: Layertool.path)
             process.arguments = ["pull", "--plain-http", "--root", store, "--name", name, "--json", "\(registry)/busybox:latest"]
             process.environment = ["PATH": "/usr/bin:/bin"]
             process.standardOutput = FileHandle.nullDevice
@@ -174,12 +172,12 @@ struct RegistryStorePullTests {
     }
 
     /// On a terminal (a pty from `script`), one line per layer with its blob, bytes and state.
-    @Test(.enabled(if: which("script") != nil, "needs script (util-linux) for a pseudo-terminal"))
+    @Test(.requires(.tools("script")))
     func progressOnATerminalIsOneLinePerLayer() throws {
         let tmp = TempDir("store-pull-tty")
         // stderr is the pty (what script copies to its stdout); layertool's stdout is not.
-        let command = "\(RegistryTools.binary) pull --plain-http --root \(tmp.sub("store")) \(registry)/busybox:latest >/dev/null"
-        let r = try RegistryTools.run(which("script")!, ["-qec", command, "/dev/null"])
+        let command = "\(Layertool.path) pull --plain-http --root \(tmp.sub("store")) \(registry)/busybox:latest >/dev/null"
+        let r = try RegistryTools.run(try requireTool("script"), ["-qec", command, "/dev/null"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
         let drawn = r.stdout
         #expect(drawn.contains("layer 1/2  sha256:b4b440e5186b") && drawn.contains("layer 2/2  sha256:6a24f99c3a20"), "\(drawn.debugDescription)")
@@ -188,8 +186,7 @@ struct RegistryStorePullTests {
 
     /// The pulled image mounts (kernel overlayfs, in a private mount namespace) as the tree a
     /// plain `unpack` of the same image gives.
-    @Test(.enabled(if: isRoot && which("unshare") != nil && (try? String(contentsOfFile: "/proc/filesystems", encoding: .utf8))?.contains("\toverlay\n") == true,
-                   "needs root, kernel overlayfs (modprobe overlay) and unshare"))
+    @Test(.requires(.root(because: "mounting needs root"), .kernelOverlay, .tools("unshare")))
     func aPulledImageMounts() throws {
         let tmp = TempDir("store-pull-mount")
         let store = tmp.sub("store"), seen = tmp.mkdir("seen"), flat = tmp.sub("flat")
@@ -202,8 +199,8 @@ struct RegistryStorePullTests {
             "$1" umount --root "$2" c >/dev/null
             "$1" rm --root "$2" c >/dev/null
             """
-        let mounted = try RegistryTools.run(which("unshare")!, ["-m", "--propagation", "private", "/bin/sh", "-c", script, "sh",
-                                                               RegistryTools.binary, store, seen])
+        let mounted = try RegistryTools.run(try requireTool("unshare"), ["-m", "--propagation", "private", "/bin/sh", "-c", script, "sh",
+                                                               Layertool.path, store, seen])
         try #require(mounted.status == 0, "mount: \(mounted.stdout)\(mounted.stderr)")
         let unpacked = try RegistryTools.layertool(["unpack", "--image", Support.busyboxLayout + ":latest", flat])
         try #require(unpacked.status == 0, "\(unpacked.stderr)")
@@ -300,8 +297,8 @@ struct RegistryStorePullTests {
         for what in ["images", "layers"] {
             let listed = try RegistryTools.layertool(["ls", what, "--root", store, "--json"])
             #expect(listed.status == 0, "\(listed.stderr)", sourceLocation: sourceLocation)
-            let entries = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [Any]
-            #expect(entries?.isEmpty == true, "ls \(what): \(listed.stdout)", sourceLocation: sourceLocation)
+            let count = what == "images" ? try listed.json([LayertoolOutput.Image].self).count : try listed.json([LayertoolOutput.StoreLayer].self).count
+            #expect(count == 0, "ls \(what): \(listed.stdout)", sourceLocation: sourceLocation)
         }
         try Support.expectEmpty(store, sourceLocation: sourceLocation)
         let again = try pull(["--root", store, "\(registry)/busybox:latest"])
@@ -315,7 +312,7 @@ struct RegistryStorePullTests {
     /// in the store's staging dir, then sends `signalNumber`; the exit status (or the signal) and stderr.
     func interrupt(_ arguments: [String], with signalNumber: Int32, store: String) throws -> (Int32, String) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: RegistryTools.binary)
+        process.executableURL = URL(fileURLWithPath: Layertool.path)
         process.arguments = arguments
         process.environment = ["PATH": "/usr/bin:/bin"]
         let err = Pipe()

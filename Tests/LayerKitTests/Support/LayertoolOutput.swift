@@ -34,6 +34,7 @@ enum LayertoolOutput {
     struct Image: Decodable {
         var name: String
         var chainID: String?
+        var manifestDigest: String?
         var layers: [String]
         var size: Int64
     }
@@ -82,6 +83,23 @@ enum LayertoolOutput {
     struct Pull: Decodable {
         var reference: String
         var manifestDigest: String
+        var layers: [Layer]
+    }
+
+    /// `pull --json REF` into the store.
+    struct StorePull: Decodable {
+        struct Layer: Decodable {
+            var digest: String
+            var size: Int64
+            var downloaded: Bool
+            /// present, appeared, unpacked, blob-added.
+            var outcome: String
+        }
+        var name: String
+        var root: String
+        var manifestDigest: String
+        var chainID: String?
+        var seconds: Double
         var layers: [Layer]
     }
 

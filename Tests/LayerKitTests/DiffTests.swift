@@ -103,7 +103,7 @@ import Glibc
         let new = tmp.mkdir("new")
         for (name, time) in [("before", timespec(tv_sec: -86_401, tv_nsec: 250_000_000)),
                              ("after", timespec(tv_sec: 1_600_000_000, tv_nsec: 123_456_789))] {
-            FileManager.default.createFile(atPath: new + "/" + name, contents: Data(name.utf8))
+            createFile(new + "/" + name, name)
             var times = [time, time]
             #expect(utimensat(AT_FDCWD, new + "/" + name, &times, 0) == 0)
         }
@@ -126,7 +126,7 @@ import Glibc
         let tmp = TempDir()
         let upper = tmp.mkdir("upper")
         let file = upper + "/new\nline"
-        FileManager.default.createFile(atPath: file, contents: Data())
+        createFile(file)
         // A redirect xattr (user. or, as root, trusted.) makes the diff refuse the entry.
         let names: [String] = ["user.overlay.redirect", "trusted.overlay.redirect"]
         let marked = names.contains { (name: String) -> Bool in setxattr(file, name, "/x", 2, 0) == 0 }

@@ -118,6 +118,19 @@ struct HardeningTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: victim) == ["precious"])
     }
 
+    /// SQLite opens the database's companions by name: a fifo there made the open wait forever
+    /// (found by the store-open fuzz target). `timeout` bounds the wait if that comes back.
+    @Test(arguments: ["metadata.db", "metadata.db-wal", "metadata.db-shm", "metadata.db-journal"])
+    func aStoreWhoseDatabaseFileIsAFifoIsRefused(_ name: String) throws {
+        let tmp = TempDir("store-fifo")
+        let store = tmp.sub("store")
+        _ = try LayerStore(root: store)
+        unlink(store + "/" + name)
+        #expect(mkfifo(store + "/" + name, 0o600) == 0)
+        let r = try run(which("timeout")!, ["60", Layertool.path, "ls", "--root", store])
+        #expect(r.status == 1 && r.stderr.contains("is not a regular file"), "\(r.status): \(r.stderr)")
+    }
+
     @Test func aStoreWritableByOthersIsRefused() throws {
         let tmp = TempDir("store-perms")
         let store = tmp.sub("store")

@@ -76,6 +76,7 @@ public final class LayerStore: @unchecked Sendable {
         try Self.checkOwnership(paths)
         self.paths = paths
         self.configuration = configuration
+        try Self.checkDatabaseFiles(paths)
         let connection: Database
         do throws(DatabaseError) { connection = try Database(path: paths.database) } catch { throw StoreError(error) }
         self.connection = connection
@@ -294,6 +295,21 @@ public final class LayerStore: @unchecked Sendable {
             defer { if parentFD != rootFD { close(parentFD) } }
             if mkdirat(parentFD, name, 0o700) != 0 && errno != EEXIST {
                 throw .lastErrno(path: dir, "cannot create directory")
+            }
+        }
+    }
+
+    /// Refuses a database, WAL, shared-memory or journal file that exists and is not a regular
+    /// file: SQLite opens them by name, and would wait forever on a fifo put there.
+    private static func checkDatabaseFiles(_ paths: StorePaths) throws(StoreError) {
+        for path in [paths.database, paths.database + "-wal", paths.database + "-shm", paths.database + "-journal"] {
+            var st = stat()
+            if lstat(path, &st) != 0 {
+                if errno == ENOENT { continue }
+                throw .lastErrno(path: path, "cannot open the store")
+            }
+            guard FileSystem.isRegularFile(st) else {
+                throw StoreError(.incompatible, path: path, "a store database file is not a regular file: refusing to open it (the store may have been tampered with)")
             }
         }
     }

@@ -276,8 +276,14 @@ def image_corpus():
         write("image", name, pack(members))
     # The same through a hardlink entry and through the legacy form.
     write("image", "host-legacy-layer.tar", pack(legacy_image(layers, layer_names=["../../host/secret-layer.tar"])))
-    write("image", "host-legacy-symlink.tar", pack(legacy_image([(secret, secret, "")]) +
-                                                    [("evil/", "dir", None), ("evil/layer.tar", "symlink", HOST + "/secret-layer.tar")]))
+    # The legacy form, its one layer a symlink to the secret layer (whose bytes are nowhere: a
+    # copy of them here once let the fuzzer name that copy instead and "import the host file").
+    legacy_config = config_for([sha(secret)])
+    legacy_config_name = hashlib.sha256(legacy_config).hexdigest() + ".json"
+    legacy_manifest = [{"Config": legacy_config_name, "RepoTags": ["mini:latest"], "Layers": ["evil/layer.tar"]}]
+    write("image", "host-legacy-symlink.tar", pack([(legacy_config_name, "file", legacy_config),
+                                                    ("manifest.json", "file", compact(legacy_manifest)),
+                                                    ("evil/", "dir", None), ("evil/layer.tar", "symlink", HOST + "/secret-layer.tar")]))
     # A blob symlinked to a host file whose digest nothing names (a hash oracle) and to /dev/zero.
     oracle_members = oci_image(layers, blob_overrides={sha(layers[0][0]): ("symlink", HOST + "/oracle")})
     write("image", "host-oracle.tar", pack(oracle_members))

@@ -25,33 +25,32 @@ enum StreamImportSupport {
             try Data(bytes).write(to: URL(fileURLWithPath: blobs + "/" + digest.hex))
             return digest
         }
-        func json(_ object: Any) throws -> [UInt8] {
-            Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+        func json(_ value: JSONValue) throws -> [UInt8] { Array(try JSON.encode(value)) }
+        func descriptor(_ mediaType: String, _ digest: Digest, _ size: Int) -> [String: JSONValue] {
+            ["mediaType": .string(mediaType), "digest": .string(digest.description), "size": .integer(Int64(size))]
         }
         let tar = TarBuilder.build(entries)
         let blob = TarBuilder.build(entries, compression: .gzip)
         let blobDigest = try write(blob)
 
-        var config = try #require(try JSONSerialization.jsonObject(with: Data(image.configBytes)) as? [String: Any])
-        var rootfs = try #require(config["rootfs"] as? [String: Any])
-        rootfs["diff_ids"] = image.layers.map(\.diffID.description) + [Digest.sha256(of: tar).description]
-        config["rootfs"] = rootfs
-        let configBytes = try json(config)
+        var config = try JSON.decode([String: JSONValue].self, from: Data(image.configBytes), what: "the config")
+        var rootfs = try #require(config["rootfs"]?.object, "the config has no rootfs object")
+        rootfs["diff_ids"] = .array((image.layers.map(\.diffID.description) + [Digest.sha256(of: tar).description]).map(JSONValue.string))
+        config["rootfs"] = .object(rootfs)
+        let configBytes = try json(.object(config))
         let configDigest = try write(configBytes)
 
-        var manifest = try #require(try JSONSerialization.jsonObject(with: Data(image.manifestBytes)) as? [String: Any])
-        var layers = try #require(manifest["layers"] as? [[String: Any]])
-        layers.append(["mediaType": MediaType.ociLayer(.gzip), "digest": blobDigest.description, "size": blob.count])
-        manifest["layers"] = layers
-        manifest["config"] = ["mediaType": MediaType.ociConfig, "digest": configDigest.description, "size": configBytes.count]
-        let manifestBytes = try json(manifest)
+        var manifest = try JSON.decode([String: JSONValue].self, from: Data(image.manifestBytes), what: "the manifest")
+        var layers = try #require(manifest["layers"]?.array, "the manifest has no layers array")
+        layers.append(.object(descriptor(MediaType.ociLayer(.gzip), blobDigest, blob.count)))
+        manifest["layers"] = .array(layers)
+        manifest["config"] = .object(descriptor(MediaType.ociConfig, configDigest, configBytes.count))
+        let manifestBytes = try json(.object(manifest))
         let manifestDigest = try write(manifestBytes)
-        let index: [String: Any] = [
-            "schemaVersion": 2, "mediaType": MediaType.ociIndex,
-            "manifests": [["mediaType": MediaType.ociManifest, "digest": manifestDigest.description, "size": manifestBytes.count,
-                           "annotations": ["org.opencontainers.image.ref.name": "latest"],
-                           "platform": ["architecture": "amd64", "os": "linux"]]],
-        ]
+        var entry = descriptor(MediaType.ociManifest, manifestDigest, manifestBytes.count)
+        entry["annotations"] = .object(["org.opencontainers.image.ref.name": .string("latest")])
+        entry["platform"] = .object(["architecture": .string("amd64"), "os": .string("linux")])
+        let index: JSONValue = .object(["schemaVersion": .integer(2), "mediaType": .string(MediaType.ociIndex), "manifests": .array([.object(entry)])])
         try Data(try json(index)).write(to: URL(fileURLWithPath: path + "/index.json"))
         return path
     }

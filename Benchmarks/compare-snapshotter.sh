@@ -100,6 +100,8 @@ for round in $(seq "$RUNS"); do
   for sn in layertool overlayfs; do
     IMG=$("${CTR[@]}" images ls -q | grep '^import-' || true); [ -n "$IMG" ] && reset $IMG
     T[import-$sn]+="$(timed "${CTR[@]}" images import --snapshotter $sn "$WORK/image.tar") "
+    # The pull must find neither the imported content nor its snapshots (it would then do nothing).
+    IMG=$("${CTR[@]}" images ls -q | grep '^import-' || true); [ -n "$IMG" ] && reset $IMG
     reset "$REF"
     T[pull-$sn]+="$(timed "$TOOLS/snapshotter-tool" pull --containerd "$WORK/containerd.sock" --namespace bench --snapshotter $sn "$REF") "
   done

@@ -276,15 +276,11 @@ final class ApplyEngine {
             data.append(contentsOf: UnsafeRawBufferPointer(start: block, count: blockSize))
         }
         let createMode = perm & 0o777
-        var owner: (uid: uid_t, gid: gid_t)? = nil
-        if options.preserveOwnership {
-            owner = (uid_t(truncatingIfNeeded: archive_entry_uid(entry)), gid_t(truncatingIfNeeded: archive_entry_gid(entry)))
-        }
         var xattrs: [(name: String, value: [UInt8], kind: String)] = []
         forEachXattr(entry) { name, value, kind in xattrs.append((name, value, kind)) }
         let times = entryTimes(entry)
         return PendingFile(sequence: entryCount, parentFD: parentFD, path: path, data: data, size: size,
-                           createMode: createMode, permissions: perm, owner: owner, xattrs: xattrs,
+                           createMode: createMode, permissions: perm, owner: owner(of: entry), xattrs: xattrs,
                            times: (times.0, times.1), measures: allocated != nil)
     }
 
@@ -309,18 +305,10 @@ final class ApplyEngine {
             }
             end = Int64(offset) + Int64(blockSize)
         }
-        if end < size {
-            if ftruncate(fd, off_t(size)) != 0 {
-                throw .system(Errno(rawValue: errno), entry: nil, "cannot extend sparse file")
-            }
+        try RegularFileMetadata.apply(to: fd, written: end, size: size, owner: owner(of: entry), permissions: perm,
+                                      createMode: createMode, umask: umask, times: entryTimes(entry)) {
+            applyXattrs(entry, path: path) { name, value, size in fsetxattr(fd, name, value, size, 0) }
         }
-        try setOwner(fd: fd, entry: entry)
-        // chown clears setuid/setgid, so a mode with them is always set again after it.
-        if perm != createMode & ~umask || perm & 0o6000 != 0 {
-            if fchmod(fd, perm) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chmod") }
-        }
-        applyXattrs(entry, path: path) { name, value, size in fsetxattr(fd, name, value, size, 0) }
-        if withTimes(entryTimes(entry), { futimens(fd, $0) }) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
     }
 
     // MARK: - Directories
@@ -598,12 +586,15 @@ final class ApplyEngine {
 
     // MARK: - Metadata helpers
 
+    /// The entry's owner when ownership is applied. Always chowned when it is: a new file in a
+    /// setgid dir takes the dir's group, and a dir merged over an existing one takes the entry's owner.
+    private func owner(of entry: OpaquePointer) -> (uid: uid_t, gid: gid_t)? {
+        guard options.preserveOwnership else { return nil }
+        return (uid_t(truncatingIfNeeded: archive_entry_uid(entry)), gid_t(truncatingIfNeeded: archive_entry_gid(entry)))
+    }
+
     private func setOwner(fd: Int32, entry: OpaquePointer) throws(LayerError) {
-        guard options.preserveOwnership else { return }
-        let uid = uid_t(truncatingIfNeeded: archive_entry_uid(entry))
-        let gid = gid_t(truncatingIfNeeded: archive_entry_gid(entry))
-        // Always: a new file in a setgid dir takes the dir's group, and a dir merged over an
-        // existing one takes the entry's owner.
+        guard let (uid, gid) = owner(of: entry) else { return }
         if fchown(fd, uid, gid) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chown to \(uid):\(gid)") }
     }
 

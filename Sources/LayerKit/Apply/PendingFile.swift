@@ -50,26 +50,16 @@ struct PendingFile {
             }
             if let failure { throw .system(failure, entry: nil, "cannot write file") }
         }
-        if Int64(data.count) < size, ftruncate(fd, off_t(size)) != 0 {
-            throw .system(Errno(rawValue: errno), entry: nil, "cannot extend sparse file")
-        }
-        if let owner, fchown(fd, owner.uid, owner.gid) != 0 {
-            throw .system(Errno(rawValue: errno), entry: nil, "cannot chown to \(owner.uid):\(owner.gid)")
-        }
-        // chown clears setuid/setgid, so a mode with them is always set again after it.
-        if permissions != createMode & ~umask || permissions & 0o6000 != 0 {
-            if fchmod(fd, permissions) != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot chmod") }
-        }
         var outcome = Outcome()
-        for (name, value, kind) in xattrs {
-            let rc = value.withUnsafeBytes { fsetxattr(fd, name, $0.baseAddress, $0.count, 0) }
-            if rc != 0 {
-                outcome.warnings.append("entry \"\(path)\": \(kind) \(name) not applied: \(Errno(rawValue: errno).description)")
+        try RegularFileMetadata.apply(to: fd, written: Int64(data.count), size: size, owner: owner, permissions: permissions,
+                                      createMode: createMode, umask: umask, times: (times.access, times.modification)) {
+            for (name, value, kind) in xattrs {
+                let rc = value.withUnsafeBytes { fsetxattr(fd, name, $0.baseAddress, $0.count, 0) }
+                if rc != 0 {
+                    outcome.warnings.append("entry \"\(path)\": \(kind) \(name) not applied: \(Errno(rawValue: errno).description)")
+                }
             }
         }
-        var pair = times
-        let rc = withUnsafePointer(to: &pair) { $0.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) } }
-        if rc != 0 { throw .system(Errno(rawValue: errno), entry: nil, "cannot set times") }
         if measures, let st = FileSystem.attributes(of: fd) { outcome.allocatedBytes = Int64(st.st_blocks) * 512 }
         return outcome
     }

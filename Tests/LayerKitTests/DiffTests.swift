@@ -81,6 +81,50 @@ import Glibc
         #expect(try run(try requireTool("tar"), ["-tf", layer]).stdout == "f\n")
     }
 
+    /// Regular files are compared off the walk, each looked at either by name (stat, xattrs by
+    /// name) or through open fds (when the last file's bytes had to be read): in a dir mixing
+    /// whole-second and sub-second mtimes, every change is found whichever way it was looked at:
+    /// an xattr added, changed bytes under the same size and mtime, a mode; nothing else.
+    @Test func everyKindOfFileChangeIsFoundWhicheverWayTheFileIsOpened() throws {
+        let tmp = TempDir()
+        let old = tmp.mkdir("old")
+        mkdir(old + "/d", 0o755)
+        for i in 0..<300 {
+            let path = old + "/d/f\(String(format: "%03d", i))"
+            createFile(path, String(repeating: "x", count: 1 + i % 50))
+            var times = [timespec(tv_sec: 1_600_000_000, tv_nsec: 0), timespec(tv_sec: 1_600_000_000, tv_nsec: i % 3 == 0 ? 0 : 500)]
+            utimensat(AT_FDCWD, path, &times, 0)
+        }
+        let new = tmp.sub("new")
+        try copyTree(old, new)
+        var expected = Set<String>()
+        for i in 0..<300 {
+            let name = "d/f\(String(format: "%03d", i))"
+            let path = new + "/" + name
+            var st = stat()
+            try #require(lstat(path, &st) == 0)
+            var times = [st.st_atim, st.st_mtim]
+            if i % 7 == 0 {
+                let value = "v\(i)"
+                #expect(setxattr(path, "user.k", value, value.utf8.count, 0) == 0)
+                expected.insert(name)
+            } else if i % 11 == 0 && i % 3 == 0 {
+                let fd = open(path, O_WRONLY)
+                #expect(pwrite(fd, "y", 1, 0) == 1)
+                close(fd)
+                expected.insert(name)
+            } else if i % 13 == 0 {
+                chmod(path, 0o600)
+                expected.insert(name)
+            }
+            utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW)
+        }
+        let layer = tmp.sub("l.tar")
+        _ = try LayerDiffer(options: DiffOptions(compression: .none)).write(.trees(old: old, new: new), toFile: layer)
+        let listed = Set(try run(try requireTool("tar"), ["-tf", layer]).stdout.split(separator: "\n").map(String.init))
+        #expect(listed == expected.union(["d/"]), "extra: \(listed.subtracting(expected).sorted()), missing: \(expected.subtracting(listed).sorted())")
+    }
+
     @Test func noChangeGivesAnEmptyLayer() throws {
         let tmp = TempDir()
         let old = tmp.mkdir("old")

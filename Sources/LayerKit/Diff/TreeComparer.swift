@@ -5,13 +5,14 @@ import Glibc
 #endif
 
 /// Finds what changed between two full trees: OLD and NEW are walked in step, dir by dir (names
-/// sorted), metadata first; contents are compared only where metadata cannot decide (same size and
-/// mtime, the mtime without a sub-second part, as tar-extracted files have), on the second core
-/// while the walk goes on.
+/// sorted). A name that is a regular file on both sides (most of a tree) goes to the
+/// `FilePairComparer`, which decides on the second core while the walk goes on (stat, xattrs, and
+/// the bytes where the stat cannot tell); the walk stats and compares the rest itself.
 ///
 /// The walk is iterative: two `DirectoryCursor`s move down and up together, so a tree of any
 /// depth is walked with two open dirs and a list of pending names per level.
 struct TreeComparer {
+    private let regularType = UInt8(DT_REG)
     let oldFD: Int32
     let changes: ChangeSet
     let compareContents: Bool
@@ -48,33 +49,96 @@ struct TreeComparer {
     func run() throws(LayerError) {
         try Self.compareRoots(oldFD: oldFD, changes: changes)
         let oldRoot = FileSystem.path(of: oldFD)
-        let comparer = ContentComparer(oldFD: oldFD, newFD: changes.newRootFD)
+        let comparer = FilePairComparer(oldFD: oldFD, newFD: changes.newRootFD, oldRootPath: oldRoot,
+                                        newRootPath: changes.newRootPath, xattrPolicy: changes.xattrPolicy,
+                                        compareContents: compareContents)
         comparer.start()
         var walkError: LayerError?
         do throws(LayerError) { try walk(oldRoot: oldRoot, comparer: comparer) } catch { walkError = error }
         let compared = comparer.finish()
         if let walkError { throw walkError }
-        let newFD = changes.newRootFD
-        for (item, result) in compared where result != 0 {
-            if result < 0 { throw LayerError(.input, entry: item.path.description, "cannot read to compare contents") }
-            let parentFD = item.path.parent.isRoot ? newFD : FileSystem.openBeneath(newFD, item.path.parent.bytes)
-            guard parentFD >= 0 else { throw .system(Errno(rawValue: errno), entry: item.path.description, "cannot open parent dir") }
-            defer { if parentFD != newFD { close(parentFD) } }
-            try changes.addNode(item.path, st: item.st, dirFD: parentFD)
+        var parent = ParentDir(rootFD: changes.newRootFD)
+        defer { parent.close() }
+        for (item, result) in compared {
+            let nst = result.st
+            switch result.outcome {
+            case .same:
+                noteInode(item.path, nst)
+            case .changed:
+                noteInode(item.path, nst)
+                try changes.addNode(item.path, st: nst, dirFD: try parent.open(item.path.parent))
+            case .unreadable:
+                throw LayerError(.input, entry: item.path.description, "cannot read to compare contents")
+            case .recheck:
+                try recheck(item.path, oldRoot: oldRoot, parent: &parent)
+            }
         }
         try changes.completeHardlinkGroups()
     }
 
-    /// One dir being compared: both sides' names, sorted, and how far the merge has come.
+    /// A pair the comparer could not settle (the tree changed under the walk): looked at again,
+    /// the slow way, by name.
+    private func recheck(_ path: EntryPath, oldRoot: [UInt8], parent: inout ParentDir) throws(LayerError) {
+        let newDir = try parent.open(path.parent)
+        let oldDir = path.parent.isRoot ? oldFD : FileSystem.openBeneath(oldFD, path.parent.bytes)
+        guard oldDir >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot open parent dir") }
+        defer { if oldDir != oldFD { close(oldDir) } }
+        let name = Array(path.name)
+        guard let nst = FileSystem.lstat(newDir, name) else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot stat") }
+        noteInode(path, nst)
+        guard let ost = FileSystem.lstat(oldDir, name),
+              try !metadataDiffers(ost, nst, oldDir: oldDir, newDir: newDir, name: name, path: path, oldRoot: oldRoot) else {
+            try addTree(path, st: nst, dirFD: newDir)
+            return
+        }
+        guard needsContentCompare(ost, nst) else { return }
+        var files = OpenPair()
+        defer { files.close() }
+        guard files.open(oldDir, newDir, name) else { throw LayerError(.input, entry: path.description, "cannot read to compare contents") }
+        let buffers = (UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 64),
+                       UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 64))
+        defer { buffers.0.deallocate(); buffers.1.deallocate() }
+        switch FilePairComparer.sameBytes(files.old, files.new, size: Int64(nst.st_size), buffers: buffers) {
+        case 0: return
+        case 1: try changes.addNode(path, st: nst, dirFD: newDir)
+        default: throw LayerError(.input, entry: path.description, "cannot read to compare contents")
+        }
+    }
+
+    /// The new tree's dir of the last changed file, kept open for the next one.
+    private struct ParentDir {
+        let rootFD: Int32
+        private var path = EntryPath.root
+        private var fd: Int32 = -1
+
+        init(rootFD: Int32) { self.rootFD = rootFD }
+
+        mutating func open(_ dir: EntryPath) throws(LayerError) -> Int32 {
+            if dir.isRoot { return rootFD }
+            if fd >= 0 && path == dir { return fd }
+            close()
+            fd = FileSystem.openBeneath(rootFD, dir.bytes)
+            guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: dir.description, "cannot open parent dir") }
+            path = dir
+            return fd
+        }
+
+        mutating func close() {
+            if fd >= 0 { Glibc.close(fd) }
+            fd = -1
+        }
+    }
+
+    /// One dir being compared: both sides' entries, sorted by name, and how far the merge has come.
     private struct Level {
         let dir: EntryPath
-        let old: [[UInt8]]
-        let new: [[UInt8]]
+        let old: [FileSystem.DirectoryEntry]
+        let new: [FileSystem.DirectoryEntry]
         var i = 0
         var j = 0
     }
 
-    private func walk(oldRoot: [UInt8], comparer: ContentComparer) throws(LayerError) {
+    private func walk(oldRoot: [UInt8], comparer: FilePairComparer) throws(LayerError) {
         let oldCursor: DirectoryCursor, newCursor: DirectoryCursor
         do throws(Errno) {
             oldCursor = try DirectoryCursor(root: oldFD)
@@ -97,28 +161,39 @@ struct TreeComparer {
             let takeOld: Bool, takeNew: Bool
             if l.i >= l.old.count { (takeOld, takeNew) = (false, true) }
             else if l.j >= l.new.count { (takeOld, takeNew) = (true, false) }
-            else if l.old[l.i] == l.new[l.j] { (takeOld, takeNew) = (true, true) }
-            else if l.old[l.i].lexicographicallyPrecedes(l.new[l.j]) { (takeOld, takeNew) = (true, false) }
+            else if l.old[l.i].name == l.new[l.j].name { (takeOld, takeNew) = (true, true) }
+            else if l.old[l.i].name.lexicographicallyPrecedes(l.new[l.j].name) { (takeOld, takeNew) = (true, false) }
             else { (takeOld, takeNew) = (false, true) }
 
             if takeOld && !takeNew {
-                try changes.addWhiteout(l.dir.appending(l.old[l.i]))
+                try changes.addWhiteout(l.dir.appending(l.old[l.i].name))
                 levels[top].i += 1
                 continue
             }
-            let name = l.new[l.j]
+            let name = l.new[l.j].name
             let path = l.dir.appending(name)
+            // Two regular files (by their dirs' entry types): the comparer decides.
+            let bothRegular = takeOld && l.old[l.i].type == regularType && l.new[l.j].type == regularType
             levels[top].j += 1
             if takeOld { levels[top].i += 1 }
+            if bothRegular {
+                comparer.add(PendingPair(path: path))
+                continue
+            }
             let newDir = newCursor.fd, oldDir = oldCursor.fd
             guard let nst = FileSystem.lstat(newDir, name) else {
                 throw .system(Errno(rawValue: errno), entry: path.description, "cannot stat")
             }
-            noteInode(path, nst)
             guard takeOld, let ost = FileSystem.lstat(oldDir, name) else {
+                noteInode(path, nst)
                 try addTree(path, st: nst, dirFD: newDir)
                 continue
             }
+            if FileSystem.isRegularFile(ost) && FileSystem.isRegularFile(nst) {
+                comparer.add(PendingPair(path: path))   // a file system that gives no entry types
+                continue
+            }
+            noteInode(path, nst)
             if FileSystem.isDirectory(ost) && FileSystem.isDirectory(nst) {
                 if try metadataDiffers(ost, nst, oldDir: oldDir, newDir: newDir, name: name, path: path, oldRoot: oldRoot) {
                     try changes.addNode(path, st: nst, dirFD: newDir)
@@ -132,17 +207,13 @@ struct TreeComparer {
             }
             var changed = FileSystem.fileType(ost) != FileSystem.fileType(nst)
             if !changed { changed = try metadataDiffers(ost, nst, oldDir: oldDir, newDir: newDir, name: name, path: path, oldRoot: oldRoot) }
-            if changed {
-                try addTree(path, st: nst, dirFD: newDir)
-            } else if needsContentCompare(ost, nst) {
-                comparer.add(PendingCompare(path: path, st: nst))
-            }
+            if changed { try addTree(path, st: nst, dirFD: newDir) }
         }
     }
 
     private func level(_ dir: EntryPath, _ oldDir: Int32, _ newDir: Int32) throws(LayerError) -> Level {
         do throws(Errno) {
-            return Level(dir: dir, old: try FileSystem.sortedNames(of: oldDir), new: try FileSystem.sortedNames(of: newDir))
+            return Level(dir: dir, old: try FileSystem.sortedEntries(of: oldDir), new: try FileSystem.sortedEntries(of: newDir))
         } catch { throw .system(error, entry: dir.description, "cannot read directory") }
     }
 

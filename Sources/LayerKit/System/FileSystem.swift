@@ -96,6 +96,11 @@ enum FileSystem {
         try names(of: fd).sorted { $0.lexicographicallyPrecedes($1) }
     }
 
+    /// The entries of an open directory, sorted bytewise by name.
+    static func sortedEntries(of fd: Int32) throws(Errno) -> [DirectoryEntry] {
+        try entries(of: fd).sorted { $0.name.lexicographicallyPrecedes($1.name) }
+    }
+
     /// Opens the directory `name` below `dirFD` without following a symlink at `name` (a path
     /// whose earlier components the caller resolved itself).
     static func openDirectory<Name: Collection>(_ dirFD: Int32, _ name: Name) throws(Errno) -> Int32 where Name.Element == UInt8 {

@@ -26,6 +26,12 @@ enum Xattrs {
         read(list: { flistxattr(fd, $0, $1) }, get: { fgetxattr(fd, $0, $1, $2) })
     }
 
+    /// True when the open file has no xattrs (or its file system keeps none): one call, no copy.
+    static func hasNone(fd: Int32) -> Bool {
+        let size = flistxattr(fd, nil, 0)
+        return size == 0 || (size < 0 && errno == ENOTSUP)
+    }
+
     /// Every xattr of `name` in the dir open at `dirFD` (through `/proc/self/fd`), sorted by name.
     static func all<Name: Collection>(_ dirFD: Int32, _ name: Name) -> [Attribute] where Name.Element == UInt8 {
         all(atPath: Array("/proc/self/fd/\(dirFD)/".utf8) + Array(name))

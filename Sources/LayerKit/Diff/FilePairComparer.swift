@@ -7,7 +7,10 @@ import Glibc
 /// A name that is a regular file in both trees (by the dirs' entry types): whether it changed is
 /// decided off the walking thread.
 struct PendingPair {
-    let path: EntryPath
+    /// The dir both files are in (one shared value per dir: cheap to keep, quick to compare).
+    let dir: EntryPath
+    let name: [UInt8]
+    var path: EntryPath { dir.appending(name) }
 }
 
 /// What the comparer found for one pair.
@@ -107,7 +110,7 @@ final class FilePairComparer: @unchecked Sendable {
             var found = [PairResult]()
             found.reserveCapacity(batch.count)
             for item in batch {
-                guard let (oldDir, newDir) = scratch.dirs.open(item.path.parent, oldRoot: oldFD, newRoot: newFD) else {
+                guard let (oldDir, newDir) = scratch.dirs.open(item.dir, oldRoot: oldFD, newRoot: newFD) else {
                     found.append(PairResult(outcome: .recheck, st: stat()))
                     continue
                 }
@@ -157,7 +160,7 @@ final class FilePairComparer: @unchecked Sendable {
     }
 
     private func decide(_ item: PendingPair, oldDir: Int32, newDir: Int32, scratch: inout Scratch) -> (PairOutcome, stat) {
-        let name = Array(item.path.name)
+        let name = item.name
         var files = OpenPair()
         defer { files.close() }
         var ost = stat(), nst = stat()
@@ -202,7 +205,7 @@ final class FilePairComparer: @unchecked Sendable {
 
     /// Whether both files carry the same xattrs, read by name in their parent dirs.
     private func sameXattrs(_ item: PendingPair, oldDir: Int32, newDir: Int32) -> Bool {
-        let name = Array(item.path.name)
+        let name = item.name
         return Self.same(Xattrs.all(oldDir, name, absolute: ChangeSet.absolute(oldRootPath, item.path)),
                          Xattrs.all(newDir, name, absolute: ChangeSet.absolute(newRootPath, item.path)), policy: xattrPolicy)
     }
@@ -252,12 +255,16 @@ struct OpenPair {
         (old, new) = (-1, -1)
     }
 
+    /// `name` is one component from the dir's own listing (never `.`, `..` or with a slash), so
+    /// `openat` with `O_NOFOLLOW` opens exactly that entry.
     static func openFile(_ dir: Int32, _ name: [UInt8]) -> Int32 {
         let noAtime: Int32 = 0o1000000   // O_NOATIME (not imported: it needs _GNU_SOURCE)
-        let flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY
-        var fd = FileSystem.openBeneath(dir, name, flags: flags | noAtime)
-        if fd < 0 && errno == EPERM { fd = FileSystem.openBeneath(dir, name, flags: flags) }
-        return fd
+        let flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC
+        return withCString(name) { (cName) -> Int32 in
+            var fd = openat(dir, cName, flags | noAtime)
+            if fd < 0 && errno == EPERM { fd = openat(dir, cName, flags) }
+            return fd
+        }
     }
 }
 
@@ -270,7 +277,7 @@ private struct ParentDirs {
     /// Both trees' dirs at `dir` (the roots themselves for the root), or nil when either cannot be opened.
     mutating func open(_ dir: EntryPath, oldRoot: Int32, newRoot: Int32) -> (Int32, Int32)? {
         if dir.isRoot { return (oldRoot, newRoot) }
-        if path == dir, fds.0 >= 0, fds.1 >= 0 { return fds }
+        if fds.0 >= 0, fds.1 >= 0, path == dir { return fds }
         close()
         path = dir
         fds = (FileSystem.openBeneath(oldRoot, dir.bytes), FileSystem.openBeneath(newRoot, dir.bytes))

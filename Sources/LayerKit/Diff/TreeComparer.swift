@@ -63,10 +63,10 @@ struct TreeComparer {
             let nst = result.st
             switch result.outcome {
             case .same:
-                noteInode(item.path, nst)
+                if nst.st_nlink > 1 { noteInode(item.path, nst) }
             case .changed:
                 noteInode(item.path, nst)
-                try changes.addNode(item.path, st: nst, dirFD: try parent.open(item.path.parent))
+                try changes.addNode(item.path, st: nst, dirFD: try parent.open(item.dir))
             case .unreadable:
                 throw LayerError(.input, entry: item.path.description, "cannot read to compare contents")
             case .recheck:
@@ -171,15 +171,15 @@ struct TreeComparer {
                 continue
             }
             let name = l.new[l.j].name
-            let path = l.dir.appending(name)
             // Two regular files (by their dirs' entry types): the comparer decides.
             let bothRegular = takeOld && l.old[l.i].type == regularType && l.new[l.j].type == regularType
             levels[top].j += 1
             if takeOld { levels[top].i += 1 }
             if bothRegular {
-                comparer.add(PendingPair(path: path))
+                comparer.add(PendingPair(dir: l.dir, name: name))
                 continue
             }
+            let path = l.dir.appending(name)
             let newDir = newCursor.fd, oldDir = oldCursor.fd
             guard let nst = FileSystem.lstat(newDir, name) else {
                 throw .system(Errno(rawValue: errno), entry: path.description, "cannot stat")
@@ -190,7 +190,7 @@ struct TreeComparer {
                 continue
             }
             if FileSystem.isRegularFile(ost) && FileSystem.isRegularFile(nst) {
-                comparer.add(PendingPair(path: path))   // a file system that gives no entry types
+                comparer.add(PendingPair(dir: l.dir, name: name))   // a file system that gives no entry types
                 continue
             }
             noteInode(path, nst)

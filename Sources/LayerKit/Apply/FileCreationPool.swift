@@ -134,12 +134,17 @@ final class FileCreationPool: @unchecked Sendable {
         return true
     }
 
-    /// Takes the next batch off the queue (under the lock).
-    private func claim() -> ArraySlice<PendingFile> {
+    /// Takes the next batch off the queue (under the lock). The batch is a copy: a slice would
+    /// keep the queue's storage shared, and the engine's next append would copy the whole queue.
+    private func claim() -> [PendingFile] {
         let end = min(head + Self.batchSize, queue.count)
-        let batch = queue[head..<end]
+        var batch = [PendingFile]()
+        batch.reserveCapacity(end - head)
+        for index in head..<end {
+            batch.append(queue[index])
+            waitingBytes -= queue[index].data.count
+        }
         head = end
-        for file in batch { waitingBytes -= file.data.count }
         if head == queue.count {
             queue.removeAll(keepingCapacity: true)
             head = 0
@@ -151,7 +156,7 @@ final class FileCreationPool: @unchecked Sendable {
         return batch
     }
 
-    private func create(_ batch: ArraySlice<PendingFile>) -> [(Int, Result<PendingFile.Outcome, LayerError>)] {
+    private func create(_ batch: [PendingFile]) -> [(Int, Result<PendingFile.Outcome, LayerError>)] {
         batch.map { file in
             do throws(LayerError) {
                 return (file.sequence, .success(try file.create(umask: umask)))

@@ -96,7 +96,9 @@ final class FilePairComparer: @unchecked Sendable {
         while adding && items.count - next < 32 { lock.wait() }
         guard next < items.count else { return nil }
         let end = min(next + 64, items.count)
-        let batch = Array(items[next..<end])
+        var batch = [PendingPair]()   // a copy: a slice would keep `items` shared while the walk appends
+        batch.reserveCapacity(end - next)
+        for index in next..<end { batch.append(items[index]) }
         let start = next
         next = end
         busy += 1

@@ -7,6 +7,14 @@ struct EntryPath: Hashable, Sendable, CustomStringConvertible {
 
     init(bytes: [UInt8]) { self.bytes = bytes }
 
+    /// The bytes hashed in one call (an array's own hashing feeds the hasher a byte at a time:
+    /// this set of names is consulted for every entry of a layer).
+    func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
+    static func == (a: EntryPath, b: EntryPath) -> Bool { a.bytes == b.bytes }
+
     /// Normalizes an archive name. `..` components are resolved lexically; a relative name that
     /// climbs above the root escapes (returns nil), an absolute name is taken relative to the root,
     /// where `..` stays at the root (as the kernel resolves `/..`).

@@ -131,6 +131,29 @@ struct HardeningTests {
         #expect(r.status == 1 && r.stderr.contains("is not a regular file"), "\(r.status): \(r.stderr)")
     }
 
+    /// A layer's `link` file that someone replaced: a fifo (no writer: a read would wait forever),
+    /// a symlink to /dev/zero (endless), bytes that are not UTF-8 (Foundation's reader leaked its
+    /// buffer on them: found by the store-open fuzz target). The check reports each, in bounded
+    /// time, and reads nothing through the symlink.
+    @Test(arguments: ["fifo", "symlink", "not-utf8"])
+    func aReplacedLinkFileIsReportedNotFollowed(_ kind: String) throws {
+        let tmp = TempDir("store-link-file")
+        let store = try LayerStore(root: tmp.sub("store"))
+        let image = try store.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest")
+        let chainID = image.layers[0].chainID
+        let linkFile = store.paths.linkFile(chainID)
+        unlink(linkFile)
+        switch kind {
+        case "fifo": #expect(mkfifo(linkFile, 0o600) == 0)
+        case "symlink": #expect(symlink("/dev/zero", linkFile) == 0)
+        default: createFile(linkFile, bytes: Data([0xff, 0xfe, 0x00, 0xc3]))
+        }
+        let problems = try store.verify()
+        #expect(problems.map(\.path).contains(linkFile), "\(problems)")
+        let r = try run(which("timeout")!, ["60", Layertool.path, "ls", "--root", store.root])
+        #expect(r.status == 0, "\(r.status): \(r.stderr)")
+    }
+
     @Test func aStoreWritableByOthersIsRefused() throws {
         let tmp = TempDir("store-perms")
         let store = tmp.sub("store")

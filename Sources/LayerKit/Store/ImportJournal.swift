@@ -23,20 +23,8 @@ enum ImportJournal {
     /// The digests a journal lists; lines that are not digests are skipped. Nil when there is no
     /// journal (or it cannot be read: a store dir is the store's own, but bounded all the same).
     static func read(in directory: String) -> [Digest]? {
-        let path = directory + "/" + fileName
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        guard let st = FileSystem.attributes(of: fd), FileSystem.isRegularFile(st), Int(st.st_size) <= maximumSize else { return nil }
-        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            done += n
-        }
-        return bytes[..<done].split(separator: UInt8(ascii: "\n")).compactMap { try? Digest(parsing: String(decoding: $0, as: UTF8.self)) }
+        guard let bytes = FileSystem.readSmallRegularFile(atPath: directory + "/" + fileName, limit: maximumSize) else { return nil }
+        return bytes.split(separator: UInt8(ascii: "\n")).compactMap { try? Digest(parsing: String(decoding: $0, as: UTF8.self)) }
     }
 }
 

@@ -88,7 +88,9 @@ extension LayerStore {
         }
         for layer in records {
             if !Self.isDirectory(paths.diffDir(layer.chainID)) { report(paths.diffDir(layer.chainID), "recorded layer has no diff dir") }
-            let linkFile = (try? String(contentsOfFile: paths.linkFile(layer.chainID), encoding: .utf8)) ?? ""
+            // Read as a store file someone else may have replaced: no symlink, no fifo, 4 KiB at most.
+            let linkFile = FileSystem.readSmallRegularFile(atPath: paths.linkFile(layer.chainID), limit: 4096)
+                .map { String(decoding: $0, as: UTF8.self) } ?? ""
             if linkFile != layer.link { report(paths.linkFile(layer.chainID), "holds \(linkFile.debugDescription), the record says \(layer.link)") }
             if Self.readLink(paths.shortLink(layer.link)) != StorePaths.shortLinkTarget(layer.chainID) {
                 report(paths.shortLink(layer.link), "missing or not pointing at \(StorePaths.shortLinkTarget(layer.chainID))")

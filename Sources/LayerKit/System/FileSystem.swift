@@ -96,6 +96,26 @@ enum FileSystem {
         try names(of: fd).sorted { $0.lexicographicallyPrecedes($1) }
     }
 
+    /// The bytes of a small regular file at `path`: nil when it is missing, a symlink, not a
+    /// regular file, larger than `limit`, or unreadable. Never reads more than `limit` bytes (a
+    /// file in a store dir someone else may have written).
+    static func readSmallRegularFile(atPath path: String, limit: Int) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard let st = attributes(of: fd), isRegularFile(st), st.st_size >= 0, Int(st.st_size) <= limit else { return nil }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return nil }
+            if n == 0 { break }
+            done += n
+        }
+        return Array(bytes[..<done])
+    }
+
     /// The entries of an open directory, sorted bytewise by name.
     static func sortedEntries(of fd: Int32) throws(Errno) -> [DirectoryEntry] {
         try entries(of: fd).sorted { $0.name.lexicographicallyPrecedes($1.name) }

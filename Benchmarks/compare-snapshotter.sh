@@ -38,9 +38,11 @@ WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/lkbench-snapshotter-XXXXXX")}
 mkdir -p "$WORK"
 PIDS=()
 cleanup() {
+  local status=$?   # the script's own status: the cleanup must not replace it
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  grep -o " $WORK/[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done
+  { grep -o " $WORK/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
+  exit "$status"
 }
 trap cleanup EXIT
 

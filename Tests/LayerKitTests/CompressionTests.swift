@@ -52,6 +52,46 @@ import Testing
         #expect(other.entryCount == plain.entryCount)
     }
 
+    /// A gzip layer whose deflate stream is sound but whose bytes are not (stored blocks, a tar
+    /// header garbled, the CRC wrong): the tar reader chokes early, the decoder finds the checksum
+    /// at the end. The decoder's verdict is reported every time, with or without apply workers;
+    /// it used to depend on whether the decoder got there before the failed apply stopped it.
+    @Test func aCorruptGzipLayerFailsWithTheSameErrorEveryTime() throws {
+        let tmp = TempDir()
+        var tar = TarBuilder.build((0..<400).map { TarEntry.file("d/f\(String(format: "%05d", $0))", String(repeating: "y", count: 9000)) })
+        let name = Array("d/f00003".utf8)
+        let at = try #require((0..<(tar.count - name.count)).first { tar[$0..<($0 + name.count)].elementsEqual(name) })
+        tar[at + 2] = UInt8(ascii: "g")   // the header's checksum no longer matches
+        var blob: [UInt8] = [0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0x03]
+        var offset = 0
+        while offset < tar.count {
+            let n = min(65_535, tar.count - offset)
+            blob.append(offset + n == tar.count ? 1 : 0)   // a stored block, the last one final
+            blob += [UInt8(n & 0xff), UInt8(n >> 8), UInt8(~n & 0xff), UInt8((~n >> 8) & 0xff)]
+            blob += tar[offset..<(offset + n)]
+            offset += n
+        }
+        let size = UInt32(truncatingIfNeeded: tar.count)
+        blob += [0, 0, 0, 0]   // CRC32: wrong
+        blob += [UInt8(size & 0xff), UInt8((size >> 8) & 0xff), UInt8((size >> 16) & 0xff), UInt8(size >> 24)]
+        let path = tmp.sub("corrupt.tar.gz")
+        createFile(path, bytes: Data(blob))
+        var messages = Set<String>()
+        for round in 0..<12 {
+            var options = ApplyOptions()
+            options.applyWorkers = round % 3
+            let dest = tmp.mkdir("dest\(round)")
+            do throws(LayerError) {
+                _ = try LayerApplier(options: options).apply(.path(path), to: dest)
+                Issue.record("round \(round): a corrupt layer was applied")
+            } catch {
+                #expect(error.kind == .corruptArchive)
+                messages.insert(error.description)
+            }
+        }
+        #expect(messages.count == 1 && messages.first?.contains("gzip checksum mismatch") == true, "\(messages)")
+    }
+
     @Test func anEmptyTarIsAnEmptyLayer() throws {
         // What `layertool diff` writes when nothing changed, and what `tar -cf x.tar -T /dev/null` gives.
         let tmp = TempDir()

@@ -30,6 +30,14 @@ struct BlobInput {
         stream.beginReading()
     }
 
+    /// Whether the blob has an end known in advance: a size from its source, or a regular file.
+    /// (A pipe may never end.)
+    var isBounded: Bool {
+        if size != nil { return true }
+        guard fd >= 0, let st = FileSystem.attributes(of: fd) else { return false }
+        return FileSystem.isRegularFile(st)
+    }
+
     /// Reads up to `count` bytes (fewer is not the end); 0 at the end of the blob.
     func read(into buffer: UnsafeMutableRawPointer, count: Int, cancellation: CancellationFlag?) throws(LayerError) -> Int {
         if let stream { return try stream.read(into: buffer, count: count, cancellation: cancellation) }

@@ -154,6 +154,21 @@ struct HardeningTests {
         #expect(r.status == 0, "\(r.status): \(r.stderr)")
     }
 
+    /// A store setting someone rewrote with a newline in it: the refusal is one line (found by
+    /// the store-open fuzz target).
+    @Test func aStoreSettingWithANewlineIsRefusedInOneLine() throws {
+        let tmp = TempDir("store-setting")
+        let store = tmp.sub("store")
+        _ = try LayerStore(root: store)
+        do {
+            let db = try Database(path: store + "/metadata.db")
+            try db.execute("UPDATE store_settings SET value = ? WHERE key = 'overlay_xattr_namespace'", "trusted\n\u{1b}[2Jx")
+        }
+        let r = try Layertool.run(["ls", "--root", store])
+        #expect(r.status == 1 && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+        #expect(r.stderr.contains("unknown overlay xattr namespace") && !r.stderr.contains("\u{1b}"), "\(r.stderr)")
+    }
+
     @Test func aStoreWritableByOthersIsRefused() throws {
         let tmp = TempDir("store-perms")
         let store = tmp.sub("store")

@@ -97,7 +97,7 @@ public final class LayerStore: @unchecked Sendable {
             }.first ?? wanted.rawValue
         }
         guard let namespace = OverlayXattrNamespace(rawValue: stored) else {
-            throw StoreError(.incompatible, path: paths.database, "unknown overlay xattr namespace \"\(stored)\"")
+            throw StoreError(.incompatible, path: paths.database, "unknown overlay xattr namespace \(String(stored.prefix(64)).debugDescription)")
         }
         self.overlayNamespace = namespace
         self.openingCleanup = try cleanUpIfIdle()

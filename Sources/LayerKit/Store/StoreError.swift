@@ -70,9 +70,11 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         self.mountError = error
     }
 
+    /// One line: control characters in the path or the reason (a value read from a store
+    /// someone else wrote) are escaped.
     public var description: String {
-        if let path { return "\(path): \(reason)" }
-        return reason
+        if let path { return LayerError.oneLine("\(path): \(reason)") }
+        return LayerError.oneLine(reason)
     }
 
     /// Whether the operation failed because it was cancelled.

@@ -32,6 +32,9 @@ enum Output {
         var tarSize: Int64
         var entries: Int
         var warnings: [String]
+        /// Seconds each side of the pipeline spent waiting for the other (absent for a layer
+        /// read without the pipeline).
+        var stageWaits: StageWaits?
     }
 
     static func records(_ summaries: [LayerSummary], names: [String]) -> [LayerRecord] {
@@ -40,7 +43,7 @@ enum Output {
             let (s, name) = pair
             return LayerRecord(layer: name, blobDigest: s.blobDigest, diffID: s.diffID, chainID: chain[i],
                                compression: s.compression, blobSize: s.blobSize, tarSize: s.tarSize,
-                               entries: s.entryCount, warnings: s.warnings)
+                               entries: s.entryCount, warnings: s.warnings, stageWaits: s.stageWaits)
         }
     }
 

@@ -255,6 +255,11 @@ struct GoodLayer: Sendable, CustomTestStringConvertible {
         #expect(records[1].entries == 7)
         #expect(records[1].chainID == DigestOracle.chainIDs(BusyboxFixture.diffIDs)[1])
         #expect(records[1].chainID == BusyboxFixture.chainID)
+        // Where each side of the pipeline waited: seconds, and no more than the run took.
+        for record in records {
+            let waits = try #require(record.stageWaits, "no stageWaits in \(record.layer)")
+            #expect(waits.decoding >= 0 && waits.applying >= 0 && waits.decoding + waits.applying < 60)
+        }
     }
 
     @Test func basicTreeIsWhatTheReadmeDescribes() throws {

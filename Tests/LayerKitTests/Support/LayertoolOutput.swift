@@ -15,6 +15,12 @@ enum LayertoolOutput {
         var blobSize: Int64
         var tarSize: Int64
         var entries: Int
+        var stageWaits: StageWaits?
+
+        struct StageWaits: Decodable {
+            var decoding: Double
+            var applying: Double
+        }
     }
 
     /// `unpack --image LAYOUT --json` without DEST: an import into the store.

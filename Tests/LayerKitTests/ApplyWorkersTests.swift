@@ -96,6 +96,33 @@ struct ApplyWorkersTests {
         return (c.overlay ? lowers.last! : root, result)
     }
 
+    /// An archive that ends inside a file's data: with or without workers the apply fails the
+    /// same way and leaves the same tree, with no partial file under the entry's name (the serial
+    /// path left the bytes it had; found by the apply fuzz target).
+    @Test func anArchiveEndingInsideAFileLeavesNoPartialFile() throws {
+        let tmp = TempDir("workers-truncated")
+        let full = TarBuilder.build([.dir("d"), .file("d/before", "kept"), .file("d/cut", String(repeating: "z", count: 6000))])
+        let cut = Array(full.prefix(512 * 5 + 2048))   // inside d/cut's data, whatever PAX headers come first
+        let blob = tmp.sub("cut.tar")
+        createFile(blob, bytes: Data(cut))
+        var trees = [TreeSnapshot](), errors = [String]()
+        for workers in [0, 1, 2] {
+            let root = tmp.mkdir("w\(workers)")
+            var options = ApplyOptions()
+            options.applyWorkers = workers
+            do throws(LayerError) {
+                _ = try LayerApplier(options: options).apply(.path(blob), to: root)
+                Issue.record("\(workers) workers: a truncated archive was applied")
+            } catch {
+                errors.append(error.description.replacing(root, with: "ROOT"))
+            }
+            #expect(access(root + "/d/cut", F_OK) != 0, "\(workers) workers: a partial d/cut is left")
+            trees.append(TreeSnapshot(root))
+        }
+        #expect(Set(errors).count == 1, "\(errors)")
+        #expect(trees[1] == trees[0] && trees[2] == trees[0], "\(trees[0].differences(from: trees[1]))")
+    }
+
     @Test(arguments: cases)
     func workersGiveTheSerialTree(_ c: Case) throws {
         let tmp = TempDir("workers")

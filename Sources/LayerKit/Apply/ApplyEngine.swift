@@ -231,12 +231,16 @@ final class ApplyEngine {
             fd = withCString(name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, createMode) }
         }
         guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot create file") }
-        var installed = temporary == nil
+        // A file whose data or metadata could not be written is removed, under whichever name it
+        // has: no partial file is left, as with the pool, which creates a file only once its
+        // data is read (found by the apply fuzz target: an archive ending inside a file's data).
+        var installed = false
         defer {
             close(fd)
-            if !installed, let temporary { withCString(temporary) { _ = unlinkat(parentFD, $0, 0) } }
+            if !installed { withCString(name) { _ = unlinkat(parentFD, $0, 0) } }
         }
         try writeFileContents(fd, entry: entry, archive: archive, perm: perm, createMode: createMode, path: path)
+        if temporary == nil { installed = true }
         if allocated != nil { count(FileSystem.attributes(of: fd)) }
         if let temporary {
             // A dir cannot be renamed over; anything else is replaced in one step.

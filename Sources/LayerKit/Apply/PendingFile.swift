@@ -38,7 +38,12 @@ struct PendingFile {
     func create(umask: mode_t) throws(LayerError) -> Outcome {
         let fd = withCString(path.name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, createMode) }
         guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: nil, "cannot create file") }
-        defer { close(fd) }
+        // A file that could not be completed is removed, as on the engine's own path.
+        var complete = false
+        defer {
+            close(fd)
+            if !complete { withCString(path.name) { _ = unlinkat(parentFD, $0, 0) } }
+        }
         if !data.isEmpty {
             let failure: Errno? = data.withUnsafeBytes { bytes in
                 do throws(Errno) {
@@ -61,6 +66,7 @@ struct PendingFile {
             }
         }
         if measures, let st = FileSystem.attributes(of: fd) { outcome.allocatedBytes = Int64(st.st_blocks) * 512 }
+        complete = true
         return outcome
     }
 }

@@ -190,7 +190,11 @@ public final class LayerStore: @unchecked Sendable {
         var result = [StoredImage]()
         for (name, manifest, config, top, created) in rows {
             let chain = try Self.chain(of: top, in: byChain, path: paths.database)
-            let size = chain.reduce(Int64(0)) { $0 + (byChain[$1]?.size ?? 0) }
+            // Saturating: sizes are bounded per record, not the length of a chain.
+            let size = chain.reduce(Int64(0)) { total, id in
+                let (sum, overflow) = total.addingReportingOverflow(byChain[id]?.size ?? 0)
+                return overflow ? .max : sum
+            }
             result.append(StoredImage(name: name, manifestDigest: manifest, configDigest: config, topChainID: top,
                                       chainIDs: chain, size: size, created: created))
         }
@@ -225,8 +229,8 @@ public final class LayerStore: @unchecked Sendable {
 
     static func decodeLayer(_ row: Row) throws(DatabaseError) -> StoredLayer {
         StoredLayer(chainID: try row.digest(0), diffID: try row.digest(1), blobDigest: try row.optionalDigest(2),
-                    blobSize: try row.optionalInt64(3), mediaType: try row.optionalString(4), parent: try row.optionalDigest(5),
-                    link: try row.string(6), size: try row.int64(7), created: try row.date(8))
+                    blobSize: try row.optionalByteCount(3), mediaType: try row.optionalString(4), parent: try row.optionalDigest(5),
+                    link: try row.string(6), size: try row.byteCount(7), created: try row.date(8))
     }
 
     /// Runs database work on the connection (under its lock), turning its errors into store errors.

@@ -70,6 +70,23 @@ struct Row {
 
     func int(_ index: Int32) throws(DatabaseError) -> Int { Int(try int64(index)) }
 
+    /// The largest byte count a record may hold (1 PiB), whatever a rewritten database says.
+    static let maximumByteCount: Int64 = 1 << 50
+
+    /// A size in bytes: an integer from 0 to `maximumByteCount`.
+    func byteCount(_ index: Int32) throws(DatabaseError) -> Int64 {
+        let v = try int64(index)
+        guard v >= 0 && v <= Self.maximumByteCount else {
+            throw DatabaseError(code: SQLITE_MISMATCH, message: "column \(name(index)) holds \(v), not a size in bytes",
+                                sql: statement.sql, path: statement.database.path)
+        }
+        return v
+    }
+
+    func optionalByteCount(_ index: Int32) throws(DatabaseError) -> Int64? {
+        isNull(index) ? nil : try byteCount(index)
+    }
+
     func optionalInt64(_ index: Int32) throws(DatabaseError) -> Int64? {
         isNull(index) ? nil : try int64(index)
     }

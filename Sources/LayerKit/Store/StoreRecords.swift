@@ -118,7 +118,12 @@ public struct GarbageCollection: Sendable, Codable, Equatable {
         self.freedBlobBytes = freedBlobBytes
     }
     /// Bytes on disk the removed layers' diff dirs took (blobs: `freedBlobBytes`).
-    public var freedBytes: Int64 { removed.reduce(0) { $0 + $1.size } }
+    public var freedBytes: Int64 {
+        removed.reduce(Int64(0)) { total, layer in
+            let (sum, overflow) = total.addingReportingOverflow(layer.size)
+            return overflow ? .max : sum
+        }
+    }
 }
 
 /// Something found wrong by `LayerStore.verify`.

@@ -169,6 +169,26 @@ struct HardeningTests {
         #expect(r.stderr.contains("unknown overlay xattr namespace") && !r.stderr.contains("\u{1b}"), "\(r.stderr)")
     }
 
+    /// Layer sizes someone rewrote in the database: two of 2^62 bytes made an image's size
+    /// overflow, and Swift trapped (found by the store-open fuzz target). A size that is not a
+    /// byte count is now refused in one line; `ls` neither crashes nor prints a wrapped number.
+    @Test(arguments: [Int64(1) << 62, -5])
+    func aLayerSizeThatIsNoByteCountIsRefused(_ size: Int64) throws {
+        let tmp = TempDir("store-size")
+        let store = tmp.sub("store")
+        let opened = try LayerStore(root: store)
+        _ = try opened.importImage(layout: OCIImageLayout(path: BusyboxFixture.layout), reference: "latest")
+        do {
+            let db = try Database(path: store + "/metadata.db")
+            try db.execute("UPDATE layers SET size = ?", size)
+        }
+        for args in [["ls"], ["ls", "layers"]] {
+            let r = try Layertool.run(args + ["--root", store])
+            #expect(r.status == 1 && r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("not a size in bytes"),
+                    "\(args): \(r.status) \(r.stderr)")
+        }
+    }
+
     @Test func aStoreWritableByOthersIsRefused() throws {
         let tmp = TempDir("store-perms")
         let store = tmp.sub("store")

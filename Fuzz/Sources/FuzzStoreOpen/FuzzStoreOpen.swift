@@ -104,9 +104,13 @@ struct StoreTamperer {
     /// one, if it exists, not a symlink (for operations that would follow it).
     func isInside(_ path: String, lastMayBeSymlink: Bool = false) -> Bool {
         guard path.hasPrefix(root + "/") else { return false }
-        let parts = path.dropFirst(root.count + 1).split(separator: "/", omittingEmptySubsequences: false)
+        // Split the bytes, not the characters: a name that starts with a combining mark joins the
+        // "/" before it into one grapheme, and a split by Character missed that slash (the harness
+        // then wrote through a `staging` symlink it had planted; found by the long run).
+        let parts = Array(path.utf8.dropFirst(root.utf8.count + 1)).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
         var current = root
-        for (i, part) in parts.enumerated() {
+        for (i, partBytes) in parts.enumerated() {
+            let part = String(decoding: partBytes, as: UTF8.self)
             current += "/" + part
             var st = stat()
             guard lstat(current, &st) == 0 else { return errno == ENOENT && i == parts.count - 1 }

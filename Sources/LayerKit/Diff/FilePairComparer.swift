@@ -106,17 +106,19 @@ final class FilePairComparer: @unchecked Sendable {
     }
 
     private func work() {
-        var scratch = Scratch()
+        var scratch = Scratch(oldRoot: oldFD, newRoot: newFD)
         defer { scratch.release() }
         while let (start, batch) = claim() {
             var found = [PairResult]()
             found.reserveCapacity(batch.count)
             for item in batch {
-                guard let (oldDir, newDir) = scratch.dirs.open(item.dir, oldRoot: oldFD, newRoot: newFD) else {
+                let oldDir = scratch.oldDir.open(item.dir), newDir = scratch.newDir.open(item.dir)
+                guard oldDir >= 0, newDir >= 0 else {
                     found.append(PairResult(outcome: .recheck, st: stat()))
                     continue
                 }
-                found.append(compare(item, oldDir: oldDir, newDir: newDir, scratch: &scratch))
+                let (outcome, st) = decide(item, oldDir: oldDir, newDir: newDir, scratch: &scratch)
+                found.append(PairResult(outcome: outcome, st: st))
             }
             lock.lock()
             for (i, v) in found.enumerated() { results[start + i] = v }
@@ -146,19 +148,21 @@ final class FilePairComparer: @unchecked Sendable {
     private struct Scratch {
         let a = UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 64)
         let b = UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 64)
-        var dirs = ParentDirs()
+        var oldDir: OpenDirBelow
+        var newDir: OpenDirBelow
         var expectContents = false
+
+        init(oldRoot: Int32, newRoot: Int32) {
+            oldDir = OpenDirBelow(rootFD: oldRoot)
+            newDir = OpenDirBelow(rootFD: newRoot)
+        }
 
         mutating func release() {
             a.deallocate()
             b.deallocate()
-            dirs.close()
+            oldDir.close()
+            newDir.close()
         }
-    }
-
-    private func compare(_ item: PendingPair, oldDir: Int32, newDir: Int32, scratch: inout Scratch) -> PairResult {
-        let (outcome, st) = decide(item, oldDir: oldDir, newDir: newDir, scratch: &scratch)
-        return PairResult(outcome: outcome, st: st)
     }
 
     private func decide(_ item: PendingPair, oldDir: Int32, newDir: Int32, scratch: inout Scratch) -> (PairOutcome, stat) {
@@ -179,7 +183,7 @@ final class FilePairComparer: @unchecked Sendable {
             || ost.st_size != nst.st_size || ost.st_nlink != nst.st_nlink {
             return (.changed, nst)
         }
-        let readBytes = nst.st_size > 0 && (compareContents || nst.st_mtim.tv_nsec == 0) && !FileSystem.sameInode(ost, nst)
+        let readBytes = Self.onlyBytesCanTell(ost, nst, compareContents: compareContents)
         scratch.expectContents = readBytes
         if files.isOpen {
             if !sameXattrs(fd: files.old, fd: files.new) { return (.changed, nst) }
@@ -217,6 +221,15 @@ final class FilePairComparer: @unchecked Sendable {
         if xa.count != xb.count { return false }
         for (x, y) in zip(xa, xb) where x.name != y.name || x.value != y.value { return false }
         return true
+    }
+
+    /// Whether two regular files with the same stat must be read to tell whether they differ:
+    /// the mtime has no sub-second part (tar-extracted trees) or reading was asked for, and they
+    /// are not one inode.
+    static func onlyBytesCanTell(_ a: stat, _ b: stat, compareContents: Bool) -> Bool {
+        guard FileSystem.isRegularFile(a), a.st_size > 0 else { return false }
+        guard compareContents || b.st_mtim.tv_nsec == 0 else { return false }
+        return !FileSystem.sameInode(a, b)
     }
 
     /// 0 when both open files hold the same `size` bytes, 1 when not, -1 on a read error. Reads
@@ -270,26 +283,27 @@ struct OpenPair {
     }
 }
 
-/// The parent dirs of the files being compared, in both trees: the walk hands over files dir by
-/// dir, so one pair of dirs opened (beneath each root, no symlinks) serves a run of files.
-private struct ParentDirs {
-    private var path: EntryPath?
-    private var fds: (Int32, Int32) = (-1, -1)
+/// A dir below a root, opened beneath it without symlinks and kept open while the next file
+/// asks for the same one: the walk hands files over dir by dir. The root itself is never closed.
+struct OpenDirBelow {
+    let rootFD: Int32
+    private var path = EntryPath.root
+    private var fd: Int32 = -1
 
-    /// Both trees' dirs at `dir` (the roots themselves for the root), or nil when either cannot be opened.
-    mutating func open(_ dir: EntryPath, oldRoot: Int32, newRoot: Int32) -> (Int32, Int32)? {
-        if dir.isRoot { return (oldRoot, newRoot) }
-        if fds.0 >= 0, fds.1 >= 0, path == dir { return fds }
+    init(rootFD: Int32) { self.rootFD = rootFD }
+
+    /// The dir at `dir` (the root for the root), or -1 with `errno` set.
+    mutating func open(_ dir: EntryPath) -> Int32 {
+        if dir.isRoot { return rootFD }
+        if fd >= 0 && path == dir { return fd }
         close()
+        fd = FileSystem.openBeneath(rootFD, dir.bytes)
         path = dir
-        fds = (FileSystem.openBeneath(oldRoot, dir.bytes), FileSystem.openBeneath(newRoot, dir.bytes))
-        return fds.0 >= 0 && fds.1 >= 0 ? fds : nil
+        return fd
     }
 
     mutating func close() {
-        if fds.0 >= 0 { Glibc.close(fds.0) }
-        if fds.1 >= 0 { Glibc.close(fds.1) }
-        fds = (-1, -1)
-        path = nil
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
     }
 }

@@ -57,16 +57,16 @@ struct TreeComparer {
         do throws(LayerError) { try walk(oldRoot: oldRoot, comparer: comparer) } catch { walkError = error }
         let compared = comparer.finish()
         if let walkError { throw walkError }
-        var parent = ParentDir(rootFD: changes.newRootFD)
+        var parent = OpenDirBelow(rootFD: changes.newRootFD)
         defer { parent.close() }
         for (item, result) in compared {
             let nst = result.st
             switch result.outcome {
             case .same:
-                if nst.st_nlink > 1 { noteInode(item.path, nst) }
+                if nst.st_nlink > 1 { noteInode(item.path, nst) }   // a path is built only for a hardlink
             case .changed:
                 noteInode(item.path, nst)
-                try changes.addNode(item.path, st: nst, dirFD: try parent.open(item.dir))
+                try changes.addNode(item.path, st: nst, dirFD: try Self.opened(&parent, item.dir))
             case .unreadable:
                 throw LayerError(.input, entry: item.path.description, "cannot read to compare contents")
             case .recheck:
@@ -78,8 +78,8 @@ struct TreeComparer {
 
     /// A pair the comparer could not settle (the tree changed under the walk): looked at again,
     /// the slow way, by name.
-    private func recheck(_ path: EntryPath, oldRoot: [UInt8], parent: inout ParentDir) throws(LayerError) {
-        let newDir = try parent.open(path.parent)
+    private func recheck(_ path: EntryPath, oldRoot: [UInt8], parent: inout OpenDirBelow) throws(LayerError) {
+        let newDir = try Self.opened(&parent, path.parent)
         let oldDir = path.parent.isRoot ? oldFD : FileSystem.openBeneath(oldFD, path.parent.bytes)
         guard oldDir >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot open parent dir") }
         defer { if oldDir != oldFD { close(oldDir) } }
@@ -105,28 +105,11 @@ struct TreeComparer {
         }
     }
 
-    /// The new tree's dir of the last changed file, kept open for the next one.
-    private struct ParentDir {
-        let rootFD: Int32
-        private var path = EntryPath.root
-        private var fd: Int32 = -1
-
-        init(rootFD: Int32) { self.rootFD = rootFD }
-
-        mutating func open(_ dir: EntryPath) throws(LayerError) -> Int32 {
-            if dir.isRoot { return rootFD }
-            if fd >= 0 && path == dir { return fd }
-            close()
-            fd = FileSystem.openBeneath(rootFD, dir.bytes)
-            guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: dir.description, "cannot open parent dir") }
-            path = dir
-            return fd
-        }
-
-        mutating func close() {
-            if fd >= 0 { Glibc.close(fd) }
-            fd = -1
-        }
+    /// The new tree's dir of a changed file (kept open for the next one), or an error naming it.
+    private static func opened(_ dir: inout OpenDirBelow, _ path: EntryPath) throws(LayerError) -> Int32 {
+        let fd = dir.open(path)
+        guard fd >= 0 else { throw .system(Errno(rawValue: errno), entry: path.description, "cannot open parent dir") }
+        return fd
     }
 
     /// One dir being compared: both sides' entries, sorted by name, and how far the merge has come.
@@ -275,11 +258,7 @@ struct TreeComparer {
         return false
     }
 
-    /// Same size and mtime: only the bytes can tell, when the mtime has no sub-second part
-    /// (tar-extracted trees) or when asked to always look.
     private func needsContentCompare(_ a: stat, _ b: stat) -> Bool {
-        guard FileSystem.isRegularFile(a), a.st_size > 0 else { return false }
-        guard compareContents || b.st_mtim.tv_nsec == 0 else { return false }
-        return !FileSystem.sameInode(a, b)
+        FilePairComparer.onlyBytesCanTell(a, b, compareContents: compareContents)
     }
 }
